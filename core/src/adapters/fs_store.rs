@@ -1,0 +1,538 @@
+//! Object store over a directory: `ROOT/<bucket>/<key>`, atomic writes through a temporary file
+//! and a rename (or a hard link, for create-if-absent, which fails if the name exists).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::io::AsyncReadExt;
+
+use crate::error::{Error, Result};
+use crate::layout::{TEMP_PREFIX, check_key};
+use crate::ports::object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+
+/// Object store on the local file system.
+#[derive(Debug, Clone)]
+pub struct FsObjectStore {
+    root: Arc<PathBuf>,
+    durable: bool,
+    counter: Arc<AtomicU64>,
+}
+
+impl FsObjectStore {
+    /// A store whose buckets are the folders of `root`. Writes survive a crash of the process;
+    /// with `durable` they are also fsynced, to survive a crash of the machine.
+    pub fn new(root: impl Into<PathBuf>, durable: bool) -> Self {
+        FsObjectStore {
+            root: Arc::new(root.into()),
+            durable,
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The folder of a bucket.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.root.join(bucket)
+    }
+
+    /// The file behind `bucket/key`, after checking both.
+    pub fn path_of(&self, bucket: &str, key: &str) -> Result<PathBuf> {
+        check_bucket(bucket)?;
+        check_key(key).map_err(|rule| Error::InvalidKey {
+            key: key.to_owned(),
+            rule,
+        })?;
+        Ok(self.root.join(bucket).join(key))
+    }
+
+    /// Metadata of a file as an object, computed from `stat` (no read): size, mtime and inode.
+    pub fn meta_of(key: &str, md: &fs::Metadata) -> ObjectMeta {
+        let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
+        let last_modified = OffsetDateTime::from_unix_timestamp_nanos(mtime_ns)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        ObjectMeta {
+            key: key.to_owned(),
+            size: md.len(),
+            etag: format!("\"{:x}-{:x}-{:x}\"", md.ino(), mtime_ns, md.len()),
+            last_modified,
+        }
+    }
+
+    fn temp_path(&self, target: &Path) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{TEMP_PREFIX}{}-{n}.tmp", std::process::id());
+        target.with_file_name(name)
+    }
+
+    /// Creates the temporary file next to `target` and returns its path and handle.
+    fn begin(&self, target: &Path) -> Result<(PathBuf, fs::File)> {
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        let tmp = self.temp_path(target);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        Ok((tmp, file))
+    }
+
+    /// Publishes the temporary file under its final name.
+    fn commit(
+        &self,
+        bucket: &str,
+        key: &str,
+        tmp: &Path,
+        file: fs::File,
+        target: &Path,
+        mode: PutMode,
+    ) -> Result<ObjectMeta> {
+        if self.durable {
+            file.sync_all()
+                .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+        }
+        drop(file);
+        let published = match mode {
+            PutMode::Overwrite => fs::rename(tmp, target),
+            // link(2) fails with EEXIST if the name is taken: the local `If-None-Match: *`.
+            PutMode::CreateNew => fs::hard_link(tmp, target).and_then(|()| fs::remove_file(tmp)),
+        };
+        if let Err(e) = published {
+            let _ = fs::remove_file(tmp);
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::AlreadyExists {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                }
+            } else {
+                Error::io(format!("publishing {}", target.display()), e)
+            });
+        }
+        if self.durable
+            && let Some(dir) = target.parent()
+        {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+        }
+        let md = fs::metadata(target)
+            .map_err(|e| Error::io(format!("reading {}", target.display()), e))?;
+        Ok(Self::meta_of(key, &md))
+    }
+
+    fn put_sync(&self, bucket: &str, key: &str, body: &[u8], mode: PutMode) -> Result<ObjectMeta> {
+        let target = self.path_of(bucket, key)?;
+        if mode == PutMode::CreateNew && target.exists() {
+            // Cheap early answer; the link below is what makes it race-free.
+            return Err(Error::AlreadyExists {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        let (tmp, mut file) = self.begin(&target)?;
+        if let Err(e) = file.write_all(body) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(format!("writing {}", tmp.display()), e));
+        }
+        self.commit(bucket, key, &tmp, file, &target, mode)
+    }
+
+    fn get_sync(&self, bucket: &str, key: &str, max: u64) -> Result<(ObjectMeta, Bytes)> {
+        let path = self.path_of(bucket, key)?;
+        let mut file = open_object(bucket, key, &path)?;
+        let md = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let too_large = |size| Error::TooLarge {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size,
+            limit: max,
+        };
+        if md.len() > max {
+            return Err(too_large(md.len()));
+        }
+        let mut buf = Vec::with_capacity(md.len() as usize);
+        // Read one byte past the cap, in case the file grew since the stat.
+        (&mut file)
+            .take(max.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if buf.len() as u64 > max {
+            return Err(too_large(buf.len() as u64));
+        }
+        Ok((Self::meta_of(key, &md), Bytes::from(buf)))
+    }
+
+    fn head_sync(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        let path = self.path_of(bucket, key)?;
+        match fs::metadata(&path) {
+            Ok(md) if md.is_file() => Ok(Some(Self::meta_of(key, &md))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn list_sync(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<ObjectMeta>> {
+        check_bucket(bucket)?;
+        let base = self.root.join(bucket);
+        // Walk from the deepest folder the prefix names in full.
+        let dir_part = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
+        if !dir_part.is_empty() {
+            check_key(dir_part).map_err(|rule| Error::InvalidKey {
+                key: prefix.to_owned(),
+                rule,
+            })?;
+        }
+        let mut keys = Vec::new();
+        let start = if dir_part.is_empty() {
+            base.clone()
+        } else {
+            base.join(dir_part)
+        };
+        walk(&base, &start, prefix, &mut keys)?;
+        keys.sort_by(|a: &ObjectMeta, b| a.key.cmp(&b.key));
+        Ok(keys
+            .into_iter()
+            .filter(|m| start_after.is_none_or(|s| m.key.as_str() > s))
+            .take(max)
+            .collect())
+    }
+}
+
+fn check_bucket(bucket: &str) -> Result<()> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !bucket.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidKey {
+            key: bucket.to_owned(),
+            rule: "bucket names are 3-63 of [a-z0-9.-]",
+        })
+    }
+}
+
+fn open_object(bucket: &str, key: &str, path: &Path) -> Result<fs::File> {
+    match fs::File::open(path) {
+        Ok(f) if f.metadata().map(|m| m.is_file()).unwrap_or(false) => Ok(f),
+        Ok(_) => Err(Error::NotFound {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }),
+        Err(e) => Err(Error::io(format!("opening {}", path.display()), e)),
+    }
+}
+
+fn walk(base: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(rel) = path.strip_prefix(base) else {
+            continue;
+        };
+        let Some(key) = rel.to_str() else { continue };
+        let ft = entry
+            .file_type()
+            .map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
+        if ft.is_dir() {
+            let as_prefix = format!("{key}/");
+            if as_prefix.starts_with(prefix) || prefix.starts_with(&as_prefix) {
+                walk(base, &path, prefix, out)?;
+            }
+        } else if ft.is_file()
+            && key.starts_with(prefix)
+            && let Ok(md) = entry.metadata()
+        {
+            out.push(FsObjectStore::meta_of(key, &md));
+        }
+    }
+    Ok(())
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+#[async_trait]
+impl ObjectStore for FsObjectStore {
+    async fn put(&self, bucket: &str, key: &str, body: Bytes, mode: PutMode) -> Result<ObjectMeta> {
+        let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || this.put_sync(&bucket, &key, &body, mode)).await
+    }
+
+    async fn put_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut body: ByteStream,
+        mode: PutMode,
+    ) -> Result<ObjectMeta> {
+        let target = self.path_of(bucket, key)?;
+        let (tmp, file) = {
+            let (this, target) = (self.clone(), target.clone());
+            blocking(move || this.begin(&target)).await?
+        };
+        let mut out = tokio::fs::File::from_std(file);
+        let copied = async {
+            tokio::io::copy(&mut body, &mut out).await?;
+            tokio::io::AsyncWriteExt::flush(&mut out).await
+        }
+        .await;
+        if let Err(e) = copied {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(Error::io(format!("writing {}", tmp.display()), e));
+        }
+        let file = out.into_std().await;
+        let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || this.commit(&bucket, &key, &tmp, file, &target, mode)).await
+    }
+
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes)> {
+        let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || this.get_sync(&bucket, &key, max_bytes)).await
+    }
+
+    async fn get_stream(&self, bucket: &str, key: &str) -> Result<(ObjectMeta, ByteStream)> {
+        let path = self.path_of(bucket, key)?;
+        let file = {
+            let (bucket, key, path) = (bucket.to_owned(), key.to_owned(), path.clone());
+            blocking(move || open_object(&bucket, &key, &path)).await?
+        };
+        let md = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let meta = Self::meta_of(key, &md);
+        let stream = tokio::fs::File::from_std(file).take(md.len());
+        Ok((meta, Box::pin(stream)))
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || this.head_sync(&bucket, &key)).await
+    }
+
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<ObjectMeta>> {
+        let (this, bucket, prefix) = (self.clone(), bucket.to_owned(), prefix.to_owned());
+        let start_after = start_after.map(str::to_owned);
+        blocking(move || this.list_sync(&bucket, &prefix, start_after.as_deref(), max)).await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        let path = self.path_of(bucket, key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("deleting {}", path.display()), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, FsObjectStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsObjectStore::new(dir.path(), false);
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn create_new_refuses_an_existing_object_and_keeps_the_first() {
+        let (_d, s) = store();
+        s.put(
+            "outbox",
+            "b/results/r.out",
+            Bytes::from("one"),
+            PutMode::CreateNew,
+        )
+        .await
+        .unwrap();
+        let second = s
+            .put(
+                "outbox",
+                "b/results/r.out",
+                Bytes::from("two"),
+                PutMode::CreateNew,
+            )
+            .await;
+        assert!(
+            matches!(second, Err(Error::AlreadyExists { .. })),
+            "{second:?}"
+        );
+        let (_, body) = s.get("outbox", "b/results/r.out", 10).await.unwrap();
+        assert_eq!(&body[..], b"one");
+    }
+
+    #[tokio::test]
+    async fn concurrent_create_new_has_exactly_one_winner() {
+        let (_d, s) = store();
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.put(
+                    "outbox",
+                    "b/r",
+                    Bytes::from(format!("{i}")),
+                    PutMode::CreateNew,
+                )
+                .await
+                .is_ok()
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1);
+    }
+
+    #[tokio::test]
+    async fn etag_changes_when_an_object_is_replaced() {
+        let (_d, s) = store();
+        let a = s
+            .put("inbox", "k", Bytes::from("a"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let b = s
+            .put("inbox", "k", Bytes::from("b"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_ne!(a.etag, b.etag);
+        assert_eq!(
+            s.head("inbox", "k").await.unwrap().map(|m| m.etag),
+            Some(b.etag)
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_over_the_cap_are_refused() {
+        let (_d, s) = store();
+        s.put(
+            "inbox",
+            "k",
+            Bytes::from(vec![0u8; 100]),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+        let r = s.get("inbox", "k", 99).await;
+        assert!(
+            matches!(
+                r,
+                Err(Error::TooLarge {
+                    size: 100,
+                    limit: 99,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert!(matches!(
+            s.get("inbox", "nope", 99).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn keys_escaping_the_bucket_are_refused() {
+        let (_d, s) = store();
+        for key in ["../x", "/etc/passwd", "a/../../x", "a\0b"] {
+            let r = s.put("inbox", key, Bytes::new(), PutMode::Overwrite).await;
+            assert!(matches!(r, Err(Error::InvalidKey { .. })), "{key:?}: {r:?}");
+        }
+        let long = "k".repeat(1025);
+        assert!(s.head("inbox", &long).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn listing_filters_by_prefix_in_key_order_and_skips_temp_files() {
+        let (d, s) = store();
+        for k in [
+            "b/results/2.out",
+            "b/results/1.out",
+            "b/rejected/3.json",
+            "c/results/4.out",
+        ] {
+            s.put("outbox", k, Bytes::from("x"), PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+        fs::write(d.path().join("outbox/b/results/.sbx-junk.tmp"), b"x").unwrap();
+        let keys: Vec<_> = s
+            .list("outbox", "b/re", None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["b/rejected/3.json", "b/results/1.out", "b/results/2.out"]
+        );
+        let after: Vec<_> = s
+            .list("outbox", "b/", Some("b/results/1.out"), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(after, ["b/results/2.out"]);
+    }
+
+    #[tokio::test]
+    async fn streams_round_trip_without_a_size_cap() {
+        let (_d, s) = store();
+        let data = vec![7u8; 3 * 1024 * 1024];
+        let body: ByteStream = Box::pin(std::io::Cursor::new(data.clone()));
+        s.put_stream("outbox", "big", body, PutMode::CreateNew)
+            .await
+            .unwrap();
+        let (meta, mut r) = s.get_stream("outbox", "big").await.unwrap();
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await.unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(back, data);
+    }
+}

@@ -1,0 +1,579 @@
+//! Queues over SQLite (bundled, WAL) with SQS semantics: batches, receipt handles, visibility
+//! timeouts, receive counts, delays and a dead-letter queue after too many receives.
+//!
+//! Every operation is one transaction, so a `kill -9` loses nothing committed and duplicates
+//! nothing: a message is either in the table or deleted.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::ports::job_queue::{
+    DeadLetter, DeadLetterQueue, JobQueue, OutgoingMessage, QueueStats, ReceiveOptions,
+    ReceivedMessage,
+};
+
+/// One SQLite database holding any number of queues.
+#[derive(Debug, Clone)]
+pub struct QueueDb {
+    conn: Arc<Mutex<Connection>>,
+    // Wakes long polls in this process; other processes are seen by polling.
+    notify: Arc<Notify>,
+}
+
+/// Poll interval of a long poll, for messages sent by other processes or becoming visible.
+const POLL: Duration = Duration::from_millis(50);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn to_system_time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+impl QueueDb {
+    /// Opens (creating if needed) the queue database at `path`.
+    pub fn open(path: &Path) -> Result<QueueDb> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // WAL + NORMAL: a committed transaction survives a crash of the process (the WAL is
+        // written before commit returns); only a power loss may roll back the last commits.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS messages (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 queue TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 sent_at INTEGER NOT NULL,
+                 visible_at INTEGER NOT NULL,
+                 receive_count INTEGER NOT NULL DEFAULT 0,
+                 receipt TEXT
+             );
+             CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at, id);
+             CREATE TABLE IF NOT EXISTS dedup (
+                 queue TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 PRIMARY KEY (queue, key)
+             ) WITHOUT ROWID;",
+        )?;
+        Ok(QueueDb {
+            conn: Arc::new(Mutex::new(conn)),
+            notify: Arc::new(Notify::new()),
+        })
+    }
+
+    /// A queue in this database. With `dead_letter`, a message received more than
+    /// `max_receives` times moves to the named queue instead of being delivered again.
+    pub fn queue(&self, name: &str, dead_letter: Option<RedrivePolicy>) -> SqliteQueue {
+        SqliteQueue {
+            db: self.clone(),
+            name: Arc::from(name),
+            redrive: dead_letter,
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| Error::Task("queue database lock poisoned".into()))
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = this.lock()?;
+            f(&mut conn)
+        })
+        .await?
+    }
+}
+
+/// Where and when messages that keep failing go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedrivePolicy {
+    /// Name of the dead-letter queue.
+    pub dead_letter_queue: String,
+    /// Receives after which a message is moved instead of delivered.
+    pub max_receives: u32,
+}
+
+/// One queue in a [`QueueDb`].
+#[derive(Debug, Clone)]
+pub struct SqliteQueue {
+    db: QueueDb,
+    name: Arc<str>,
+    redrive: Option<RedrivePolicy>,
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, queue: &str, body: &str, delay: Duration) -> Result<i64> {
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO messages (queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4)",
+        params![queue, body, now, now + ms(delay)],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn parse_handle(handle: &str) -> Option<(i64, &str)> {
+    let (id, _) = handle.split_once('.')?;
+    Some((id.parse().ok()?, handle))
+}
+
+fn new_receipt(id: i64) -> String {
+    let mut r = [0u8; 12];
+    // A receipt only needs to be unguessable enough not to collide with an older one.
+    let _ = aws_lc_rs::rand::fill(&mut r);
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{id}.{hex}")
+}
+
+impl SqliteQueue {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends each message whose dedup key this queue has never seen; returns how many were sent.
+    /// The key is recorded in the same transaction, so a crash cannot send twice or lose one.
+    pub async fn send_if_new(&self, messages: Vec<(String, String)>) -> Result<usize> {
+        let name = self.name.clone();
+        let sent = self
+            .db
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut sent = 0;
+                for (key, body) in &messages {
+                    let fresh = tx.execute(
+                        "INSERT OR IGNORE INTO dedup (queue, key) VALUES (?1, ?2)",
+                        params![&*name, key],
+                    )?;
+                    if fresh == 1 {
+                        insert(&tx, &name, body, Duration::ZERO)?;
+                        sent += 1;
+                    }
+                }
+                tx.commit()?;
+                Ok(sent)
+            })
+            .await?;
+        if sent > 0 {
+            self.db.notify.notify_waiters();
+        }
+        Ok(sent)
+    }
+
+    /// Makes every received-but-not-deleted message visible at once. Called at start-up by the
+    /// only consumer, whose previous run died holding them.
+    pub async fn release_in_flight(&self) -> Result<usize> {
+        let name = self.name.clone();
+        self.db
+            .run(move |conn| {
+                let now = now_ms();
+                Ok(conn.execute(
+                    "UPDATE messages SET visible_at = ?2, receipt = NULL
+                     WHERE queue = ?1 AND receive_count > 0 AND visible_at > ?2",
+                    params![&*name, now],
+                )?)
+            })
+            .await
+    }
+
+    fn try_receive(
+        conn: &mut Connection,
+        name: &str,
+        redrive: Option<&RedrivePolicy>,
+        opts: ReceiveOptions,
+    ) -> Result<Vec<ReceivedMessage>> {
+        let now = now_ms();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::new();
+        loop {
+            let want = opts.max_messages.saturating_sub(out.len());
+            if want == 0 {
+                break;
+            }
+            let rows: Vec<(i64, String, u32, i64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, body, receive_count, sent_at FROM messages
+                     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
+                )?;
+                stmt.query_map(params![name, now, want as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?
+            };
+            if rows.is_empty() {
+                break;
+            }
+            for (id, body, count, sent_at) in rows {
+                if let Some(policy) = redrive
+                    && count >= policy.max_receives
+                {
+                    tx.execute(
+                        "UPDATE messages SET queue = ?2, visible_at = ?3, receipt = NULL WHERE id = ?1",
+                        params![id, policy.dead_letter_queue, now],
+                    )?;
+                    tracing::warn!(
+                        queue = name,
+                        message_id = id,
+                        receives = count,
+                        "moved to dead-letter queue"
+                    );
+                    continue;
+                }
+                let receipt = new_receipt(id);
+                tx.execute(
+                    "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3
+                     WHERE id = ?1",
+                    params![id, now + ms(opts.visibility_timeout), receipt],
+                )?;
+                out.push(ReceivedMessage {
+                    message_id: id.to_string(),
+                    body,
+                    receipt_handle: receipt,
+                    receive_count: count + 1,
+                    sent_at: to_system_time(sent_at),
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqliteQueue {
+    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<Vec<String>> {
+        let name = self.name.clone();
+        let messages = messages.to_vec();
+        let ids = self
+            .db
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut ids = Vec::with_capacity(messages.len());
+                for m in &messages {
+                    ids.push(insert(&tx, &name, &m.body, m.delay)?.to_string());
+                }
+                tx.commit()?;
+                Ok(ids)
+            })
+            .await?;
+        self.db.notify.notify_waiters();
+        Ok(ids)
+    }
+
+    async fn receive(&self, opts: ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
+        let deadline = tokio::time::Instant::now() + opts.wait;
+        loop {
+            // Register interest before looking, so a send in between is not missed.
+            let notified = self.db.notify.notified();
+            let (name, redrive) = (self.name.clone(), self.redrive.clone());
+            let got = self
+                .db
+                .run(move |conn| Self::try_receive(conn, &name, redrive.as_ref(), opts))
+                .await?;
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            let nap = POLL.min(deadline - now);
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()> {
+        let handles: Vec<(i64, String)> = receipt_handles
+            .iter()
+            .filter_map(|h| parse_handle(h).map(|(id, h)| (id, h.to_owned())))
+            .collect();
+        if handles.is_empty() {
+            return Ok(());
+        }
+        self.db
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut stmt =
+                        tx.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receipt = ?2")?;
+                    for (id, h) in &handles {
+                        stmt.execute(params![id, h])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<()> {
+        let Some((id, h)) = parse_handle(receipt_handle) else {
+            return Ok(());
+        };
+        let h = h.to_owned();
+        self.db
+            .run(move |conn| {
+                conn.execute(
+                    "UPDATE messages SET visible_at = ?3 WHERE id = ?1 AND receipt = ?2",
+                    params![id, h, now_ms() + ms(timeout)],
+                )?;
+                Ok(())
+            })
+            .await?;
+        if timeout.is_zero() {
+            self.db.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let name = self.name.clone();
+        self.db
+            .run(move |conn| {
+                let now = now_ms();
+                let (visible, in_flight, delayed, oldest): (i64, i64, i64, Option<i64>) = conn
+                    .query_row(
+                        "SELECT
+                           COALESCE(SUM(visible_at <= ?2), 0),
+                           COALESCE(SUM(visible_at > ?2 AND receive_count > 0), 0),
+                           COALESCE(SUM(visible_at > ?2 AND receive_count = 0), 0),
+                           MIN(sent_at)
+                         FROM messages WHERE queue = ?1",
+                        params![&*name, now],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )?;
+                Ok(QueueStats {
+                    visible: visible as u64,
+                    in_flight: in_flight as u64,
+                    delayed: delayed as u64,
+                    oldest_age: oldest.map(|t| Duration::from_millis((now - t).max(0) as u64)),
+                })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for SqliteQueue {
+    async fn list_dead(&self, max: usize) -> Result<Vec<DeadLetter>> {
+        let Some(policy) = self.redrive.clone() else {
+            return Ok(Vec::new());
+        };
+        self.db
+            .run(move |conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT id, body, receive_count, sent_at FROM messages
+                     WHERE queue = ?1 ORDER BY id LIMIT ?2",
+                )?;
+                let rows = stmt
+                    .query_map(params![policy.dead_letter_queue, max as i64], |r| {
+                        Ok(DeadLetter {
+                            message_id: r.get::<_, i64>(0)?.to_string(),
+                            body: r.get(1)?,
+                            receive_count: r.get(2)?,
+                            sent_at: to_system_time(r.get(3)?),
+                        })
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn redrive(&self, max: usize) -> Result<u64> {
+        let Some(policy) = self.redrive.clone() else {
+            return Ok(0);
+        };
+        let name = self.name.clone();
+        let moved = self
+            .db
+            .run(move |conn| {
+                Ok(conn.execute(
+                    "UPDATE messages SET queue = ?1, visible_at = ?3, receive_count = 0, receipt = NULL
+                     WHERE id IN (SELECT id FROM messages WHERE queue = ?2 ORDER BY id LIMIT ?4)",
+                    params![&*name, policy.dead_letter_queue, now_ms(), max as i64],
+                )? as u64)
+            })
+            .await?;
+        self.db.notify.notify_waiters();
+        Ok(moved)
+    }
+
+    async fn dead_count(&self) -> Result<u64> {
+        let Some(policy) = self.redrive.clone() else {
+            return Ok(0);
+        };
+        self.db
+            .run(move |conn| {
+                let n: Option<i64> = conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM messages WHERE queue = ?1",
+                        params![policy.dead_letter_queue],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(n.unwrap_or(0) as u64)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(max: usize, vis_ms: u64) -> ReceiveOptions {
+        ReceiveOptions {
+            max_messages: max,
+            wait: Duration::ZERO,
+            visibility_timeout: Duration::from_millis(vis_ms),
+        }
+    }
+
+    fn db() -> (tempfile::TempDir, QueueDb) {
+        let d = tempfile::tempdir().unwrap();
+        let db = QueueDb::open(&d.path().join("q.db")).unwrap();
+        (d, db)
+    }
+
+    #[tokio::test]
+    async fn received_messages_are_invisible_until_the_timeout_then_come_back_counted() {
+        let (_d, db) = db();
+        let q = db.queue("jobs", None);
+        q.send_batch(&[OutgoingMessage::new("a".into())])
+            .await
+            .unwrap();
+        let first = q.receive(opts(10, 100)).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(q.receive(opts(10, 100)).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let again = q.receive(opts(10, 100)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].receive_count, 2);
+        assert_ne!(again[0].receipt_handle, first[0].receipt_handle);
+    }
+
+    #[tokio::test]
+    async fn a_stale_receipt_handle_deletes_nothing() {
+        let (_d, db) = db();
+        let q = db.queue("jobs", None);
+        q.send_batch(&[OutgoingMessage::new("a".into())])
+            .await
+            .unwrap();
+        let first = q.receive(opts(1, 0)).await.unwrap();
+        let second = q.receive(opts(1, 10_000)).await.unwrap();
+        q.delete_batch(&[first[0].receipt_handle.clone()])
+            .await
+            .unwrap();
+        assert_eq!(q.stats().await.unwrap().in_flight, 1);
+        q.delete_batch(&[second[0].receipt_handle.clone()])
+            .await
+            .unwrap();
+        assert_eq!(q.stats().await.unwrap(), QueueStats::default());
+    }
+
+    #[tokio::test]
+    async fn a_message_received_too_often_moves_to_the_dead_letter_queue_and_can_be_redriven() {
+        let (_d, db) = db();
+        let policy = RedrivePolicy {
+            dead_letter_queue: "jobs-dlq".into(),
+            max_receives: 2,
+        };
+        let q = db.queue("jobs", Some(policy));
+        q.send_batch(&[OutgoingMessage::new("poison".into())])
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(q.receive(opts(1, 0)).await.unwrap().len(), 1);
+        }
+        assert!(q.receive(opts(1, 0)).await.unwrap().is_empty());
+        assert_eq!(q.dead_count().await.unwrap(), 1);
+        assert_eq!(q.list_dead(10).await.unwrap()[0].body, "poison");
+        assert_eq!(q.redrive(10).await.unwrap(), 1);
+        let back = q.receive(opts(1, 0)).await.unwrap();
+        assert_eq!(back[0].receive_count, 1);
+    }
+
+    #[tokio::test]
+    async fn delayed_messages_and_changed_visibility_are_honoured() {
+        let (_d, db) = db();
+        let q = db.queue("jobs", None);
+        q.send_batch(&[OutgoingMessage {
+            body: "later".into(),
+            delay: Duration::from_secs(60),
+        }])
+        .await
+        .unwrap();
+        assert_eq!(q.stats().await.unwrap().delayed, 1);
+        assert!(q.receive(opts(1, 0)).await.unwrap().is_empty());
+        q.send_batch(&[OutgoingMessage::new("now".into())])
+            .await
+            .unwrap();
+        let m = q.receive(opts(1, 60_000)).await.unwrap();
+        q.change_visibility(&m[0].receipt_handle, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(q.receive(opts(1, 60_000)).await.unwrap()[0].body, "now");
+    }
+
+    #[tokio::test]
+    async fn long_polling_wakes_when_a_message_is_sent() {
+        let (_d, db) = db();
+        let q = db.queue("jobs", None);
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move {
+            q2.receive(ReceiveOptions {
+                max_messages: 1,
+                wait: Duration::from_secs(10),
+                visibility_timeout: Duration::from_secs(30),
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.send_batch(&[OutgoingMessage::new("x".into())])
+            .await
+            .unwrap();
+        assert_eq!(waiter.await.unwrap().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn dedup_keys_send_once_across_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("q.db");
+        {
+            let q = QueueDb::open(&path).unwrap().queue("events", None);
+            assert_eq!(
+                q.send_if_new(vec![("k".into(), "1".into())]).await.unwrap(),
+                1
+            );
+        }
+        let q = QueueDb::open(&path).unwrap().queue("events", None);
+        assert_eq!(
+            q.send_if_new(vec![("k".into(), "1".into()), ("j".into(), "2".into())])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(q.stats().await.unwrap().visible, 2);
+    }
+}

@@ -1,0 +1,747 @@
+//! Wire contract v1: request objects, job messages, notifications, outcome documents and the
+//! bucket layout. Everything that crosses a process or account boundary is defined here.
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The only contract version this build speaks.
+pub const CONTRACT_VERSION: u32 = 1;
+/// Largest request object accepted (1 MiB).
+pub const MAX_REQUEST_OBJECT_BYTES: u64 = 1024 * 1024;
+/// Largest inline input (`text` or decoded `base64`) accepted inside a request object.
+pub const MAX_INLINE_INPUT_BYTES: usize = 256 * 1024;
+/// Default endpoint payload limit (SageMaker real-time endpoints accept 6 MB).
+pub const DEFAULT_PAYLOAD_LIMIT: u64 = 6 * 1000 * 1000;
+/// Longest `custom_attributes` value (SageMaker's limit).
+pub const MAX_CUSTOM_ATTRIBUTES: usize = 1024;
+/// Smallest and largest `ttl_seconds`, and the default.
+pub const TTL_RANGE: std::ops::RangeInclusive<u32> = 60..=21_600;
+/// Default time to live of a request, in seconds.
+pub const DEFAULT_TTL_SECONDS: u32 = 21_600;
+/// Longest `request_id` and buyer id.
+pub const MAX_ID_LEN: usize = 64;
+
+/// The request object a buyer drops at `<buyer>/requests/<request_id>.json` in the inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestObject {
+    /// Contract version; must be 1.
+    pub version: u32,
+    /// Idempotency key per buyer: 1-64 of `[A-Za-z0-9._-]`.
+    pub request_id: String,
+    /// Seller-signed JWT.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Where the input is: exactly one of `text`, `base64`, `s3_key`.
+    pub input: InputSpec,
+    /// MIME type of the input, passed to the endpoint as `Content-Type`.
+    pub content_type: String,
+    /// MIME type wanted back, passed to the endpoint as `Accept`.
+    pub accept: String,
+    /// Passed to the endpoint as `X-Amzn-SageMaker-Custom-Attributes`.
+    #[serde(default)]
+    pub custom_attributes: Option<String>,
+    /// Seconds the request may wait before it fails with `deadline_exceeded`.
+    #[serde(default)]
+    pub ttl_seconds: Option<u32>,
+    /// How the input is cut into invocations.
+    #[serde(default)]
+    pub split: Split,
+}
+
+/// The `input` member of a request object, as written (validated by [`RequestObject::validate`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Inline UTF-8 input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Inline binary input, standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// Key of an input object under the buyer's own `inputs/` prefix in the inbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_key: Option<String>,
+}
+
+/// How an input is cut into invocations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// One invocation with the whole input.
+    #[default]
+    None,
+    /// Records are lines, batched up to the payload limit; outputs are joined line by line.
+    Line,
+}
+
+/// A validated input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Inline bytes (from `text` or `base64`).
+    Inline(Vec<u8>),
+    /// An object in the inbox under `<buyer>/inputs/`.
+    Object(String),
+}
+
+/// A request object that passed every check that needs no token and no I/O.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRequest {
+    /// The request id.
+    pub request_id: String,
+    /// The token (presence checked, not verified).
+    pub token: String,
+    /// The input.
+    pub input: Input,
+    /// Input MIME type.
+    pub content_type: String,
+    /// Output MIME type.
+    pub accept: String,
+    /// Custom attributes for the endpoint.
+    pub custom_attributes: Option<String>,
+    /// Time to live in seconds.
+    pub ttl_seconds: u32,
+    /// Split mode.
+    pub split: Split,
+}
+
+/// Why a request was rejected or failed: a stable, machine-readable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The request object is larger than 1 MiB.
+    RequestTooLarge,
+    /// The request object is not valid JSON or has unknown or mistyped members.
+    MalformedJson,
+    /// `version` is not 1.
+    UnsupportedVersion,
+    /// `request_id` breaks its rule.
+    InvalidRequestId,
+    /// `request_id` differs from the object's file name.
+    RequestIdMismatch,
+    /// The buyer prefix is not a valid buyer id.
+    InvalidBuyer,
+    /// No token.
+    TokenMissing,
+    /// The token is not a well-formed JWT.
+    TokenMalformed,
+    /// The token header says `alg: none`.
+    TokenAlgNone,
+    /// The token is HMAC-signed.
+    TokenAlgHmac,
+    /// The token's `alg` is not its key's algorithm.
+    TokenAlgMismatch,
+    /// The token's `kid` is absent or not in the keyset.
+    TokenUnknownKid,
+    /// The signature does not verify.
+    TokenBadSignature,
+    /// The token has expired.
+    TokenExpired,
+    /// The token is not valid yet.
+    TokenNotYetValid,
+    /// `aud` is not this product.
+    TokenWrongAudience,
+    /// `iss` is not the seller.
+    TokenWrongIssuer,
+    /// `sub` is not the buyer prefix the object was written under.
+    TokenSubjectMismatch,
+    /// A required claim is missing or mistyped.
+    TokenMissingClaim,
+    /// `scope` does not contain `invoke`.
+    TokenScopeMissing,
+    /// The token lives longer than 12 hours.
+    TokenLifetimeTooLong,
+    /// The key that signed the token was revoked.
+    TokenKeyRevoked,
+    /// `input` does not hold exactly one of `text`, `base64`, `s3_key`.
+    InputInvalid,
+    /// `input.base64` is not valid base64.
+    InputBase64Invalid,
+    /// Inline input larger than the inline cap.
+    InputInlineTooLarge,
+    /// `input.s3_key` is not under the buyer's own `inputs/` prefix.
+    InputOutsidePrefix,
+    /// `input.s3_key` names no object.
+    InputNotFound,
+    /// The input is larger than the endpoint payload limit and not split.
+    InputTooLarge,
+    /// `content_type` or `accept` is not a MIME type.
+    InvalidMediaType,
+    /// `custom_attributes` is too long or not printable ASCII.
+    InvalidCustomAttributes,
+    /// `ttl_seconds` is outside 60-21600.
+    InvalidTtl,
+    /// The request waited past its deadline.
+    DeadlineExceeded,
+    /// The model answered 4xx: the input is not something it accepts.
+    ModelRejectedInput,
+    /// The model kept failing or the endpoint was unavailable for too long.
+    EndpointFailed,
+    /// The job message could not be understood.
+    MalformedJob,
+}
+
+impl Reason {
+    /// The snake_case code written in documents and notifications.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::RequestTooLarge => "request_too_large",
+            Reason::MalformedJson => "malformed_json",
+            Reason::UnsupportedVersion => "unsupported_version",
+            Reason::InvalidRequestId => "invalid_request_id",
+            Reason::RequestIdMismatch => "request_id_mismatch",
+            Reason::InvalidBuyer => "invalid_buyer",
+            Reason::TokenMissing => "token_missing",
+            Reason::TokenMalformed => "token_malformed",
+            Reason::TokenAlgNone => "token_alg_none",
+            Reason::TokenAlgHmac => "token_alg_hmac",
+            Reason::TokenAlgMismatch => "token_alg_mismatch",
+            Reason::TokenUnknownKid => "token_unknown_kid",
+            Reason::TokenBadSignature => "token_bad_signature",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::TokenWrongAudience => "token_wrong_audience",
+            Reason::TokenWrongIssuer => "token_wrong_issuer",
+            Reason::TokenSubjectMismatch => "token_subject_mismatch",
+            Reason::TokenMissingClaim => "token_missing_claim",
+            Reason::TokenScopeMissing => "token_scope_missing",
+            Reason::TokenLifetimeTooLong => "token_lifetime_too_long",
+            Reason::TokenKeyRevoked => "token_key_revoked",
+            Reason::InputInvalid => "input_invalid",
+            Reason::InputBase64Invalid => "input_base64_invalid",
+            Reason::InputInlineTooLarge => "input_inline_too_large",
+            Reason::InputOutsidePrefix => "input_outside_prefix",
+            Reason::InputNotFound => "input_not_found",
+            Reason::InputTooLarge => "input_too_large",
+            Reason::InvalidMediaType => "invalid_media_type",
+            Reason::InvalidCustomAttributes => "invalid_custom_attributes",
+            Reason::InvalidTtl => "invalid_ttl",
+            Reason::DeadlineExceeded => "deadline_exceeded",
+            Reason::ModelRejectedInput => "model_rejected_input",
+            Reason::EndpointFailed => "endpoint_failed",
+            Reason::MalformedJob => "malformed_job",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A request that broke a rule: the reason code, the field and the rule in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule} ({reason})")]
+pub struct Violation {
+    /// Machine-readable reason.
+    pub reason: Reason,
+    /// The JSON field (dotted path) that broke the rule, or `request` for the whole object.
+    pub field: String,
+    /// The rule, in words.
+    pub rule: String,
+}
+
+impl Violation {
+    /// A violation of `rule` by `field`.
+    pub fn new(reason: Reason, field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Violation {
+            reason,
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// True if `id` is 1-64 characters of `[A-Za-z0-9._-]` and not `.` or `..`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn is_media_type(s: &str) -> bool {
+    // type "/" subtype, optional parameters; tokens per RFC 9110 (loosely).
+    let main = s.split(';').next().unwrap_or("").trim();
+    let mut parts = main.splitn(2, '/');
+    let tok = |t: Option<&str>| {
+        t.is_some_and(|t| {
+            !t.is_empty()
+                && t.len() <= 127
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&b) || b == b'\'')
+        })
+    };
+    s.len() <= 256 && s.is_ascii() && tok(parts.next()) && tok(parts.next())
+}
+
+impl RequestObject {
+    /// Parses a request object, naming the rule a malformed one breaks.
+    pub fn parse(bytes: &[u8]) -> Result<RequestObject, Violation> {
+        if bytes.len() as u64 > MAX_REQUEST_OBJECT_BYTES {
+            return Err(Violation::new(
+                Reason::RequestTooLarge,
+                "request",
+                format!("must be at most {MAX_REQUEST_OBJECT_BYTES} bytes"),
+            ));
+        }
+        // Check the version before the full shape, so a v2 object gets the right reason.
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            Violation::new(
+                Reason::MalformedJson,
+                "request",
+                format!("must be JSON: {e}"),
+            )
+        })?;
+        match value.get("version") {
+            Some(v) if v.as_u64() == Some(u64::from(CONTRACT_VERSION)) => {}
+            Some(v) => {
+                return Err(Violation::new(
+                    Reason::UnsupportedVersion,
+                    "version",
+                    format!("must be {CONTRACT_VERSION}, got {v}"),
+                ));
+            }
+            None => {
+                return Err(Violation::new(
+                    Reason::UnsupportedVersion,
+                    "version",
+                    "is required",
+                ));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| {
+            Violation::new(
+                Reason::MalformedJson,
+                "request",
+                format!("must match contract v1: {e}"),
+            )
+        })
+    }
+
+    /// Checks every rule that needs neither the token's signature nor I/O.
+    /// `buyer` is the prefix the object was written under; `name` its file name without `.json`.
+    pub fn validate(&self, buyer: &str, name: &str) -> Result<ValidRequest, Violation> {
+        if !is_valid_id(&self.request_id) {
+            return Err(Violation::new(
+                Reason::InvalidRequestId,
+                "request_id",
+                "must be 1-64 characters of [A-Za-z0-9._-]",
+            ));
+        }
+        if self.request_id != name {
+            return Err(Violation::new(
+                Reason::RequestIdMismatch,
+                "request_id",
+                format!("must equal the object name `{name}`"),
+            ));
+        }
+        let token = match self.token.as_deref().map(str::trim) {
+            Some(t) if !t.is_empty() => t.to_owned(),
+            _ => {
+                return Err(Violation::new(Reason::TokenMissing, "token", "is required"));
+            }
+        };
+        let input = self.validate_input(buyer)?;
+        for (field, v) in [
+            ("content_type", &self.content_type),
+            ("accept", &self.accept),
+        ] {
+            if !is_media_type(v) {
+                return Err(Violation::new(
+                    Reason::InvalidMediaType,
+                    field,
+                    "must be a MIME type such as text/csv",
+                ));
+            }
+        }
+        if let Some(ca) = &self.custom_attributes
+            && (ca.len() > MAX_CUSTOM_ATTRIBUTES || !ca.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        {
+            return Err(Violation::new(
+                Reason::InvalidCustomAttributes,
+                "custom_attributes",
+                format!("must be at most {MAX_CUSTOM_ATTRIBUTES} printable ASCII characters"),
+            ));
+        }
+        let ttl_seconds = self.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+        if !TTL_RANGE.contains(&ttl_seconds) {
+            return Err(Violation::new(
+                Reason::InvalidTtl,
+                "ttl_seconds",
+                format!(
+                    "must be between {} and {}",
+                    TTL_RANGE.start(),
+                    TTL_RANGE.end()
+                ),
+            ));
+        }
+        Ok(ValidRequest {
+            request_id: self.request_id.clone(),
+            token,
+            input,
+            content_type: self.content_type.clone(),
+            accept: self.accept.clone(),
+            custom_attributes: self.custom_attributes.clone(),
+            ttl_seconds,
+            split: self.split,
+        })
+    }
+
+    fn validate_input(&self, buyer: &str) -> Result<Input, Violation> {
+        let i = &self.input;
+        let given = [i.text.is_some(), i.base64.is_some(), i.s3_key.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if given != 1 {
+            return Err(Violation::new(
+                Reason::InputInvalid,
+                "input",
+                "must hold exactly one of text, base64, s3_key",
+            ));
+        }
+        let too_large = |field: &str| {
+            Violation::new(
+                Reason::InputInlineTooLarge,
+                field,
+                format!(
+                    "inline input must be at most {MAX_INLINE_INPUT_BYTES} bytes; upload it under inputs/ and use s3_key"
+                ),
+            )
+        };
+        if let Some(text) = &i.text {
+            if text.len() > MAX_INLINE_INPUT_BYTES {
+                return Err(too_large("input.text"));
+            }
+            return Ok(Input::Inline(text.as_bytes().to_vec()));
+        }
+        if let Some(b64) = &i.base64 {
+            // Cheap bound first, so a huge string is not decoded.
+            if b64.len() > MAX_INLINE_INPUT_BYTES / 3 * 4 + 4 {
+                return Err(too_large("input.base64"));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| {
+                    Violation::new(
+                        Reason::InputBase64Invalid,
+                        "input.base64",
+                        format!("must be standard base64: {e}"),
+                    )
+                })?;
+            if bytes.len() > MAX_INLINE_INPUT_BYTES {
+                return Err(too_large("input.base64"));
+            }
+            return Ok(Input::Inline(bytes));
+        }
+        let key = i.s3_key.as_deref().unwrap_or_default();
+        let prefix = format!("{buyer}/inputs/");
+        if !key.starts_with(&prefix)
+            || key.len() == prefix.len()
+            || crate::layout::check_key(key).is_err()
+        {
+            return Err(Violation::new(
+                Reason::InputOutsidePrefix,
+                "input.s3_key",
+                format!("must be an object key under `{prefix}`"),
+            ));
+        }
+        Ok(Input::Object(key.to_owned()))
+    }
+}
+
+/// Where the worker finds the input of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InputRef {
+    /// Inline in the request object (re-read by the worker, pinned by the job's ETag).
+    Inline,
+    /// An input object in the inbox.
+    Object {
+        /// Its key.
+        key: String,
+    },
+}
+
+/// A job on the `jobs` queue: one accepted request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMessage {
+    /// Contract version (1).
+    pub version: u32,
+    /// Buyer id.
+    pub buyer: String,
+    /// Request id.
+    pub request_id: String,
+    /// Key of the request object in the inbox.
+    pub request_key: String,
+    /// ETag of the request object that was authorized.
+    pub request_etag: String,
+    /// Where the input is.
+    pub input: InputRef,
+    /// Input MIME type.
+    pub content_type: String,
+    /// Output MIME type.
+    pub accept: String,
+    /// Custom attributes for the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_attributes: Option<String>,
+    /// Split mode.
+    #[serde(default)]
+    pub split: Split,
+    /// When the request object landed in the inbox.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// When ingest accepted it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub accepted_at: OffsetDateTime,
+    /// After this the job fails with `deadline_exceeded`.
+    #[serde(with = "time::serde::rfc3339")]
+    pub deadline: OffsetDateTime,
+}
+
+/// An inbox event: an object landed in the inbox (what S3 sends to the `inbox-events` queue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxEvent {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key, decoded.
+    pub key: String,
+    /// ETag of the version that was written.
+    pub etag: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub event_time: OffsetDateTime,
+}
+
+/// The kind of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A result object was written.
+    InferenceCompleted,
+    /// A failure document was written.
+    InferenceFailed,
+    /// A rejection document was written.
+    RequestRejected,
+    /// Sent when a subscription is set up.
+    TestNotification,
+}
+
+impl EventKind {
+    /// The name as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::InferenceCompleted => "InferenceCompleted",
+            EventKind::InferenceFailed => "InferenceFailed",
+            EventKind::RequestRejected => "RequestRejected",
+            EventKind::TestNotification => "TestNotification",
+        }
+    }
+}
+
+/// A notification to downstream systems (SNS message JSON; one line of `events.ndjson`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Contract version (1).
+    pub version: u32,
+    /// Stable per outcome: a repeat of the same outcome carries the same id.
+    pub event_id: String,
+    /// What happened.
+    pub event: EventKind,
+    /// Buyer id.
+    pub buyer: String,
+    /// Request id.
+    pub request_id: String,
+    /// `s3://bucket/key` of the result, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_location: Option<String>,
+    /// `s3://bucket/key` of the failure or rejection document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_location: Option<String>,
+    /// MIME type of the object at the location.
+    pub content_type: String,
+    /// Size of the object at the location.
+    pub bytes: u64,
+    /// When the request object landed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// When the outcome was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub completed_at: OffsetDateTime,
+    /// Deliveries of the job it took (0 for rejections).
+    pub attempts: u32,
+    /// Reason code, on failures and rejections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+}
+
+/// The stable event id of the single outcome of (buyer, request_id).
+pub fn event_id(buyer: &str, request_id: &str) -> String {
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("sealbox/v1/{buyer}/{request_id}").as_bytes(),
+    );
+    let h: String = d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// A rejection or failure document (what `rejected/` and `failed/` hold).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeDocument {
+    /// Contract version (1).
+    pub version: u32,
+    /// Buyer id.
+    pub buyer: String,
+    /// Request id (the object name when the request id itself was unusable).
+    pub request_id: String,
+    /// `rejected` or `failed`.
+    pub outcome: String,
+    /// Reason code.
+    pub reason: Reason,
+    /// The field that broke a rule, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What went wrong, in words.
+    pub message: String,
+    /// Key of the request object.
+    pub request_key: String,
+    /// Deliveries of the job (0 for rejections).
+    pub attempts: u32,
+    /// When the request object landed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// When this document was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub decided_at: OffsetDateTime,
+}
+
+/// Formats an RFC 3339 timestamp (UTC).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "version": 1, "request_id": "r-1", "token": "t",
+            "input": {"text": "5.1,3.5,1.4,0.2"},
+            "content_type": "text/csv", "accept": "text/csv"
+        })
+    }
+
+    fn check(v: serde_json::Value) -> Result<ValidRequest, Violation> {
+        RequestObject::parse(&serde_json::to_vec(&v).unwrap_or_default())?.validate("b1", "r-1")
+    }
+
+    #[test]
+    fn a_minimal_request_is_valid_with_defaults() {
+        let r = check(base());
+        assert!(
+            matches!(&r, Ok(v) if v.ttl_seconds == DEFAULT_TTL_SECONDS && v.split == Split::None),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn each_rule_names_its_reason_and_field() {
+        let cases: Vec<(serde_json::Value, Reason, &str)> = vec![
+            (
+                serde_json::json!({"version": 2}),
+                Reason::UnsupportedVersion,
+                "version",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["request_id"] = "a/b".into();
+                    v
+                },
+                Reason::InvalidRequestId,
+                "request_id",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["input"] = serde_json::json!({"text": "x", "base64": "eA=="});
+                    v
+                },
+                Reason::InputInvalid,
+                "input",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["input"] = serde_json::json!({"s3_key": "b2/inputs/x"});
+                    v
+                },
+                Reason::InputOutsidePrefix,
+                "input.s3_key",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["ttl_seconds"] = 5.into();
+                    v
+                },
+                Reason::InvalidTtl,
+                "ttl_seconds",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["accept"] = "csv".into();
+                    v
+                },
+                Reason::InvalidMediaType,
+                "accept",
+            ),
+        ];
+        for (v, reason, field) in cases {
+            let err = check(v.clone()).err();
+            assert_eq!(
+                err.as_ref().map(|e| (e.reason, e.field.as_str())),
+                Some((reason, field)),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn event_ids_are_stable_and_distinct() {
+        assert_eq!(event_id("a", "1"), event_id("a", "1"));
+        assert_ne!(event_id("a", "1"), event_id("a", "2"));
+        assert_eq!(event_id("a", "1").len(), 36);
+    }
+
+    #[test]
+    fn ids_follow_the_contract_rule() {
+        assert!(is_valid_id("abc-1.2_3"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id(".."));
+        assert!(!is_valid_id(&"x".repeat(65)));
+        assert!(!is_valid_id("a b"));
+    }
+}

@@ -1,0 +1,134 @@
+//! The error type at the boundary of the ports: each variant is a reason an operator can act on.
+
+use std::time::Duration;
+
+/// Errors returned by ports and their adapters.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object does not exist.
+    #[error("no object at {bucket}/{key}")]
+    NotFound {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// A create-if-absent write found an object already there.
+    #[error("an object already exists at {bucket}/{key}")]
+    AlreadyExists {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// The object is larger than the caller allows.
+    #[error("object {bucket}/{key} is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The key or bucket name is not acceptable.
+    #[error("invalid key {key:?}: {rule}")]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded queue database failed.
+    #[error("queue database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A message or document could not be encoded or decoded.
+    #[error("{context}: {source}")]
+    Json {
+        /// What was being encoded or decoded.
+        context: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The endpoint answered 4xx: the input is not something the model accepts (permanent).
+    #[error("model rejected the input with status {status}: {message}")]
+    ModelRejected {
+        /// Original HTTP status from the container.
+        status: u16,
+        /// The container's message.
+        message: String,
+    },
+    /// The endpoint is throttling, not ready, timing out or answering 5xx (retryable).
+    #[error("endpoint unavailable: {message}")]
+    EndpointUnavailable {
+        /// What happened.
+        message: String,
+        /// How long the endpoint asked us to wait, if it said.
+        retry_after: Option<Duration>,
+    },
+    /// The payload exceeds the endpoint's limit.
+    #[error("payload of {size} bytes exceeds the endpoint limit of {limit}")]
+    PayloadTooLarge {
+        /// Payload size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A notification could not be delivered.
+    #[error("notification not delivered: {0}")]
+    Notify(String),
+    /// A background task stopped unexpectedly.
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Wraps a JSON error with what was being encoded or decoded.
+    pub fn json(context: impl Into<String>, source: serde_json::Error) -> Self {
+        Error::Json {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True if trying again later can succeed (transient storage, queue or endpoint faults).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. }
+                | Error::Database(_)
+                | Error::EndpointUnavailable { .. }
+                | Error::Notify(_)
+                | Error::Task(_)
+        )
+    }
+}
+
+/// Result with the port error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Task(e.to_string())
+    }
+}

@@ -1,0 +1,9 @@
+//! sealbox core: the wire contract v1, the ports handlers depend on, and the embedded adapters.
+
+pub mod adapters;
+pub mod contract;
+pub mod error;
+pub mod layout;
+pub mod ports;
+
+pub use error::{Error, Result};

@@ -1,0 +1,105 @@
+//! Queue port: SQS semantics (batches, receipt handles, visibility timeouts, receive counts,
+//! delays, dead-letter queue after too many receives).
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The body (JSON in this project).
+    pub body: String,
+    /// Invisible for this long after sending.
+    pub delay: Duration,
+}
+
+impl OutgoingMessage {
+    /// A message visible at once.
+    pub fn new(body: String) -> Self {
+        OutgoingMessage {
+            body,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// How to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveOptions {
+    /// At most this many messages (SQS allows 1-10).
+    pub max_messages: usize,
+    /// Long polling: wait up to this long for a first message.
+    pub wait: Duration,
+    /// Received messages stay invisible for this long unless deleted or changed.
+    pub visibility_timeout: Duration,
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// Stable id of the message.
+    pub message_id: String,
+    /// The body.
+    pub body: String,
+    /// Handle for delete and change-visibility; valid until the message is received again.
+    pub receipt_handle: String,
+    /// How often it has been received, this time included.
+    pub receive_count: u32,
+    /// When it was first sent.
+    pub sent_at: SystemTime,
+}
+
+/// Counts for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages ready to receive.
+    pub visible: u64,
+    /// Messages received and not yet deleted.
+    pub in_flight: u64,
+    /// Messages sent with a delay or backed off, not yet visible.
+    pub delayed: u64,
+    /// Age of the oldest message in the queue.
+    pub oldest_age: Option<Duration>,
+}
+
+/// A message queue with at-least-once delivery.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Sends messages; returns their ids in order.
+    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<Vec<String>>;
+    /// Receives up to `max_messages`, waiting up to `wait` for the first.
+    async fn receive(&self, options: ReceiveOptions) -> Result<Vec<ReceivedMessage>>;
+    /// Deletes messages by receipt handle; a stale handle deletes nothing and is not an error.
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()>;
+    /// Makes a received message visible again after `timeout` (zero: at once).
+    async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<()>;
+    /// Backlog counts.
+    async fn stats(&self) -> Result<QueueStats>;
+}
+
+/// A message in a dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its id.
+    pub message_id: String,
+    /// Its body.
+    pub body: String,
+    /// Receives before it was moved.
+    pub receive_count: u32,
+    /// When it was first sent.
+    pub sent_at: SystemTime,
+}
+
+/// The dead-letter side of a queue, for operators.
+#[async_trait]
+pub trait DeadLetterQueue: Send + Sync {
+    /// Messages in the dead-letter queue, oldest first, at most `max`.
+    async fn list_dead(&self, max: usize) -> Result<Vec<DeadLetter>>;
+    /// Moves up to `max` dead letters back to the source queue with a fresh receive count.
+    async fn redrive(&self, max: usize) -> Result<u64>;
+    /// Number of dead letters.
+    async fn dead_count(&self) -> Result<u64>;
+}
