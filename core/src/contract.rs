@@ -604,6 +604,16 @@ pub fn event_id(buyer: &str, request_id: &str) -> String {
     )
 }
 
+/// Which kind of outcome document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeKind {
+    /// Refused by ingest (under `rejected/`).
+    Rejected,
+    /// Failed in the worker (under `failed/`).
+    Failed,
+}
+
 /// A rejection or failure document (what `rejected/` and `failed/` hold).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutcomeDocument {
@@ -613,8 +623,8 @@ pub struct OutcomeDocument {
     pub buyer: String,
     /// Request id (the object name when the request id itself was unusable).
     pub request_id: String,
-    /// `rejected` or `failed`.
-    pub outcome: String,
+    /// Rejected by ingest or failed in the worker.
+    pub outcome: OutcomeKind,
     /// Reason code.
     pub reason: Reason,
     /// The field that broke a rule, if one did.
@@ -632,6 +642,31 @@ pub struct OutcomeDocument {
     /// When this document was written.
     #[serde(with = "time::serde::rfc3339")]
     pub decided_at: OffsetDateTime,
+}
+
+impl OutcomeDocument {
+    /// A document decided now.
+    pub fn new(
+        outcome: OutcomeKind,
+        buyer: &str,
+        request_id: &str,
+        request_key: &str,
+        violation: &Violation,
+    ) -> Self {
+        OutcomeDocument {
+            version: CONTRACT_VERSION,
+            buyer: buyer.to_owned(),
+            request_id: request_id.to_owned(),
+            outcome,
+            reason: violation.reason,
+            field: Some(violation.field.clone()).filter(|f| !f.is_empty()),
+            message: violation.rule.clone(),
+            request_key: request_key.to_owned(),
+            attempts: 0,
+            received_at: OffsetDateTime::now_utc(),
+            decided_at: OffsetDateTime::now_utc(),
+        }
+    }
 }
 
 /// Formats an RFC 3339 timestamp (UTC).

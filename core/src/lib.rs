@@ -4,6 +4,7 @@ pub mod adapters;
 pub mod contract;
 pub mod error;
 pub mod layout;
+pub mod outcome;
 pub mod ports;
 
 pub use error::{Error, Result};

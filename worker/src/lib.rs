@@ -1,1 +1,444 @@
-//! placeholder
+//! sealbox worker: runs one job against the model endpoint and settles its single outcome.
+//! The handler is a plain async function over ports; [`poller`] runs it from the jobs queue.
+
+pub mod poller;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use sealbox_core::Error;
+use sealbox_core::contract::{
+    Input, InputRef, JobMessage, MAX_REQUEST_OBJECT_BYTES, Notification, OutcomeDocument,
+    OutcomeKind, Reason, RequestObject, Split, Violation,
+};
+use sealbox_core::layout::result_key;
+use sealbox_core::outcome::{Outcomes, ResultInfo};
+use sealbox_core::ports::{ByteStream, Endpoint, Invocation, Notifier, ObjectStore, PutMode};
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+/// Why a job could not finish now; its message comes back later (or goes to the DLQ).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The job message is not contract v1: it cannot be answered and will dead-letter.
+    #[error("malformed job message: {0}")]
+    MalformedJob(String),
+    /// The endpoint, storage or notifier failed transiently.
+    #[error("retryable: {0}")]
+    Retryable(#[from] Error),
+}
+
+/// What became of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    /// A result was written (or was already there) and announced.
+    Completed(Notification),
+    /// A failure document was written (or was already there) and announced.
+    Failed(Notification),
+    /// The request object was replaced after it was authorized; the new one has its own job.
+    Superseded,
+}
+
+/// Settings of the worker handler.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Inbox bucket.
+    pub inbox: String,
+    /// Outbox bucket.
+    pub outbox: String,
+    /// Quick in-process retries of a retryable invocation before the message is backed off.
+    pub invoke_attempts: usize,
+}
+
+/// What the worker measured of one job (for benchmarks and the demo).
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    /// Buyer id.
+    pub buyer: String,
+    /// Request id.
+    pub request_id: String,
+    /// Time spent inside endpoint calls.
+    pub invoke_time: Duration,
+    /// Number of endpoint calls.
+    pub invocations: u32,
+}
+
+/// The worker handler and the ports it needs.
+pub struct Worker {
+    store: Arc<dyn ObjectStore>,
+    endpoint: Arc<dyn Endpoint>,
+    notifier: Arc<dyn Notifier>,
+    config: WorkerConfig,
+}
+
+struct Failure(Violation);
+
+impl Worker {
+    /// Wires the handler.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        endpoint: Arc<dyn Endpoint>,
+        notifier: Arc<dyn Notifier>,
+        config: WorkerConfig,
+    ) -> Self {
+        Worker {
+            store,
+            endpoint,
+            notifier,
+            config,
+        }
+    }
+
+    fn outcomes(&self) -> Outcomes<'_> {
+        Outcomes {
+            store: self.store.as_ref(),
+            outbox: &self.config.outbox,
+            notifier: self.notifier.as_ref(),
+        }
+    }
+
+    /// Runs the job in `body`, delivered for the `receive_count`-th time.
+    pub async fn process(
+        &self,
+        body: &str,
+        receive_count: u32,
+    ) -> Result<(JobOutcome, JobReport), WorkerError> {
+        let job: JobMessage =
+            serde_json::from_str(body).map_err(|e| WorkerError::MalformedJob(e.to_string()))?;
+        let mut report = JobReport {
+            buyer: job.buyer.clone(),
+            request_id: job.request_id.clone(),
+            invoke_time: Duration::ZERO,
+            invocations: 0,
+        };
+        let info = ResultInfo {
+            buyer: &job.buyer,
+            request_id: &job.request_id,
+            content_type: &job.accept,
+            received_at: job.received_at,
+            attempts: receive_count,
+        };
+        // A redelivery or a duplicate upload: announce what is there, do not invoke again.
+        if let Some(n) = self.outcomes().existing(&info).await? {
+            self.notifier.publish(&n).await?;
+            return Ok((classify(n), report));
+        }
+        let ran = self.run(&job, &mut report).await;
+        let outcome = match ran {
+            Ok(Some(meta)) => {
+                let n = self.outcomes().settle_result(&info, Ok(meta)).await?;
+                JobOutcome::Completed(n)
+            }
+            Ok(None) => {
+                tracing::info!(buyer = %job.buyer, request_id = %job.request_id, "request object replaced; job superseded");
+                JobOutcome::Superseded
+            }
+            Err(RunError::Conflict) => {
+                let e = Error::AlreadyExists {
+                    bucket: self.config.outbox.clone(),
+                    key: result_key(&job.buyer, &job.request_id),
+                };
+                JobOutcome::Completed(self.outcomes().settle_result(&info, Err(e)).await?)
+            }
+            Err(RunError::Fail(Failure(v))) => {
+                let mut doc = OutcomeDocument::new(
+                    OutcomeKind::Failed,
+                    &job.buyer,
+                    &job.request_id,
+                    &job.request_key,
+                    &v,
+                );
+                doc.received_at = job.received_at;
+                doc.attempts = receive_count;
+                tracing::warn!(buyer = %job.buyer, request_id = %job.request_id, reason = %v.reason, detail = %v.rule, "failed");
+                JobOutcome::Failed(self.outcomes().settle_document(&doc).await?)
+            }
+            Err(RunError::Retry(e)) => return Err(WorkerError::Retryable(e)),
+        };
+        Ok((outcome, report))
+    }
+
+    /// Reads the input, invokes, writes the result. `Ok(None)`: superseded.
+    async fn run(
+        &self,
+        job: &JobMessage,
+        report: &mut JobReport,
+    ) -> Result<Option<sealbox_core::ports::ObjectMeta>, RunError> {
+        if OffsetDateTime::now_utc() > job.deadline {
+            return Err(fail(
+                Reason::DeadlineExceeded,
+                "deadline",
+                format!(
+                    "the request expired at {}",
+                    sealbox_core::contract::rfc3339(job.deadline)
+                ),
+            ));
+        }
+        let key = result_key(&job.buyer, &job.request_id);
+        let outbox = &self.config.outbox;
+        match (&job.input, job.split) {
+            (InputRef::Inline, split) => {
+                let Some(input) = self.inline_input(job).await? else {
+                    return Ok(None);
+                };
+                if split == Split::Line {
+                    let reader: ByteStream = Box::pin(std::io::Cursor::new(input));
+                    return self.run_split(job, reader, report).await;
+                }
+                let out = self.invoke(job, Bytes::from(input), report).await?;
+                put_result(self.store.put(outbox, &key, out, PutMode::CreateNew).await)
+            }
+            (InputRef::Object { key: input_key }, Split::None) => {
+                let limit = self.endpoint.payload_limit();
+                let input = match self.store.get(&self.config.inbox, input_key, limit).await {
+                    Ok((_, b)) => b,
+                    Err(e) => return Err(input_error(e, input_key)),
+                };
+                let out = self.invoke(job, input, report).await?;
+                put_result(self.store.put(outbox, &key, out, PutMode::CreateNew).await)
+            }
+            (InputRef::Object { key: input_key }, Split::Line) => {
+                let reader = match self.store.get_stream(&self.config.inbox, input_key).await {
+                    Ok((_, r)) => r,
+                    Err(e) => return Err(input_error(e, input_key)),
+                };
+                self.run_split(job, reader, report).await
+            }
+        }
+    }
+
+    /// The inline input of the authorized request object, or `None` if it was replaced since.
+    async fn inline_input(&self, job: &JobMessage) -> Result<Option<Vec<u8>>, RunError> {
+        let (meta, body) = match self
+            .store
+            .get(
+                &self.config.inbox,
+                &job.request_key,
+                MAX_REQUEST_OBJECT_BYTES,
+            )
+            .await
+        {
+            Ok(got) => got,
+            Err(Error::NotFound { .. }) => {
+                return Err(fail(
+                    Reason::InputNotFound,
+                    "input",
+                    "the request object was deleted before it ran",
+                ));
+            }
+            Err(e) if e.is_retryable() => return Err(RunError::Retry(e)),
+            Err(e) => return Err(fail(Reason::InputNotFound, "input", e.to_string())),
+        };
+        if meta.etag != job.request_etag {
+            return Ok(None);
+        }
+        let buyer = job.buyer.as_str();
+        let request = RequestObject::parse(&body)
+            .and_then(|r| r.validate(buyer, &job.request_id))
+            .map_err(|v| RunError::Fail(Failure(v)))?;
+        match request.input {
+            Input::Inline(bytes) => Ok(Some(bytes)),
+            Input::Object(_) => Ok(None),
+        }
+    }
+
+    async fn invoke(
+        &self,
+        job: &JobMessage,
+        body: Bytes,
+        report: &mut JobReport,
+    ) -> Result<Bytes, RunError> {
+        let limit = self.endpoint.payload_limit();
+        if body.len() as u64 > limit {
+            return Err(fail(
+                Reason::InputTooLarge,
+                "input",
+                format!(
+                    "{} bytes is over the endpoint limit of {limit}; use split: line",
+                    body.len()
+                ),
+            ));
+        }
+        let invocation = Invocation {
+            body,
+            content_type: job.content_type.clone(),
+            accept: job.accept.clone(),
+            custom_attributes: job.custom_attributes.clone(),
+        };
+        let started = Instant::now();
+        let mut calls = 0u32;
+        let result = (|| {
+            calls += 1;
+            self.endpoint.invoke(invocation.clone())
+        })
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(20))
+                .with_max_delay(Duration::from_millis(500))
+                .with_max_times(self.config.invoke_attempts.saturating_sub(1))
+                .with_jitter(),
+        )
+        .when(Error::is_retryable)
+        .await;
+        report.invoke_time += started.elapsed();
+        report.invocations += calls;
+        match result {
+            Ok(out) => Ok(out.body),
+            Err(Error::ModelRejected { status, message }) => Err(fail(
+                Reason::ModelRejectedInput,
+                "input",
+                format!("the model answered {status}: {message}"),
+            )),
+            Err(Error::PayloadTooLarge { size, limit }) => Err(fail(
+                Reason::InputTooLarge,
+                "input",
+                format!("{size} bytes is over the endpoint limit of {limit}"),
+            )),
+            Err(e) => Err(RunError::Retry(e)),
+        }
+    }
+
+    /// `split: line`: records are lines, batched into invocations of at most the payload limit;
+    /// outputs are joined line by line into a spool file, then stored. Memory stays bounded.
+    async fn run_split(
+        &self,
+        job: &JobMessage,
+        reader: ByteStream,
+        report: &mut JobReport,
+    ) -> Result<Option<sealbox_core::ports::ObjectMeta>, RunError> {
+        let limit = self.endpoint.payload_limit() as usize;
+        let spool = tempfile::tempfile()
+            .map_err(|e| RunError::Retry(Error::io("creating a spool file", e)))?;
+        let spool_err = |e| RunError::Retry(Error::io("writing the spool file", e));
+        let mut out = tokio::fs::File::from_std(spool);
+        let mut lines = tokio::io::BufReader::new(reader);
+        let mut batch: Vec<u8> = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = read_line_capped(&mut lines, &mut line, limit)
+                .await
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        fail(
+                            Reason::InputTooLarge,
+                            "input",
+                            format!("a record is over the endpoint limit of {limit} bytes"),
+                        )
+                    } else {
+                        RunError::Retry(Error::io("reading the input", e))
+                    }
+                })?;
+            if n > 0 && !line.ends_with(b"\n") {
+                line.push(b'\n');
+            }
+            if (n == 0 || batch.len() + line.len() > limit) && !batch.is_empty() {
+                let body = Bytes::from(std::mem::take(&mut batch));
+                let mut output = self.invoke(job, body, report).await?.to_vec();
+                if !output.is_empty() && !output.ends_with(b"\n") {
+                    output.push(b'\n');
+                }
+                out.write_all(&output).await.map_err(spool_err)?;
+            }
+            if n == 0 {
+                break;
+            }
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            batch.extend_from_slice(&line);
+        }
+        out.flush().await.map_err(spool_err)?;
+        let mut file = out.into_std().await;
+        std::io::Seek::rewind(&mut file).map_err(spool_err)?;
+        let body: ByteStream = Box::pin(tokio::fs::File::from_std(file));
+        let key = result_key(&job.buyer, &job.request_id);
+        put_result(
+            self.store
+                .put_stream(&self.config.outbox, &key, body, PutMode::CreateNew)
+                .await,
+        )
+    }
+}
+
+/// Reads one line, failing with `InvalidData` instead of growing past `cap` bytes.
+async fn read_line_capped(
+    r: &mut tokio::io::BufReader<ByteStream>,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let (take, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        if buf.len() + take > cap {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "record too large",
+            ));
+        }
+        buf.extend_from_slice(&available[..take]);
+        r.consume(take);
+        total += take;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+enum RunError {
+    Fail(Failure),
+    Retry(Error),
+    Conflict,
+}
+
+impl From<Error> for RunError {
+    fn from(e: Error) -> Self {
+        RunError::Retry(e)
+    }
+}
+
+fn fail(reason: Reason, field: &str, rule: impl Into<String>) -> RunError {
+    RunError::Fail(Failure(Violation::new(reason, field, rule)))
+}
+
+fn input_error(e: Error, key: &str) -> RunError {
+    match e {
+        Error::NotFound { .. } => fail(
+            Reason::InputNotFound,
+            "input.s3_key",
+            format!("no object at {key}"),
+        ),
+        Error::TooLarge { size, limit, .. } => fail(
+            Reason::InputTooLarge,
+            "input.s3_key",
+            format!("{size} bytes is over the endpoint limit of {limit}; use split: line"),
+        ),
+        e => RunError::Retry(e),
+    }
+}
+
+fn put_result(
+    r: sealbox_core::Result<sealbox_core::ports::ObjectMeta>,
+) -> Result<Option<sealbox_core::ports::ObjectMeta>, RunError> {
+    match r {
+        Ok(meta) => Ok(Some(meta)),
+        Err(Error::AlreadyExists { .. }) => Err(RunError::Conflict),
+        Err(e) => Err(RunError::Retry(e)),
+    }
+}
+
+fn classify(n: Notification) -> JobOutcome {
+    match n.event {
+        sealbox_core::contract::EventKind::InferenceCompleted => JobOutcome::Completed(n),
+        _ => JobOutcome::Failed(n),
+    }
+}

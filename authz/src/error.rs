@@ -1,0 +1,41 @@
+//! Errors of the seller's key and token operations.
+
+/// What went wrong with a keyset or while issuing a token.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    /// The keyset file does not exist yet.
+    #[error("no keyset at {0}: run `sealbox seller keys init`")]
+    NoKeyset(String),
+    /// The keyset file exists but cannot be read or written.
+    #[error("keyset file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The keyset file is not a valid keyset.
+    #[error("keyset file {path} is corrupt: {detail}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A keyset already exists where a new one was to be created.
+    #[error("a keyset already exists at {0}; rotate it instead of replacing it")]
+    Exists(String),
+    /// The keyset has no key in state `current`.
+    #[error("the keyset has no current signing key")]
+    NoCurrentKey,
+    /// Key generation or signing failed in the crypto library.
+    #[error("crypto failure: {0}")]
+    Crypto(String),
+    /// A requested token lifetime is out of range.
+    #[error("token lifetime must be between 1 s and 12 h, got {0} s")]
+    BadLifetime(u64),
+    /// The buyer id is not acceptable.
+    #[error("invalid buyer id {0:?}: 1-64 of [A-Za-z0-9._-]")]
+    BadBuyer(String),
+}

@@ -1,0 +1,107 @@
+//! Runs the ingest handler from the inbox-events queue (the embedded stand-in for the SQS event
+//! source mapping that invokes the Lambda): receive a batch, handle it, delete what was handled,
+//! back off what failed transiently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use sealbox_core::contract::InboxEvent;
+use sealbox_core::ports::{JobQueue, ReceiveOptions};
+use tokio::sync::watch;
+
+use crate::Ingest;
+
+/// How the poller receives.
+#[derive(Debug, Clone, Copy)]
+pub struct PollerConfig {
+    /// Messages per receive (1-10).
+    pub batch: usize,
+    /// Long-poll wait.
+    pub wait: Duration,
+    /// Visibility timeout of a received batch.
+    pub visibility_timeout: Duration,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            batch: 10,
+            wait: Duration::from_millis(500),
+            visibility_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Delay before the `receive_count`-th retry: exponential with jitter, capped.
+pub fn retry_delay(receive_count: u32) -> Duration {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(receive_count.saturating_sub(1) as usize)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// Receives and handles inbox events until `shutdown` turns true; finishes the batch in hand.
+pub async fn run(
+    ingest: Arc<Ingest>,
+    events: Arc<dyn JobQueue>,
+    config: PollerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let opts = ReceiveOptions {
+        max_messages: config.batch.clamp(1, 10),
+        wait: config.wait,
+        visibility_timeout: config.visibility_timeout,
+    };
+    while !*shutdown.borrow() {
+        let received = tokio::select! {
+            r = events.receive(opts) => r,
+            _ = shutdown.changed() => break,
+        };
+        let messages = match received {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "receiving inbox events failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let mut parsed = Vec::with_capacity(messages.len());
+        let mut done = Vec::with_capacity(messages.len());
+        for m in &messages {
+            match serde_json::from_str::<InboxEvent>(&m.body) {
+                Ok(ev) => parsed.push((m, ev)),
+                Err(e) => {
+                    // Not an event this contract knows: nothing to answer, drop it loudly.
+                    tracing::error!(message_id = %m.message_id, error = %e, "dropping an unreadable inbox event");
+                    done.push(m.receipt_handle.clone());
+                }
+            }
+        }
+        let evs: Vec<InboxEvent> = parsed.iter().map(|(_, e)| e.clone()).collect();
+        let results = ingest.handle_batch(&evs).await;
+        for ((m, ev), r) in parsed.iter().zip(results) {
+            match r {
+                Ok(_) => done.push(m.receipt_handle.clone()),
+                Err(e) => {
+                    let delay = retry_delay(m.receive_count);
+                    tracing::warn!(key = %ev.key, error = %e, retry_in_ms = delay.as_millis() as u64, "ingest will retry");
+                    if let Err(e) = events.change_visibility(&m.receipt_handle, delay).await {
+                        tracing::warn!(error = %e, "could not back off; the visibility timeout will");
+                    }
+                }
+            }
+        }
+        if let Err(e) = events.delete_batch(&done).await {
+            // The events come back and are handled again: idempotent, so only slower.
+            tracing::error!(error = %e, "deleting handled inbox events failed");
+        }
+    }
+}
