@@ -1,1 +1,7 @@
-//! placeholder
+//! The `sealbox` command's library: the embedded stack, the demo, the benchmark and the commands.
+
+pub mod bench;
+pub mod cases;
+pub mod commands;
+pub mod demo;
+pub mod stack;

@@ -270,7 +270,7 @@ impl Ingest {
         let mut doc = OutcomeDocument::new(OutcomeKind::Rejected, buyer, name, key, violation);
         doc.received_at = received_at;
         outcomes.settle_document(&doc).await?;
-        tracing::warn!(buyer, request_id = name, reason = %violation.reason, field = %violation.field, detail = %violation.rule, "rejected");
+        tracing::info!(buyer, request_id = name, reason = %violation.reason, field = %violation.field, detail = %violation.rule, "rejected");
         Ok(IngestOutcome::Rejected {
             request_id: name.to_owned(),
             reason: violation.reason,

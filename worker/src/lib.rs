@@ -152,7 +152,7 @@ impl Worker {
                 );
                 doc.received_at = job.received_at;
                 doc.attempts = receive_count;
-                tracing::warn!(buyer = %job.buyer, request_id = %job.request_id, reason = %v.reason, detail = %v.rule, "failed");
+                tracing::info!(buyer = %job.buyer, request_id = %job.request_id, reason = %v.reason, detail = %v.rule, "failed");
                 JobOutcome::Failed(self.outcomes().settle_document(&doc).await?)
             }
             Err(RunError::Retry(e)) => return Err(WorkerError::Retryable(e)),

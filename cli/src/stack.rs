@@ -1,0 +1,325 @@
+//! The embedded stack: builds the local adapters from a data directory and wires the same
+//! handlers that run in Lambda (ingest, worker) with the inbox watcher and the model server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sealbox_authz::{KeyAlg, Keyset, Verifier, VerifierConfig};
+use sealbox_core::adapters::event_log::EventLog;
+use sealbox_core::adapters::fs_store::FsObjectStore;
+use sealbox_core::adapters::http_endpoint::HttpEndpoint;
+use sealbox_core::adapters::inbox_watcher::{InboxScanner, InboxWatcher};
+use sealbox_core::adapters::sqlite_queue::{QueueDb, RedrivePolicy, SqliteQueue};
+use sealbox_core::adapters::webhook::Webhook;
+use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, Notification};
+use sealbox_core::layout::{INBOX, OUTBOX};
+use sealbox_ingest::{Ingest, IngestConfig};
+use sealbox_worker::{JobReport, Worker, WorkerConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Default product id (`aud` of tokens).
+pub const DEFAULT_PRODUCT: &str = "iris-classifier";
+/// Default seller name (`iss` of tokens).
+pub const DEFAULT_ISSUER: &str = "sealbox-seller";
+/// Name of the inbox-events queue.
+pub const INBOX_EVENTS: &str = "inbox-events";
+/// Name of the jobs queue.
+pub const JOBS: &str = "jobs";
+
+/// Where everything lives under a data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// `DATA/buckets`: one folder per bucket.
+    pub buckets: PathBuf,
+    /// `DATA/queues.db`: the queues.
+    pub queue_db: PathBuf,
+    /// `DATA/events.ndjson`: the notifications.
+    pub events: PathBuf,
+    /// `DATA/seller/keyset.json`: the seller's keys.
+    pub keyset: PathBuf,
+    /// `DATA/up.lock`: held by the running `sealbox up`.
+    pub lock: PathBuf,
+}
+
+impl Paths {
+    /// The layout under `data_dir`.
+    pub fn new(data_dir: &Path) -> Paths {
+        Paths {
+            data_dir: data_dir.to_owned(),
+            buckets: data_dir.join("buckets"),
+            queue_db: data_dir.join("queues.db"),
+            events: data_dir.join("events.ndjson"),
+            keyset: data_dir.join("seller").join("keyset.json"),
+            lock: data_dir.join("up.lock"),
+        }
+    }
+
+    /// The object store over `buckets/`.
+    pub fn store(&self, durable: bool) -> FsObjectStore {
+        FsObjectStore::new(&self.buckets, durable)
+    }
+
+    /// The two queues with their dead-letter queues.
+    pub fn queues(&self, max_receives: u32) -> anyhow::Result<(SqliteQueue, SqliteQueue)> {
+        let db = QueueDb::open(&self.queue_db)
+            .with_context(|| format!("opening {}", self.queue_db.display()))?;
+        let events = db.queue(
+            INBOX_EVENTS,
+            Some(RedrivePolicy {
+                dead_letter_queue: format!("{INBOX_EVENTS}-dlq"),
+                max_receives: 10,
+            }),
+        );
+        let jobs = db.queue(
+            JOBS,
+            Some(RedrivePolicy {
+                dead_letter_queue: format!("{JOBS}-dlq"),
+                max_receives,
+            }),
+        );
+        Ok((events, jobs))
+    }
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// The sample model in this process, with this much artificial latency per invocation.
+    InProcess {
+        /// Added latency.
+        latency: Duration,
+        /// Port on 127.0.0.1 (0: any free port).
+        port: u16,
+    },
+    /// A model container already listening at this URL.
+    Url(String),
+}
+
+/// Settings of the embedded stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Product id tokens must be issued for.
+    pub product: String,
+    /// Seller name tokens must be issued by (used when creating keys).
+    pub issuer: String,
+    /// The model.
+    pub model: ModelSource,
+    /// Worker concurrency cap.
+    pub concurrency: usize,
+    /// Ingest pollers running at once.
+    pub ingest_pollers: usize,
+    /// Receives of a job before it is dead-lettered.
+    pub max_receives: u32,
+    /// Visibility timeout of jobs.
+    pub visibility_timeout: Duration,
+    /// Webhook for notifications.
+    pub webhook: Option<String>,
+    /// fsync objects, queue commits and event lines (survive power loss, not only crashes).
+    pub durable: bool,
+}
+
+impl StackOptions {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: &Path) -> StackOptions {
+        StackOptions {
+            data_dir: data_dir.to_owned(),
+            product: DEFAULT_PRODUCT.into(),
+            issuer: DEFAULT_ISSUER.into(),
+            model: ModelSource::InProcess {
+                latency: Duration::ZERO,
+                port: 0,
+            },
+            concurrency: 16,
+            ingest_pollers: 2,
+            max_receives: 5,
+            visibility_timeout: Duration::from_secs(30),
+            webhook: None,
+            durable: false,
+        }
+    }
+}
+
+/// In-process taps for the demo and benchmarks.
+#[derive(Default)]
+pub struct Observers {
+    /// Receives every notification.
+    pub notifications: Option<mpsc::UnboundedSender<Notification>>,
+    /// Receives what the worker measured of each job.
+    pub jobs: Option<mpsc::UnboundedSender<JobReport>>,
+}
+
+/// A running embedded stack.
+pub struct Stack {
+    /// Its paths.
+    pub paths: Paths,
+    /// The model endpoint URL.
+    pub model_url: String,
+    /// The object store.
+    pub store: FsObjectStore,
+    shutdown: watch::Sender<bool>,
+    pollers: Vec<JoinHandle<()>>,
+    model: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    watcher: Option<InboxWatcher>,
+    _lock: std::fs::File,
+}
+
+impl Stack {
+    /// Creates keys if missing, starts the model, the watcher, ingest and the workers.
+    pub async fn start(opts: StackOptions, observers: Observers) -> anyhow::Result<Stack> {
+        let paths = Paths::new(&opts.data_dir);
+        std::fs::create_dir_all(&paths.data_dir)
+            .with_context(|| format!("creating {}", paths.data_dir.display()))?;
+        let lock = std::fs::File::create(&paths.lock)
+            .with_context(|| format!("creating {}", paths.lock.display()))?;
+        lock.try_lock().map_err(|_| {
+            anyhow::anyhow!(
+                "another `sealbox up` is running on {}",
+                paths.data_dir.display()
+            )
+        })?;
+        let keyset = Keyset::load_or_init(&paths.keyset, &opts.issuer, KeyAlg::EdDSA)?;
+        let verifier = Arc::new(Verifier::new(
+            VerifierConfig {
+                issuer: keyset.issuer.clone(),
+                audience: opts.product.clone(),
+                leeway_secs: 60,
+            },
+            &keyset,
+        )?);
+
+        let (model_url, model) = match &opts.model {
+            ModelSource::Url(u) => (u.clone(), None),
+            ModelSource::InProcess { latency, port } => {
+                let (url, stop, task) = start_model(*latency, *port).await?;
+                (url, Some((stop, task)))
+            }
+        };
+        let store = paths.store(opts.durable);
+        for bucket in [INBOX, OUTBOX] {
+            std::fs::create_dir_all(store.bucket_dir(bucket))?;
+        }
+        let (events, jobs) = paths.queues(opts.max_receives)?;
+        // This process is the only consumer: whatever was in flight died with the last one.
+        events.release_in_flight().await?;
+        jobs.release_in_flight().await?;
+
+        let mut log = EventLog::open(&paths.events, opts.durable)?;
+        if let Some(url) = &opts.webhook {
+            log = log.with_webhook(Webhook::start(url.clone(), 100_000));
+        }
+        if let Some(o) = observers.notifications {
+            log = log.with_observer(o);
+        }
+        let notifier = Arc::new(log);
+        let endpoint = Arc::new(HttpEndpoint::new(
+            &model_url,
+            Duration::from_secs(60),
+            DEFAULT_PAYLOAD_LIMIT,
+        )?);
+        let store_port: Arc<FsObjectStore> = Arc::new(store.clone());
+        let ingest = Arc::new(Ingest::new(
+            store_port.clone(),
+            Arc::new(jobs.clone()),
+            notifier.clone(),
+            verifier,
+            IngestConfig {
+                inbox: INBOX.into(),
+                outbox: OUTBOX.into(),
+                payload_limit: DEFAULT_PAYLOAD_LIMIT,
+            },
+        ));
+        let worker = Arc::new(Worker::new(
+            store_port,
+            endpoint,
+            notifier,
+            WorkerConfig {
+                inbox: INBOX.into(),
+                outbox: OUTBOX.into(),
+                invoke_attempts: 3,
+            },
+        ));
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut pollers = Vec::new();
+        let events_port: Arc<SqliteQueue> = Arc::new(events.clone());
+        for _ in 0..opts.ingest_pollers.max(1) {
+            pollers.push(tokio::spawn(sealbox_ingest::poller::run(
+                ingest.clone(),
+                events_port.clone(),
+                sealbox_ingest::poller::PollerConfig::default(),
+                shutdown_rx.clone(),
+            )));
+        }
+        pollers.push(tokio::spawn(sealbox_worker::poller::run(
+            worker,
+            Arc::new(jobs),
+            sealbox_worker::poller::PollerConfig {
+                concurrency: opts.concurrency,
+                wait: Duration::from_millis(500),
+                visibility_timeout: opts.visibility_timeout,
+            },
+            shutdown_rx,
+            observers.jobs,
+        )));
+        let watcher = InboxWatcher::start(InboxScanner::new(&store, INBOX, events)).await?;
+        Ok(Stack {
+            paths,
+            model_url,
+            store,
+            shutdown,
+            pollers,
+            model,
+            watcher: Some(watcher),
+            _lock: lock,
+        })
+    }
+
+    /// The inbox folder buyers drop request objects into.
+    pub fn inbox_dir(&self) -> PathBuf {
+        self.store.bucket_dir(INBOX)
+    }
+
+    /// Stops watching, lets the jobs in flight finish, then stops the model.
+    pub async fn stop(mut self) {
+        self.watcher.take();
+        let _ = self.shutdown.send(true);
+        for p in self.pollers.drain(..) {
+            let _ = p.await;
+        }
+        if let Some((stop, task)) = self.model.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the sample model on 127.0.0.1 and returns its URL, a stop switch and its task.
+pub async fn start_model(
+    latency: Duration,
+    port: u16,
+) -> anyhow::Result<(String, watch::Sender<bool>, JoinHandle<()>)> {
+    let model = Arc::new(sealbox_model::IrisModel::train()?);
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .with_context(|| format!("binding the model server to 127.0.0.1:{port}"))?;
+    let addr = listener.local_addr()?;
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let cfg = sealbox_model::ModelConfig { latency };
+        if let Err(e) = sealbox_model::serve(listener, model, cfg, shutdown).await {
+            tracing::error!(error = %e, "model server stopped");
+        }
+    });
+    Ok((format!("http://{addr}"), stop, task))
+}
