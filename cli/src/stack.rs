@@ -205,6 +205,14 @@ impl Stack {
         let store = paths.store(opts.durable);
         for bucket in [INBOX, OUTBOX] {
             std::fs::create_dir_all(store.bucket_dir(bucket))?;
+            let swept = store.sweep_temp_files(bucket)?;
+            if swept > 0 {
+                tracing::info!(
+                    bucket,
+                    swept,
+                    "removed temporary files of interrupted writes"
+                );
+            }
         }
         let (events, jobs) = paths.queues(opts.max_receives)?;
         // This process is the only consumer: whatever was in flight died with the last one.

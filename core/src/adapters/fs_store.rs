@@ -128,6 +128,33 @@ impl FsObjectStore {
         Ok(Self::meta_of(key, &md))
     }
 
+    /// Removes temporary files left by writers that died mid-write (their process is gone).
+    pub fn sweep_temp_files(&self, bucket: &str) -> Result<usize> {
+        check_bucket(bucket)?;
+        fn sweep(dir: &Path, removed: &mut usize) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    sweep(&path, removed);
+                } else if let Some(rest) = name.strip_prefix(TEMP_PREFIX) {
+                    let pid = rest.split('-').next().unwrap_or("");
+                    let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+                    if !alive && fs::remove_file(&path).is_ok() {
+                        *removed += 1;
+                    }
+                }
+            }
+        }
+        let mut removed = 0;
+        sweep(&self.root.join(bucket), &mut removed);
+        Ok(removed)
+    }
+
     fn put_sync(&self, bucket: &str, key: &str, body: &[u8], mode: PutMode) -> Result<ObjectMeta> {
         let target = self.path_of(bucket, key)?;
         if mode == PutMode::CreateNew && target.exists() {
@@ -519,6 +546,18 @@ mod tests {
             .map(|m| m.key)
             .collect();
         assert_eq!(after, ["b/results/2.out"]);
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_swept_and_live_ones_kept() {
+        let (d, s) = store();
+        let dir = d.path().join("outbox/b/results");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(".sbx-999999999-1.tmp"), b"x").unwrap();
+        let mine = format!(".sbx-{}-1.tmp", std::process::id());
+        fs::write(dir.join(&mine), b"x").unwrap();
+        assert_eq!(s.sweep_temp_files("outbox").unwrap(), 1);
+        assert!(dir.join(mine).exists());
     }
 
     #[tokio::test]

@@ -1,0 +1,136 @@
+//! Crash safety: `sealbox up` killed with SIGKILL mid-run and restarted loses nothing and
+//! duplicates nothing.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use sealbox_core::adapters::event_log::read_event_log;
+use sealbox_core::contract::event_id;
+use sealbox_tests::{sealbox, start_up, wait_until};
+
+const REQUESTS: usize = 1_000;
+const BUYER: &str = "111122223333";
+
+fn outcome_count(outbox: &Path, id: &str) -> usize {
+    ["results/{id}.out", "failed/{id}.json", "rejected/{id}.json"]
+        .iter()
+        .filter(|p| outbox.join(BUYER).join(p.replace("{id}", id)).is_file())
+        .count()
+}
+
+fn request(id: &str, token: &str) -> String {
+    let bad_token = id.ends_with('7');
+    serde_json::json!({
+        "version": 1,
+        "request_id": id,
+        "token": if bad_token { "not-a-token" } else { token },
+        "input": {"text": "5.1,3.5,1.4,0.2\n6.3,3.3,6.0,2.5"},
+        "content_type": "text/csv",
+        "accept": "text/csv"
+    })
+    .to_string()
+}
+
+#[test]
+fn a_sigkilled_daemon_restarts_without_losing_or_duplicating_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    // A 20 ms model keeps the run long enough to be killed in the middle of it.
+    let slow = ["--model-latency-ms", "20"];
+    let mut up = start_up(data, &slow);
+    let token = sealbox(data)
+        .args(["seller", "token", "--buyer", BUYER])
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+
+    let requests = data.join("buckets/inbox").join(BUYER).join("requests");
+    std::fs::create_dir_all(&requests).unwrap();
+    let events = data.join("events.ndjson");
+    let ids: Vec<String> = (0..REQUESTS).map(|i| format!("req-{i:05}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let path = requests.join(format!("{id}.json"));
+        if i % 2 == 0 {
+            // Like `cp`: written in place.
+            std::fs::write(&path, request(id, &token)).unwrap();
+        } else {
+            // Like an editor or `aws s3 cp`: written aside, renamed into place.
+            let tmp = requests.join(format!(".{id}.partial"));
+            std::fs::write(&tmp, request(id, &token)).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+    }
+    let lines = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| b.iter().filter(|c| **c == b'\n').count())
+            .unwrap_or(0)
+    };
+    let some_done = wait_until(Duration::from_secs(60), || lines(&events) >= REQUESTS / 4);
+    assert!(some_done, "the daemon made no progress before the kill");
+    up.kill().unwrap(); // SIGKILL
+    up.wait().unwrap();
+    let before = read_event_log(&events).unwrap().len();
+    eprintln!("killed after {before} of {REQUESTS} notifications");
+    assert!(
+        before < REQUESTS,
+        "killed too late to test anything ({before} notifications)"
+    );
+
+    let mut up = start_up(data, &slow);
+    let outbox = data.join("buckets/outbox");
+    let all_done = wait_until(Duration::from_secs(120), || {
+        let notes = read_event_log(&events).unwrap_or_default();
+        let announced: std::collections::HashSet<_> =
+            notes.iter().map(|n| n.request_id.clone()).collect();
+        announced.len() >= REQUESTS && ids.iter().all(|id| outcome_count(&outbox, id) >= 1)
+    });
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(up.id().to_string())
+        .status();
+    let stopped = wait_until(Duration::from_secs(30), || {
+        matches!(up.try_wait(), Ok(Some(_)))
+    });
+    if !stopped {
+        let _ = up.kill();
+    }
+    assert!(
+        all_done,
+        "not every request got an outcome and a notification after the restart"
+    );
+
+    let mut by_id: HashMap<String, Vec<String>> = HashMap::new();
+    for n in read_event_log(&events).unwrap() {
+        by_id
+            .entry(n.request_id.clone())
+            .or_default()
+            .push(n.event_id);
+    }
+    for id in &ids {
+        assert_eq!(
+            outcome_count(&outbox, id),
+            1,
+            "{id} must have exactly one outcome object"
+        );
+        let notes = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} was never announced"));
+        assert!(
+            notes.iter().all(|e| *e == event_id(BUYER, id)),
+            "{id}: {notes:?}"
+        );
+    }
+    let rejected = ids.iter().filter(|id| id.ends_with('7')).count();
+    let results = std::fs::read_dir(outbox.join(BUYER).join("results"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        })
+        .count();
+    assert_eq!(results, REQUESTS - rejected);
+    assert!(stopped, "sealbox up did not stop on SIGTERM");
+}
