@@ -1,4 +1,6 @@
 //! Helpers for sealbox's end-to-end tests: locating and driving the `sealbox` binary.
+// Test support: a panic is how a test reports a broken precondition.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
