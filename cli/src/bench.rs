@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Seconds of the half-load run that measures overhead.
     #[arg(long, default_value_t = 3.0)]
     pub half_load_seconds: f64,
+    /// Put the scenarios' data directories under this folder (default: the system temp folder).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -149,9 +152,12 @@ async fn drive(
     })
 }
 
-/// Runs one scenario in a fresh data directory.
-pub async fn scenario(args: &BenchArgs, latency_ms: u64) -> anyhow::Result<BenchResult> {
-    let dir = tempfile::tempdir()?;
+/// Runs one scenario in the fresh data directory `dir`.
+pub async fn scenario(
+    args: &BenchArgs,
+    latency_ms: u64,
+    dir: &tempfile::TempDir,
+) -> anyhow::Result<BenchResult> {
     let mut opts = StackOptions::new(dir.path());
     opts.model = ModelSource::InProcess {
         latency: Duration::from_millis(latency_ms),
@@ -234,8 +240,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.model_latency_ms = vec![0, 20];
     }
     let mut results = Vec::new();
+    // Data directories are removed only at the end: freeing many inodes just before a scenario
+    // makes the file system's inode allocation slower for minutes, which would skew it.
+    let mut dirs = Vec::new();
     for latency in args.model_latency_ms.clone() {
-        let r = scenario(&args, latency).await?;
+        let dir = match &args.dir {
+            Some(base) => tempfile::tempdir_in(base)?,
+            None => tempfile::tempdir()?,
+        };
+        let r = scenario(&args, latency, &dir).await?;
+        dirs.push(dir);
         if !args.json {
             println!(
                 "model {:>3} ms, concurrency {:>3}: {:>6} jobs in {:>6.2} s = {:>7.0} jobs/s; overhead p50 {:.2} ms, p99 {:.2} ms (half load); endpoint busy {:.1}%; {:.3} cpu ms/job; peak RSS {:.0} MB",

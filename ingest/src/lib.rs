@@ -277,3 +277,218 @@ impl Ingest {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use sealbox_authz::{KeyAlg, Keyset, TokenIssuer, VerifierConfig};
+    use sealbox_core::adapters::event_log::EventLog;
+    use sealbox_core::adapters::fs_store::FsObjectStore;
+    use sealbox_core::adapters::sqlite_queue::{QueueDb, SqliteQueue};
+    use sealbox_core::layout::{rejected_key, request_key, result_key};
+    use sealbox_core::ports::{PutMode, ReceiveOptions};
+
+    use super::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: FsObjectStore,
+        jobs: SqliteQueue,
+        ingest: Ingest,
+        token: String,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsObjectStore::new(dir.path().join("buckets"), false);
+        let jobs = QueueDb::open(&dir.path().join("q.db"))
+            .unwrap()
+            .queue("jobs", None);
+        let ks = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
+        let token = TokenIssuer::new(&ks)
+            .unwrap()
+            .issue("b1", "p", Duration::from_secs(600))
+            .unwrap();
+        let verifier = Verifier::new(
+            VerifierConfig {
+                issuer: "seller".into(),
+                audience: "p".into(),
+                leeway_secs: 60,
+            },
+            &ks,
+        )
+        .unwrap();
+        let ingest = Ingest::new(
+            Arc::new(store.clone()),
+            Arc::new(jobs.clone()),
+            Arc::new(EventLog::open(&dir.path().join("events.ndjson"), false).unwrap()),
+            Arc::new(verifier),
+            IngestConfig {
+                inbox: "inbox".into(),
+                outbox: "outbox".into(),
+                payload_limit: 100,
+            },
+        );
+        Fixture {
+            _dir: dir,
+            store,
+            jobs,
+            ingest,
+            token,
+        }
+    }
+
+    async fn drop_request(
+        f: &Fixture,
+        id: &str,
+        input: serde_json::Value,
+        split: &str,
+    ) -> InboxEvent {
+        let body = serde_json::json!({
+            "version": 1, "request_id": id, "token": f.token, "input": input,
+            "content_type": "text/csv", "accept": "text/csv", "split": split
+        });
+        let key = request_key("b1", id);
+        let meta = f
+            .store
+            .put(
+                "inbox",
+                &key,
+                Bytes::from(body.to_string()),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        InboxEvent {
+            bucket: "inbox".into(),
+            key,
+            etag: meta.etag,
+            size: meta.size,
+            event_time: meta.last_modified,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_request_becomes_one_job_pinned_to_the_request_etag() {
+        let f = fixture();
+        let ev = drop_request(&f, "r1", serde_json::json!({"text": "1,2,3,4"}), "none").await;
+        let out = f.ingest.handle(&ev).await.unwrap();
+        let IngestOutcome::Accepted(job) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (job.buyer.as_str(), job.request_etag.as_str()),
+            ("b1", ev.etag.as_str())
+        );
+        let opts = ReceiveOptions {
+            max_messages: 10,
+            wait: Duration::ZERO,
+            visibility_timeout: Duration::from_secs(30),
+        };
+        let msgs = f.jobs.receive(opts).await.unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(
+            serde_json::from_str::<JobMessage>(&msgs[0].body).unwrap(),
+            *job
+        );
+    }
+
+    #[tokio::test]
+    async fn an_input_object_over_the_payload_limit_is_rejected_unless_split() {
+        let f = fixture();
+        f.store
+            .put(
+                "inbox",
+                "b1/inputs/big.csv",
+                Bytes::from(vec![b'1'; 200]),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let input = serde_json::json!({"s3_key": "b1/inputs/big.csv"});
+        let ev = drop_request(&f, "r1", input.clone(), "none").await;
+        let out = f.ingest.handle(&ev).await.unwrap();
+        assert_eq!(
+            out,
+            IngestOutcome::Rejected {
+                request_id: "r1".into(),
+                reason: Reason::InputTooLarge
+            }
+        );
+        assert!(
+            f.store
+                .head("outbox", &rejected_key("b1", "r1"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let ev = drop_request(&f, "r2", input, "line").await;
+        assert!(matches!(
+            f.ingest.handle(&ev).await.unwrap(),
+            IngestOutcome::Accepted(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_bad_copy_of_an_answered_request_adds_no_second_outcome() {
+        let f = fixture();
+        f.store
+            .put(
+                "outbox",
+                &result_key("b1", "r1"),
+                Bytes::from("done"),
+                PutMode::CreateNew,
+            )
+            .await
+            .unwrap();
+        let mut ev = drop_request(&f, "r1", serde_json::json!({"text": "x"}), "none").await;
+        f.store
+            .put(
+                "inbox",
+                &ev.key,
+                Bytes::from("{not json"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        ev.etag = "changed".into();
+        assert_eq!(
+            f.ingest.handle(&ev).await.unwrap(),
+            IngestOutcome::AlreadyAnswered
+        );
+        assert!(
+            f.store
+                .head("outbox", &rejected_key("b1", "r1"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_outside_the_request_layout_are_ignored() {
+        let f = fixture();
+        for key in [
+            "b1/inputs/x.json",
+            "b1/requests/x.txt",
+            "b1/requests/deep/x.json",
+        ] {
+            let ev = InboxEvent {
+                bucket: "inbox".into(),
+                key: key.into(),
+                etag: "e".into(),
+                size: 1,
+                event_time: OffsetDateTime::now_utc(),
+            };
+            assert!(
+                matches!(
+                    f.ingest.handle(&ev).await.unwrap(),
+                    IngestOutcome::Ignored(_)
+                ),
+                "{key}"
+            );
+        }
+    }
+}

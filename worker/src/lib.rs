@@ -442,3 +442,256 @@ fn classify(n: Notification) -> JobOutcome {
         _ => JobOutcome::Failed(n),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use sealbox_core::adapters::event_log::{EventLog, read_event_log};
+    use sealbox_core::adapters::fs_store::FsObjectStore;
+    use sealbox_core::contract::{CONTRACT_VERSION, EventKind};
+    use sealbox_core::layout::{failed_key, request_key};
+    use sealbox_core::ports::InvocationOutput;
+
+    use super::*;
+
+    /// Echoes each payload and remembers its size; a stand-in model for the handler's tests.
+    struct Echo {
+        limit: u64,
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl Endpoint for Echo {
+        async fn invoke(&self, inv: Invocation) -> sealbox_core::Result<InvocationOutput> {
+            if let Ok(mut s) = self.sizes.lock() {
+                s.push(inv.body.len());
+            }
+            Ok(InvocationOutput {
+                body: inv.body,
+                content_type: inv.accept,
+                custom_attributes: None,
+            })
+        }
+        fn payload_limit(&self) -> u64 {
+            self.limit
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: FsObjectStore,
+        echo: Arc<Echo>,
+        worker: Worker,
+        events: std::path::PathBuf,
+    }
+
+    fn fixture(limit: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsObjectStore::new(dir.path().join("buckets"), false);
+        let events = dir.path().join("events.ndjson");
+        let echo = Arc::new(Echo {
+            limit,
+            sizes: Mutex::new(Vec::new()),
+        });
+        let worker = Worker::new(
+            Arc::new(store.clone()),
+            echo.clone(),
+            Arc::new(EventLog::open(&events, false).unwrap()),
+            WorkerConfig {
+                inbox: "inbox".into(),
+                outbox: "outbox".into(),
+                invoke_attempts: 3,
+            },
+        );
+        Fixture {
+            _dir: dir,
+            store,
+            echo,
+            worker,
+            events,
+        }
+    }
+
+    fn job(input: InputRef, split: Split, etag: &str) -> JobMessage {
+        let now = OffsetDateTime::now_utc();
+        JobMessage {
+            version: CONTRACT_VERSION,
+            buyer: "b1".into(),
+            request_id: "r1".into(),
+            request_key: request_key("b1", "r1"),
+            request_etag: etag.into(),
+            input,
+            content_type: "text/csv".into(),
+            accept: "text/csv".into(),
+            custom_attributes: None,
+            split,
+            received_at: now,
+            accepted_at: now,
+            deadline: now + time::Duration::hours(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn split_lines_are_batched_under_the_payload_limit_and_joined_line_by_line() {
+        let f = fixture(100);
+        let lines: Vec<String> = (0..50).map(|i| format!("row-{i:03},1,2,3")).collect();
+        let input = lines.join("\n");
+        f.store
+            .put(
+                "inbox",
+                "b1/inputs/x.csv",
+                Bytes::from(input.clone()),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let j = job(
+            InputRef::Object {
+                key: "b1/inputs/x.csv".into(),
+            },
+            Split::Line,
+            "",
+        );
+        let (outcome, report) = f
+            .worker
+            .process(&serde_json::to_string(&j).unwrap(), 1)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, JobOutcome::Completed(_)), "{outcome:?}");
+        let sizes = f.echo.sizes.lock().unwrap().clone();
+        assert!(
+            sizes.len() > 1 && sizes.iter().all(|s| *s <= 100),
+            "{sizes:?}"
+        );
+        assert_eq!(report.invocations as usize, sizes.len());
+        let (_, out) = f
+            .store
+            .get("outbox", &result_key("b1", "r1"), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), format!("{input}\n"));
+    }
+
+    #[tokio::test]
+    async fn a_record_over_the_payload_limit_fails_the_job_with_its_reason() {
+        let f = fixture(10);
+        f.store
+            .put(
+                "inbox",
+                "b1/inputs/x.csv",
+                Bytes::from("short\nthis line is far too long\n"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let j = job(
+            InputRef::Object {
+                key: "b1/inputs/x.csv".into(),
+            },
+            Split::Line,
+            "",
+        );
+        let (outcome, _) = f
+            .worker
+            .process(&serde_json::to_string(&j).unwrap(), 1)
+            .await
+            .unwrap();
+        let JobOutcome::Failed(n) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(n.reason, Some(Reason::InputTooLarge));
+        assert!(
+            f.store
+                .head("outbox", &failed_key("b1", "r1"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_past_its_deadline_fails_without_invoking() {
+        let f = fixture(1000);
+        let mut j = job(
+            InputRef::Object {
+                key: "b1/inputs/x.csv".into(),
+            },
+            Split::None,
+            "",
+        );
+        j.deadline = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        let (outcome, report) = f
+            .worker
+            .process(&serde_json::to_string(&j).unwrap(), 1)
+            .await
+            .unwrap();
+        let JobOutcome::Failed(n) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(n.reason, Some(Reason::DeadlineExceeded));
+        assert_eq!(report.invocations, 0);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_request_object_does_not_run_under_the_old_authorization() {
+        let f = fixture(1000);
+        let j = job(InputRef::Inline, Split::None, "\"an-older-etag\"");
+        f.store
+            .put(
+                "inbox",
+                &j.request_key,
+                Bytes::from("{}"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let (outcome, report) = f
+            .worker
+            .process(&serde_json::to_string(&j).unwrap(), 1)
+            .await
+            .unwrap();
+        assert_eq!(outcome, JobOutcome::Superseded);
+        assert_eq!(report.invocations, 0);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_job_is_announced_again_with_the_same_event_id_and_not_invoked() {
+        let f = fixture(1000);
+        f.store
+            .put(
+                "inbox",
+                "b1/inputs/x.csv",
+                Bytes::from("1,2,3,4"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let body = serde_json::to_string(&job(
+            InputRef::Object {
+                key: "b1/inputs/x.csv".into(),
+            },
+            Split::None,
+            "",
+        ))
+        .unwrap();
+        f.worker.process(&body, 1).await.unwrap();
+        f.worker.process(&body, 2).await.unwrap();
+        assert_eq!(f.echo.sizes.lock().unwrap().len(), 1);
+        let notes = read_event_log(&f.events).unwrap();
+        assert_eq!(notes.len(), 2);
+        assert!(
+            notes.iter().all(
+                |n| n.event == EventKind::InferenceCompleted && n.event_id == notes[0].event_id
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_job_message_is_an_error_not_a_panic() {
+        let f = fixture(1000);
+        let r = f.worker.process("{\"version\": 1}", 1).await;
+        assert!(matches!(r, Err(WorkerError::MalformedJob(_))), "{r:?}");
+    }
+}

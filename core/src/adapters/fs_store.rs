@@ -102,8 +102,7 @@ impl FsObjectStore {
         drop(file);
         let published = match mode {
             PutMode::Overwrite => fs::rename(tmp, target),
-            // link(2) fails with EEXIST if the name is taken: the local `If-None-Match: *`.
-            PutMode::CreateNew => fs::hard_link(tmp, target).and_then(|()| fs::remove_file(tmp)),
+            PutMode::CreateNew => rename_no_replace(tmp, target),
         };
         if let Err(e) = published {
             let _ = fs::remove_file(tmp);
@@ -239,6 +238,19 @@ impl FsObjectStore {
             .filter(|m| start_after.is_none_or(|s| m.key.as_str() > s))
             .take(max)
             .collect())
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (EEXIST): the local `If-None-Match: *`.
+/// One renameat2(RENAME_NOREPLACE) where the file system has it, else link(2) + unlink(2).
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            fs::hard_link(from, to).and_then(|()| fs::remove_file(from))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

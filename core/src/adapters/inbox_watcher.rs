@@ -26,7 +26,11 @@ pub struct InboxWatcher {
 }
 
 enum Signal {
+    /// Paths the watcher reported.
     Paths(Vec<PathBuf>),
+    /// A new folder to look at again, now that its watch is in place.
+    Recheck(PathBuf),
+    /// The watcher lost events: scan everything.
     Rescan,
 }
 
@@ -120,6 +124,7 @@ impl InboxWatcher {
         fs::create_dir_all(&scanner.dir)
             .map_err(|e| Error::io(format!("creating {}", scanner.dir.display()), e))?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
+        let later = tx.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let signal = match res {
                 Ok(ev) if ev.need_rescan() => Signal::Rescan,
@@ -143,15 +148,33 @@ impl InboxWatcher {
             while let Some(first) = rx.recv().await {
                 let mut rescan = false;
                 let mut paths = Vec::new();
+                let mut new_dirs = Vec::new();
                 let mut next = Some(first);
                 while let Some(signal) = next.take() {
                     match signal {
-                        Signal::Paths(p) => paths.extend(p),
+                        Signal::Paths(p) => {
+                            new_dirs.extend(p.iter().filter(|p| p.is_dir()).cloned());
+                            paths.extend(p);
+                        }
+                        Signal::Recheck(dir) => paths.push(dir),
                         Signal::Rescan => rescan = true,
                     }
                     if paths.len() < 4096 {
                         next = rx.try_recv().ok();
                     }
+                }
+                // The watch on a new folder is added after the folder appears: what lands in
+                // it meanwhile has no event. Scan new folders again once the watch is in place.
+                for dir in new_dirs {
+                    let later = later.clone();
+                    tokio::spawn(async move {
+                        for wait in [50, 500, 2000] {
+                            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                            if later.send(Signal::Recheck(dir.clone())).is_err() {
+                                return;
+                            }
+                        }
+                    });
                 }
                 let scanned = if rescan {
                     scanner.scan_all().await

@@ -22,8 +22,8 @@ use crate::ports::job_queue::{
 #[derive(Debug, Clone)]
 pub struct QueueDb {
     conn: Arc<Mutex<Connection>>,
-    // Wakes long polls in this process; other processes are seen by polling.
-    notify: Arc<Notify>,
+    // Wakes long polls of one queue in this process; other processes are seen by polling.
+    notifiers: Arc<Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
 }
 
 /// Poll interval of a long poll, for messages sent by other processes or becoming visible.
@@ -76,7 +76,7 @@ impl QueueDb {
         )?;
         Ok(QueueDb {
             conn: Arc::new(Mutex::new(conn)),
-            notify: Arc::new(Notify::new()),
+            notifiers: Arc::default(),
         })
     }
 
@@ -87,6 +87,14 @@ impl QueueDb {
             db: self.clone(),
             name: Arc::from(name),
             redrive: dead_letter,
+            notify: self.notifier(name),
+        }
+    }
+
+    fn notifier(&self, name: &str) -> Arc<Notify> {
+        match self.notifiers.lock() {
+            Ok(mut map) => map.entry(name.to_owned()).or_default().clone(),
+            Err(_) => Arc::new(Notify::new()),
         }
     }
 
@@ -124,6 +132,7 @@ pub struct SqliteQueue {
     db: QueueDb,
     name: Arc<str>,
     redrive: Option<RedrivePolicy>,
+    notify: Arc<Notify>,
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, queue: &str, body: &str, delay: Duration) -> Result<i64> {
@@ -178,7 +187,7 @@ impl SqliteQueue {
             })
             .await?;
         if sent > 0 {
-            self.db.notify.notify_waiters();
+            self.notify.notify_waiters();
         }
         Ok(sent)
     }
@@ -279,7 +288,7 @@ impl JobQueue for SqliteQueue {
                 Ok(ids)
             })
             .await?;
-        self.db.notify.notify_waiters();
+        self.notify.notify_waiters();
         Ok(ids)
     }
 
@@ -287,7 +296,9 @@ impl JobQueue for SqliteQueue {
         let deadline = tokio::time::Instant::now() + opts.wait;
         loop {
             // Register interest before looking, so a send in between is not missed.
-            let notified = self.db.notify.notified();
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let (name, redrive) = (self.name.clone(), self.redrive.clone());
             let got = self
                 .db
@@ -341,7 +352,7 @@ impl JobQueue for SqliteQueue {
             })
             .await?;
         if timeout.is_zero() {
-            self.db.notify.notify_waiters();
+            self.notify.notify_waiters();
         }
         Ok(())
     }
@@ -415,7 +426,7 @@ impl DeadLetterQueue for SqliteQueue {
                 )? as u64)
             })
             .await?;
-        self.db.notify.notify_waiters();
+        self.notify.notify_waiters();
         Ok(moved)
     }
 
