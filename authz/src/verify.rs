@@ -52,10 +52,16 @@ struct PublicKey {
     validation: jsonwebtoken::Validation,
 }
 
+/// Most verified tokens remembered; the cache is emptied when it is full.
+const MAX_CACHED_TOKENS: usize = 10_000;
+
 /// Verifies tokens against the published keys of a keyset.
 pub struct Verifier {
     config: VerifierConfig,
     keys: RwLock<HashMap<String, Arc<PublicKey>>>,
+    // A buyer sends the same token with many requests: a repeat costs a lookup, not a
+    // signature check. Keyed by the token's SHA-256; holds the claims and the signing kid.
+    verified: RwLock<HashMap<[u8; 32], (String, Claims)>>,
 }
 
 impl Verifier {
@@ -64,6 +70,7 @@ impl Verifier {
         let v = Verifier {
             config,
             keys: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
         };
         v.replace_keys(keyset)?;
         Ok(v)
@@ -92,6 +99,10 @@ impl Verifier {
         if let Ok(mut keys) = self.keys.write() {
             *keys = map;
         }
+        // A key may have gone: nothing verified with it may be trusted from the cache.
+        if let Ok(mut cache) = self.verified.write() {
+            cache.clear();
+        }
         Ok(())
     }
 
@@ -107,6 +118,47 @@ impl Verifier {
                 format!("longer than {MAX_TOKEN_BYTES} bytes"),
             ));
         }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(digest.as_ref());
+        let cached = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|c| c.get(&hash).cloned());
+        if let Some((kid, claims)) = cached {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let leeway = self.config.leeway_secs.min(60) as i64;
+            // Still published, not expired: the same answer as a full check, minus the signature.
+            if claims.exp + leeway >= now && self.key(&kid).is_some() {
+                return self.check_claims_cached(claims, buyer);
+            }
+        }
+        let (kid, claims) = self.verify_uncached(token)?;
+        if let Ok(mut cache) = self.verified.write() {
+            if cache.len() >= MAX_CACHED_TOKENS {
+                cache.clear();
+            }
+            cache.insert(hash, (kid, claims.clone()));
+        }
+        self.check_claims_cached(claims, buyer)
+    }
+
+    fn check_claims_cached(&self, claims: Claims, buyer: &str) -> Result<Claims, TokenRejection> {
+        if claims.sub != buyer {
+            return Err(reject(
+                Reason::TokenSubjectMismatch,
+                format!(
+                    "token is for buyer {:?}, object is under {buyer:?}",
+                    claims.sub
+                ),
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// Full verification: header, key, signature and every claim but the buyer binding.
+    fn verify_uncached(&self, token: &str) -> Result<(String, Claims), TokenRejection> {
         let mut parts = token.split('.');
         let (Some(h), Some(_), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -155,10 +207,10 @@ impl Verifier {
         }
         let data = jsonwebtoken::decode::<Value>(token, &key.key, &key.validation)
             .map_err(|e| map_error(e.kind()))?;
-        self.check_claims(data.claims, buyer)
+        Ok((kid.to_owned(), self.check_claims(data.claims)?))
     }
 
-    fn check_claims(&self, claims: Value, buyer: &str) -> Result<Claims, TokenRejection> {
+    fn check_claims(&self, claims: Value) -> Result<Claims, TokenRejection> {
         for (name, is_ok) in [
             ("iat", claims.get("iat").is_some_and(Value::is_number)),
             ("jti", claims.get("jti").is_some_and(Value::is_string)),
@@ -175,15 +227,6 @@ impl Verifier {
         }
         let claims: Claims = serde_json::from_value(claims)
             .map_err(|e| reject(Reason::TokenMissingClaim, format!("claims: {e}")))?;
-        if claims.sub != buyer {
-            return Err(reject(
-                Reason::TokenSubjectMismatch,
-                format!(
-                    "token is for buyer {:?}, object is under {buyer:?}",
-                    claims.sub
-                ),
-            ));
-        }
         if !claims.scope.split(' ').any(|s| s == "invoke") {
             return Err(reject(Reason::TokenScopeMissing, "scope lacks invoke"));
         }
@@ -249,6 +292,25 @@ mod tests {
             let t = i.issue("b1", "product", Duration::from_secs(60)).unwrap();
             assert_eq!(v.verify(&t, "b1").map(|c| c.sub), Ok("b1".to_owned()));
         }
+    }
+
+    #[test]
+    fn a_cached_token_is_still_bound_to_its_buyer_and_forgotten_when_keys_change() {
+        let (ks, v, i) = setup(KeyAlg::EdDSA);
+        let t = i.issue("b1", "product", Duration::from_secs(60)).unwrap();
+        assert!(v.verify(&t, "b1").is_ok());
+        assert_eq!(
+            v.verify(&t, "b2").unwrap_err().reason,
+            Reason::TokenSubjectMismatch
+        );
+        let other = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
+        v.replace_keys(&other).unwrap();
+        assert_eq!(
+            v.verify(&t, "b1").unwrap_err().reason,
+            Reason::TokenUnknownKid
+        );
+        v.replace_keys(&ks).unwrap();
+        assert!(v.verify(&t, "b1").is_ok());
     }
 
     #[test]

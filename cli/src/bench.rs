@@ -105,21 +105,30 @@ async fn drive(
 ) -> anyhow::Result<Run> {
     let n = bodies.len();
     let started = Instant::now();
-    let store = stack.store.clone();
-    let writer = tokio::spawn(async move {
-        let mut written = HashMap::with_capacity(n);
-        let mut tick = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r)));
-        for (key, body) in bodies {
-            if let Some(t) = tick.as_mut() {
-                t.tick().await;
+    // Buyers upload concurrently: several writers, unless a rate is set.
+    let writers = if rate.is_some() { 1 } else { 4 };
+    let mut chunks: Vec<Vec<(String, Vec<u8>)>> = (0..writers).map(|_| Vec::new()).collect();
+    for (i, b) in bodies.into_iter().enumerate() {
+        chunks[i % writers].push(b);
+    }
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let store = stack.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut written = HashMap::with_capacity(chunk.len());
+            let mut tick = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r)));
+            for (key, body) in chunk {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                store
+                    .put(INBOX, &key, Bytes::from(body), PutMode::Overwrite)
+                    .await?;
+                written.insert(key, Instant::now());
             }
-            store
-                .put(INBOX, &key, Bytes::from(body), PutMode::Overwrite)
-                .await?;
-            written.insert(key, Instant::now());
-        }
-        anyhow::Ok(written)
-    });
+            anyhow::Ok(written)
+        }));
+    }
     let mut arrived = HashMap::with_capacity(n);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     while arrived.len() < n {
@@ -131,7 +140,10 @@ async fn drive(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let written = writer.await??;
+    let mut written = HashMap::with_capacity(n);
+    for t in tasks {
+        written.extend(t.await??);
+    }
     let mut invoke = HashMap::with_capacity(n);
     while let Ok(r) = reports.try_recv() {
         invoke.insert(r.request_id, r.invoke_time);

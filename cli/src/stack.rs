@@ -252,6 +252,7 @@ impl Stack {
                 inbox: INBOX.into(),
                 outbox: OUTBOX.into(),
                 invoke_attempts: 3,
+                max_concurrent_invocations: opts.concurrency,
             },
         ));
 
@@ -270,7 +271,8 @@ impl Stack {
             worker,
             Arc::new(jobs),
             sealbox_worker::poller::PollerConfig {
-                concurrency: opts.concurrency,
+                // Twice the invocation cap: jobs read inputs and write results beside the calls.
+                concurrency: 2 * opts.concurrency,
                 wait: Duration::from_millis(500),
                 visibility_timeout: opts.visibility_timeout,
             },

@@ -14,7 +14,8 @@ use crate::{JobOutcome, JobReport, Worker, WorkerError};
 /// How the worker poller behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct PollerConfig {
-    /// Jobs running at once: saturates the endpoint without throttling it into failure.
+    /// Jobs in progress at once (reading, invoking, writing); the endpoint's own cap is
+    /// [`crate::WorkerConfig::max_concurrent_invocations`].
     pub concurrency: usize,
     /// Long-poll wait.
     pub wait: Duration,
@@ -45,6 +46,9 @@ pub fn retry_delay(receive_count: u32) -> Duration {
 }
 
 /// Runs jobs until `shutdown` turns true, then waits for the jobs in flight.
+///
+/// Up to `concurrency` jobs run at once, and up to as many more wait in hand, received ahead:
+/// a slot that frees up starts its next job at once instead of waiting for a receive.
 pub async fn run(
     worker: Arc<Worker>,
     jobs: Arc<dyn JobQueue>,
@@ -53,23 +57,20 @@ pub async fn run(
     observer: Option<mpsc::UnboundedSender<JobReport>>,
 ) {
     let concurrency = config.concurrency.max(1);
-    let slots = Arc::new(Semaphore::new(concurrency));
+    // Receive ten at a time: with ten more places than slots, taking ten places never starves
+    // a slot, and a batch costs the queue one operation instead of ten.
+    let in_hand = concurrency + 10;
+    let held = Arc::new(Semaphore::new(in_hand));
+    let running = Arc::new(Semaphore::new(concurrency));
     let (done_tx, done_rx) = mpsc::unbounded_channel::<String>();
     let deleter = tokio::spawn(delete_in_batches(jobs.clone(), done_rx));
     while !*shutdown.borrow() {
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        let mut places = tokio::select! {
+            p = held.clone().acquire_many_owned(10) => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.changed() => break,
         };
-        let mut permits = vec![first];
-        while permits.len() < 10 {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
         let opts = ReceiveOptions {
-            max_messages: permits.len(),
+            max_messages: 10,
             wait: config.wait,
             visibility_timeout: config.visibility_timeout,
         };
@@ -85,19 +86,23 @@ pub async fn run(
                 continue;
             }
         };
-        for (message, permit) in messages.into_iter().zip(permits.drain(..)) {
-            let (worker, jobs, done, observer) = (
+        for message in messages {
+            let Some(permit) = places.split(1) else { break };
+            let (worker, jobs, done, observer, running) = (
                 worker.clone(),
                 jobs.clone(),
                 done_tx.clone(),
                 observer.clone(),
+                running.clone(),
             );
             tokio::spawn(async move {
+                let visibility = config.visibility_timeout;
                 run_one(
                     &worker,
                     jobs.as_ref(),
+                    &running,
                     message,
-                    config.visibility_timeout,
+                    visibility,
                     &done,
                     observer,
                 )
@@ -105,10 +110,10 @@ pub async fn run(
                 drop(permit);
             });
         }
-        // Unused permits drop here and free their slots.
+        // Unused places drop here and free up.
     }
-    // Drain: every slot back means every job in flight has finished.
-    let _ = slots.acquire_many(concurrency as u32).await;
+    // Drain: every place back means every job in hand has finished.
+    let _ = held.acquire_many(in_hand as u32).await;
     drop(done_tx);
     let _ = deleter.await;
 }
@@ -116,12 +121,16 @@ pub async fn run(
 async fn run_one(
     worker: &Worker,
     jobs: &dyn JobQueue,
+    running: &Semaphore,
     message: ReceivedMessage,
     visibility: Duration,
     done: &mpsc::UnboundedSender<String>,
     observer: Option<mpsc::UnboundedSender<JobReport>>,
 ) {
-    let work = worker.process(&message.body, message.receive_count);
+    let work = async {
+        let _slot = running.acquire().await;
+        worker.process(&message.body, message.receive_count).await
+    };
     tokio::pin!(work);
     let mut heartbeat = tokio::time::interval(visibility / 2);
     heartbeat.tick().await;
@@ -129,7 +138,7 @@ async fn run_one(
         tokio::select! {
             r = &mut work => break r,
             _ = heartbeat.tick() => {
-                // Keep a long invocation's message from being delivered to someone else.
+                // Keep a waiting or long-running job's message from going to someone else.
                 if let Err(e) = jobs.change_visibility(&message.receipt_handle, visibility).await {
                     tracing::warn!(error = %e, "could not extend the visibility of a running job");
                 }
