@@ -63,11 +63,25 @@ fn a_buyer_submits_files_to_a_running_daemon_and_reads_each_outcome() {
     std::fs::write(&bad, "not,a,number,row\n").unwrap();
     let lines = dir.path().join("many lines.csv");
     std::fs::write(&lines, "5.1,3.5,1.4,0.2\n".repeat(1000)).unwrap();
-    let mut args = vec!["buyer", "submit", "--buyer", "111122223333", "--token", &token];
-    let files: Vec<String> = [&good, &bad, &lines].iter().map(|p| p.display().to_string()).collect();
+    let mut args = vec![
+        "buyer",
+        "submit",
+        "--buyer",
+        "111122223333",
+        "--token",
+        &token,
+    ];
+    let files: Vec<String> = [&good, &bad, &lines]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     args.extend(files.iter().map(String::as_str));
     let submitted = run(&args);
-    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
 
     let mut outcomes = Vec::new();
     let done = sealbox_tests::wait_until(std::time::Duration::from_secs(30), || {
@@ -79,14 +93,27 @@ fn a_buyer_submits_files_to_a_running_daemon_and_reads_each_outcome() {
         outcomes.len() == 3
     });
     assert!(done, "{outcomes:?}");
-    let find = |id: &str| outcomes.iter().find(|o| o["request_id"] == id).cloned().unwrap_or_default();
+    let find = |id: &str| {
+        outcomes
+            .iter()
+            .find(|o| o["request_id"] == id)
+            .cloned()
+            .unwrap_or_default()
+    };
     assert_eq!(find("flowers")["outcome"], "completed");
     assert_eq!(find("garbage")["outcome"], "failed");
     assert_eq!(find("garbage")["reason"], "model_rejected_input");
     assert_eq!(find("many_lines")["outcome"], "completed");
 
     let fetched = dir.path().join("out");
-    let out = run(&["buyer", "results", "--buyer", "111122223333", "--fetch", &fetched.display().to_string()]);
+    let out = run(&[
+        "buyer",
+        "results",
+        "--buyer",
+        "111122223333",
+        "--fetch",
+        &fetched.display().to_string(),
+    ]);
     assert!(out.status.success());
     let result = std::fs::read_to_string(fetched.join("results/flowers.out")).unwrap();
     assert_eq!(result.lines().count(), 2, "{result}");
@@ -97,6 +124,12 @@ fn a_buyer_submits_files_to_a_running_daemon_and_reads_each_outcome() {
     assert_eq!(rows[1]["queue"], "jobs");
     assert_eq!(rows[1]["backlog"], 0);
     assert_eq!(rows[1]["dead_letters"], 0);
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(up.id().to_string()).status();
-    assert!(up.wait().unwrap().success(), "sealbox up exits cleanly on SIGTERM");
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(up.id().to_string())
+        .status();
+    assert!(
+        up.wait().unwrap().success(),
+        "sealbox up exits cleanly on SIGTERM"
+    );
 }
