@@ -97,10 +97,14 @@ impl InboxScanner {
             out
         })
         .await?;
-        if found.is_empty() {
-            return Ok(0);
+        // Small transactions: a scan of a full folder must not hold the queue for long.
+        let mut sent = 0;
+        let mut found = found.into_iter().peekable();
+        while found.peek().is_some() {
+            let chunk: Vec<_> = found.by_ref().take(256).collect();
+            sent += self.events.send_if_new(chunk).await?;
         }
-        self.events.send_if_new(found).await
+        Ok(sent)
     }
 
     /// Scans the whole bucket.
@@ -168,7 +172,7 @@ impl InboxWatcher {
                 for dir in new_dirs {
                     let later = later.clone();
                     tokio::spawn(async move {
-                        for wait in [50, 500, 2000] {
+                        for wait in [50, 1000] {
                             tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                             if later.send(Signal::Recheck(dir.clone())).is_err() {
                                 return;
