@@ -148,3 +148,56 @@ async fn a_brief_endpoint_outage_is_absorbed_by_retries_with_backoff() {
     assert_eq!(n.attempts, 2, "completed on the second delivery");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_invocation_keeps_its_message_invisible_and_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = StackOptions::new(dir.path());
+    // Each call outlasts the visibility timeout twice over: only the heartbeat keeps the
+    // message from being delivered again.
+    opts.model = ModelSource::InProcess {
+        latency: Duration::from_millis(2500),
+        port: 0,
+    };
+    opts.visibility_timeout = Duration::from_secs(1);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (jtx, mut jobs) = tokio::sync::mpsc::unbounded_channel();
+    let stack = Stack::start(
+        opts.clone(),
+        Observers {
+            notifications: Some(tx),
+            jobs: Some(jtx),
+        },
+    )
+    .await
+    .unwrap();
+    let keyset = Keyset::load(&stack.paths.keyset).unwrap();
+    let ctx = CaseContext::new(&keyset, "111122223333", "444455556666", &opts.product).unwrap();
+    let case = good_cases(&ctx, 1).unwrap().remove(0);
+    stack
+        .store
+        .put(
+            INBOX,
+            &case.key(),
+            Bytes::from(case.body.clone()),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.event, EventKind::InferenceCompleted);
+    assert_eq!(n.attempts, 1);
+    // Give a wrongly redelivered copy time to show up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut reports = Vec::new();
+    while let Ok(r) = jobs.try_recv() {
+        reports.push(r);
+    }
+    assert_eq!(reports.len(), 1, "the job ran more than once: {reports:?}");
+    assert_eq!(reports[0].invocations, 1);
+    assert!(rx.try_recv().is_err(), "one notification only");
+    stack.stop().await;
+}
