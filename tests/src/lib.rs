@@ -63,3 +63,76 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A running embedded stack in a temporary folder, with its taps and a case context.
+pub struct Embedded {
+    /// The stack's options, as started.
+    pub opts: sealbox::stack::StackOptions,
+    /// The stack.
+    pub stack: sealbox::stack::Stack,
+    /// Every notification.
+    pub notes: tokio::sync::mpsc::UnboundedReceiver<sealbox_core::contract::Notification>,
+    /// What the worker measured of each job.
+    pub jobs: tokio::sync::mpsc::UnboundedReceiver<sealbox_worker::JobReport>,
+    /// Builds good and bad requests for the buyers `111122223333` and `444455556666`.
+    pub ctx: sealbox::cases::CaseContext,
+    /// The data directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Embedded {
+    /// Starts a stack with default options changed by `configure`.
+    pub async fn start(configure: impl FnOnce(&mut sealbox::stack::StackOptions)) -> Embedded {
+        use sealbox::stack::{Observers, Stack, StackOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StackOptions::new(dir.path());
+        configure(&mut opts);
+        let (ntx, notes) = tokio::sync::mpsc::unbounded_channel();
+        let (jtx, jobs) = tokio::sync::mpsc::unbounded_channel();
+        let observers = Observers {
+            notifications: Some(ntx),
+            jobs: Some(jtx),
+        };
+        let stack = Stack::start(opts.clone(), observers).await.unwrap();
+        let keyset = sealbox_authz::Keyset::load(&stack.paths.keyset).unwrap();
+        let ctx = sealbox::cases::CaseContext::new(
+            &keyset,
+            "111122223333",
+            "444455556666",
+            &opts.product,
+        )
+        .unwrap();
+        Embedded {
+            opts,
+            stack,
+            notes,
+            jobs,
+            ctx,
+            dir,
+        }
+    }
+
+    /// Writes a case's request object into the inbox.
+    pub async fn drop_request(&self, case: &sealbox::cases::Case) {
+        use sealbox_core::ports::ObjectStore;
+        let body = bytes::Bytes::from(case.body.clone());
+        self.stack
+            .store
+            .put(
+                sealbox_core::layout::INBOX,
+                &case.key(),
+                body,
+                sealbox_core::ports::PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The next notification, failing the test after `timeout`.
+    pub async fn next_note(&mut self, timeout: Duration) -> sealbox_core::contract::Notification {
+        tokio::time::timeout(timeout, self.notes.recv())
+            .await
+            .expect("no notification in time")
+            .expect("notifier closed")
+    }
+}

@@ -4,31 +4,18 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sealbox::cases::{CaseContext, Expect, bad_cases, good_cases};
+use sealbox::cases::{Expect, bad_cases, good_cases};
 use sealbox::demo::{collect, progress_bar, submit};
-use sealbox::stack::{Observers, Stack, StackOptions};
-use sealbox_authz::Keyset;
 use sealbox_core::contract::OutcomeDocument;
 use sealbox_core::layout::{OUTBOX, rejected_key};
 use sealbox_core::ports::ObjectStore;
+use sealbox_tests::Embedded;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_request_in_the_table_gets_a_rejection_document_with_its_own_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let opts = StackOptions::new(dir.path());
-    let stack = Stack::start(
-        opts.clone(),
-        Observers {
-            notifications: Some(tx),
-            jobs: None,
-        },
-    )
-    .await
-    .unwrap();
-    let keyset = Keyset::load(&stack.paths.keyset).unwrap();
-    let ctx = CaseContext::new(&keyset, "111122223333", "444455556666", &opts.product).unwrap();
-    let bad = bad_cases(&ctx).unwrap();
+    let mut e = Embedded::start(|_| {}).await;
+    let ctx = &e.ctx;
+    let bad = bad_cases(ctx).unwrap();
     let reasons: BTreeSet<_> = bad
         .iter()
         .filter_map(|c| match c.expect {
@@ -44,13 +31,13 @@ async fn every_bad_request_in_the_table_gets_a_rejection_document_with_its_own_r
     );
 
     let mut cases = bad.clone();
-    cases.extend(good_cases(&ctx, 12).unwrap());
-    let written = submit(&stack.store, &cases, 0).await.unwrap();
+    cases.extend(good_cases(ctx, 12).unwrap());
+    let written = submit(&e.stack.store, &cases, 0).await.unwrap();
     let report = collect(
-        &stack.store,
+        &e.stack.store,
         &cases,
         &written,
-        &mut rx,
+        &mut e.notes,
         &progress_bar(0, true),
         Duration::from_secs(60),
     )
@@ -64,7 +51,8 @@ async fn every_bad_request_in_the_table_gets_a_rejection_document_with_its_own_r
         .iter()
         .filter(|c| matches!(c.expect, Expect::Rejected(_)))
     {
-        let (_, body) = stack
+        let (_, body) = e
+            .stack
             .store
             .get(OUTBOX, &rejected_key(&c.buyer, &c.request_id), 1 << 20)
             .await
@@ -77,5 +65,5 @@ async fn every_bad_request_in_the_table_gets_a_rejection_document_with_its_own_r
             c.name
         );
     }
-    stack.stop().await;
+    e.stack.stop().await;
 }
