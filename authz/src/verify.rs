@@ -130,7 +130,7 @@ impl Verifier {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let leeway = self.config.leeway_secs.min(60) as i64;
             // Still published, not expired: the same answer as a full check, minus the signature.
-            if claims.exp + leeway >= now && self.key(&kid).is_some() {
+            if claims.exp.saturating_add(leeway) >= now && self.key(&kid).is_some() {
                 return self.check_claims_cached(claims, buyer);
             }
         }
@@ -230,7 +230,12 @@ impl Verifier {
         if !claims.scope.split(' ').any(|s| s == "invoke") {
             return Err(reject(Reason::TokenScopeMissing, "scope lacks invoke"));
         }
-        if claims.exp - claims.iat > MAX_TOKEN_LIFETIME.as_secs() as i64 {
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let leeway = self.config.leeway_secs.min(60) as i64;
+        if lifetime > MAX_TOKEN_LIFETIME.as_secs() as i64
+            || claims.exp.saturating_sub(now) > MAX_TOKEN_LIFETIME.as_secs() as i64 + leeway
+        {
             return Err(reject(
                 Reason::TokenLifetimeTooLong,
                 "tokens may live at most 12 hours",

@@ -21,14 +21,14 @@ use crate::stack::{ModelSource, Observers, Stack, StackOptions};
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Jobs in the throughput run of each scenario.
-    #[arg(long, default_value_t = 10_000)]
-    pub jobs: usize,
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub jobs: u32,
     /// Model latency scenarios in milliseconds (repeat the flag; default: 0 and 20).
     #[arg(long = "model-latency-ms")]
     pub model_latency_ms: Vec<u64>,
-    /// Worker concurrency cap.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
+    /// Model invocations in flight at once (the worker's cap).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
     /// Seconds of the half-load run that measures overhead.
     #[arg(long, default_value_t = 3.0)]
     pub half_load_seconds: f64,
@@ -46,9 +46,9 @@ pub struct BenchResult {
     /// Model latency.
     pub model_latency_ms: u64,
     /// Worker concurrency cap.
-    pub concurrency: usize,
+    pub concurrency: u16,
     /// Jobs in the throughput run.
-    pub jobs: usize,
+    pub jobs: u32,
     /// Seconds from the first write to the last notification.
     pub seconds: f64,
     /// Jobs per second.
@@ -175,7 +175,7 @@ pub async fn scenario(
         latency: Duration::from_millis(latency_ms),
         port: 0,
     };
-    opts.concurrency = args.concurrency;
+    opts.concurrency = usize::from(args.concurrency);
     let (ntx, mut notes) = mpsc::unbounded_channel();
     let (jtx, mut reports) = mpsc::unbounded_channel();
     let stack = Stack::start(
@@ -205,7 +205,7 @@ pub async fn scenario(
     let cpu0 = cpu_time();
     let full = drive(
         &stack,
-        make("full", args.jobs),
+        make("full", args.jobs as usize),
         None,
         &mut notes,
         &mut reports,
@@ -216,7 +216,7 @@ pub async fn scenario(
     let busy: Duration = full.invoke.values().sum();
     let endpoint_busy_ratio = busy.as_secs_f64() / (args.concurrency as f64 * full.seconds);
 
-    let rate = jobs_per_sec / 2.0;
+    let rate = (jobs_per_sec / 2.0).max(1.0);
     let half_jobs = ((rate * args.half_load_seconds) as usize).max(50);
     let half = drive(
         &stack,

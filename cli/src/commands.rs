@@ -118,12 +118,23 @@ pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let store = Paths::new(data).store(false);
     let pb = progress_bar(a.files.len() as u64, a.files.len() < 2);
     let mut failed = 0;
+    let mut ids = std::collections::HashMap::new();
     for file in &a.files {
         let Some(id) = request_id_for(file) else {
             eprintln!("{}: no usable request id in the file name", file.display());
             failed += 1;
             continue;
         };
+        // Two files whose names map to one id would be one request: refuse the second.
+        if let Some(first) = ids.insert(id.clone(), file.clone()) {
+            eprintln!(
+                "{}: its request id {id} is already used by {}; rename one of them",
+                file.display(),
+                first.display()
+            );
+            failed += 1;
+            continue;
+        }
         let bytes = match tokio::fs::read(file).await {
             Ok(b) => b,
             Err(e) => {
@@ -237,12 +248,15 @@ pub async fn results(data: &Path, a: ResultsArgs) -> anyhow::Result<ExitCode> {
                     );
                 }
                 if let Some(dest) = &a.fetch {
-                    let (_, body) = store.get(OUTBOX, &m.key, u64::MAX).await?;
+                    let (_, mut body) = store.get_stream(OUTBOX, &m.key).await?;
                     let path = dest.join(dir).join(&file);
                     if let Some(parent) = path.parent() {
                         tokio::fs::create_dir_all(parent).await?;
                     }
-                    tokio::fs::write(&path, &body)
+                    let mut out = tokio::fs::File::create(&path)
+                        .await
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    tokio::io::copy(&mut body, &mut out)
                         .await
                         .with_context(|| format!("writing {}", path.display()))?;
                 }
@@ -291,19 +305,38 @@ pub async fn status(data: &Path, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A queue with a dead-letter queue.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum QueueName {
+    /// Jobs for the worker.
+    Jobs,
+    /// Inbox events for ingest.
+    InboxEvents,
+}
+
+fn queue_of(
+    data: &Path,
+    name: QueueName,
+) -> anyhow::Result<sealbox_core::adapters::sqlite_queue::SqliteQueue> {
+    let (events, jobs) = Paths::new(data).queues(5)?;
+    Ok(match name {
+        QueueName::Jobs => jobs,
+        QueueName::InboxEvents => events,
+    })
+}
+
 /// `sealbox dlq list`.
-pub async fn dlq_list(data: &Path, max: usize) -> anyhow::Result<()> {
-    let (_, jobs) = Paths::new(data).queues(5)?;
-    for d in jobs.list_dead(max).await? {
+pub async fn dlq_list(data: &Path, name: QueueName, max: usize) -> anyhow::Result<()> {
+    for d in queue_of(data, name)?.list_dead(max).await? {
         println!("{}\treceives={}\t{}", d.message_id, d.receive_count, d.body);
     }
     Ok(())
 }
 
 /// `sealbox dlq redrive`.
-pub async fn dlq_redrive(data: &Path, max: usize) -> anyhow::Result<()> {
-    let (_, jobs) = Paths::new(data).queues(5)?;
-    let n = jobs.redrive(max).await?;
-    println!("moved {n} jobs back to the jobs queue");
+pub async fn dlq_redrive(data: &Path, name: QueueName, max: usize) -> anyhow::Result<()> {
+    let q = queue_of(data, name)?;
+    let n = q.redrive(max).await?;
+    println!("moved {n} messages back to the {} queue", q.name());
     Ok(())
 }

@@ -82,11 +82,11 @@ struct UpArgs {
     /// Artificial latency of the built-in model, in milliseconds.
     #[arg(long, default_value_t = 0)]
     model_latency_ms: u64,
-    /// Jobs running at once.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
+    /// Model invocations in flight at once (the endpoint's concurrency cap).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
     /// Receives of a job before it goes to the dead-letter queue.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_receives: u32,
     /// POST every notification to this URL as well.
     #[arg(long)]
@@ -146,17 +146,23 @@ enum BuyerCommand {
 
 #[derive(Subcommand)]
 enum DlqCommand {
-    /// List dead-lettered jobs.
+    /// List dead-lettered messages.
     List {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         max: usize,
+        /// Which queue's dead letters.
+        #[arg(long, value_enum, default_value = "jobs")]
+        queue: commands::QueueName,
     },
-    /// Move dead-lettered jobs back to the jobs queue.
+    /// Move dead-lettered messages back to their queue.
     Redrive {
         /// At most this many.
         #[arg(long, default_value_t = 10_000)]
         max: usize,
+        /// Which queue's dead letters.
+        #[arg(long, value_enum, default_value = "jobs")]
+        queue: commands::QueueName,
     },
 }
 
@@ -208,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     port: a.model_port,
                 },
             };
-            opts.concurrency = a.concurrency;
+            opts.concurrency = usize::from(a.concurrency);
             opts.max_receives = a.max_receives;
             opts.webhook = a.webhook;
             opts.durable = a.durable;
@@ -271,8 +277,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq { command } => {
             match command {
-                DlqCommand::List { max } => commands::dlq_list(&data, max).await?,
-                DlqCommand::Redrive { max } => commands::dlq_redrive(&data, max).await?,
+                DlqCommand::List { max, queue } => commands::dlq_list(&data, queue, max).await?,
+                DlqCommand::Redrive { max, queue } => {
+                    commands::dlq_redrive(&data, queue, max).await?
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

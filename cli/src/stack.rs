@@ -122,7 +122,8 @@ pub struct StackOptions {
     pub visibility_timeout: Duration,
     /// Webhook for notifications.
     pub webhook: Option<String>,
-    /// fsync objects, queue commits and event lines (survive power loss, not only crashes).
+    /// fsync objects and event lines (survive power loss, not only crashes); queue commits
+    /// always survive a crash of the process (SQLite WAL), not necessarily a power loss.
     pub durable: bool,
 }
 

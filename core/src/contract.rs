@@ -279,7 +279,9 @@ fn is_media_type(s: &str) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&b) || b == b'\'')
         })
     };
-    s.len() <= 256 && s.is_ascii() && tok(parts.next()) && tok(parts.next())
+    // Parameters are passed on as a header value: visible ASCII, space and tab only.
+    let header_safe = s.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+    s.len() <= 256 && header_safe && tok(parts.next()) && tok(parts.next())
 }
 
 impl RequestObject {
@@ -752,6 +754,15 @@ mod tests {
                 },
                 Reason::InvalidMediaType,
                 "accept",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["content_type"] = "text/csv; charset=\u{1}".into();
+                    v
+                },
+                Reason::InvalidMediaType,
+                "content_type",
             ),
         ];
         for (v, reason, field) in cases {

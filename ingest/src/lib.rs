@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sealbox_authz::Verifier;
 use sealbox_core::contract::{
-    CONTRACT_VERSION, InboxEvent, Input, InputRef, JobMessage, MAX_REQUEST_OBJECT_BYTES,
+    CONTRACT_VERSION, EventKind, InboxEvent, Input, InputRef, JobMessage, MAX_REQUEST_OBJECT_BYTES,
     OutcomeDocument, OutcomeKind, Reason, RequestObject, Split, Violation,
 };
 use sealbox_core::layout::{is_valid_buyer, parse_request_key};
@@ -165,6 +165,11 @@ impl Ingest {
                 violation,
             })
         };
+        if let Err(rule) = sealbox_core::layout::check_key(&ev.key) {
+            // No answer can be written under a key the store refuses; say so and move on.
+            tracing::warn!(key = %ev.key, rule, "request object key not acceptable; ignored");
+            return Ok(Decision::Ignore("key not acceptable"));
+        }
         if !is_valid_buyer(rk.buyer) {
             return reject(Violation::new(
                 Reason::InvalidBuyer,
@@ -236,7 +241,11 @@ impl Ingest {
             split: request.split,
             received_at: ev.event_time,
             accepted_at: now,
-            deadline: ev.event_time + time::Duration::seconds(i64::from(request.ttl_seconds)),
+            // Checked: an event time near the end of the calendar must not panic ingest.
+            deadline: ev
+                .event_time
+                .checked_add(time::Duration::seconds(i64::from(request.ttl_seconds)))
+                .unwrap_or(now),
         })))
     }
 
@@ -261,8 +270,10 @@ impl Ingest {
             received_at,
             attempts: 0,
         };
+        // Only the same rejection may be announced again; any other outcome stands alone.
         if let Some(existing) = outcomes.existing(&probe).await?
-            && existing.reason.is_none_or(|r| r != violation.reason)
+            && (existing.event != EventKind::RequestRejected
+                || existing.reason != Some(violation.reason))
         {
             tracing::info!(buyer, request_id = name, reason = %violation.reason, "request id already answered; copy ignored");
             return Ok(IngestOutcome::AlreadyAnswered);

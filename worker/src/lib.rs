@@ -196,6 +196,7 @@ impl Worker {
                 let out = self.invoke(job, Bytes::from(input), report).await?;
                 put_result(self.store.put(outbox, &key, out, PutMode::CreateNew).await)
             }
+            (InputRef::Object { .. }, _) if !self.still_current(job).await? => Ok(None),
             (InputRef::Object { key: input_key }, Split::None) => {
                 let limit = self.endpoint.payload_limit();
                 let input = match self.store.get(&self.config.inbox, input_key, limit).await {
@@ -213,6 +214,16 @@ impl Worker {
                 self.run_split(job, reader, report).await
             }
         }
+    }
+
+    /// False if the request object was replaced since it was authorized (a deleted one stays
+    /// authorized: the job was accepted before it went).
+    async fn still_current(&self, job: &JobMessage) -> Result<bool, RunError> {
+        let meta = self
+            .store
+            .head(&self.config.inbox, &job.request_key)
+            .await?;
+        Ok(meta.is_none_or(|m| m.etag == job.request_etag))
     }
 
     /// The inline input of the authorized request object, or `None` if it was replaced since.

@@ -173,7 +173,7 @@ impl FsObjectStore {
 
     fn get_sync(&self, bucket: &str, key: &str, max: u64) -> Result<(ObjectMeta, Bytes)> {
         let path = self.path_of(bucket, key)?;
-        let mut file = open_object(bucket, key, &path)?;
+        let mut file = open_object(&self.root, bucket, key)?;
         let md = file
             .metadata()
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -200,11 +200,15 @@ impl FsObjectStore {
 
     fn head_sync(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
         let path = self.path_of(bucket, key)?;
-        match fs::metadata(&path) {
-            Ok(md) if md.is_file() => Ok(Some(Self::meta_of(key, &md))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        match open_object(&self.root, bucket, key) {
+            Ok(f) => {
+                let md = f
+                    .metadata()
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                Ok(Some(Self::meta_of(key, &md)))
+            }
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -270,18 +274,59 @@ fn check_bucket(bucket: &str) -> Result<()> {
     }
 }
 
-fn open_object(bucket: &str, key: &str, path: &Path) -> Result<fs::File> {
-    match fs::File::open(path) {
+/// Opens `key` for reading without leaving `base` and without following a symbolic link on
+/// the way: a buyer who can create links must not read another buyer's objects through them.
+fn open_beneath(base: &Path, key: &str) -> std::io::Result<fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+    let dir = rustix::fs::open(
+        base,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+    match openat2(
+        &dir,
+        key,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+    ) {
+        Ok(fd) => Ok(fs::File::from(fd)),
+        Err(e) if e == rustix::io::Errno::NOSYS => {
+            // Kernels before 5.6: the resolved path must be the path itself.
+            let path = base.join(key);
+            if path.canonicalize()? != base.canonicalize()?.join(key) {
+                return Err(std::io::Error::from_raw_os_error(libc_eloop()));
+            }
+            fs::File::open(path)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn libc_eloop() -> i32 {
+    rustix::io::Errno::LOOP.raw_os_error()
+}
+
+fn open_object(root: &Path, bucket: &str, key: &str) -> Result<fs::File> {
+    let not_found = || Error::NotFound {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+    };
+    match open_beneath(&root.join(bucket), key) {
         Ok(f) if f.metadata().map(|m| m.is_file()).unwrap_or(false) => Ok(f),
-        Ok(_) => Err(Error::NotFound {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-        }),
-        Err(e) => Err(Error::io(format!("opening {}", path.display()), e)),
+        Ok(_) => Err(not_found()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
+        Err(e)
+            if e.raw_os_error() == Some(libc_eloop())
+                || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
+        {
+            Err(Error::InvalidKey {
+                key: key.to_owned(),
+                rule: "must not pass through a symbolic link",
+            })
+        }
+        Err(e) => Err(Error::io(format!("opening {bucket}/{key}"), e)),
     }
 }
 
@@ -368,8 +413,8 @@ impl ObjectStore for FsObjectStore {
     async fn get_stream(&self, bucket: &str, key: &str) -> Result<(ObjectMeta, ByteStream)> {
         let path = self.path_of(bucket, key)?;
         let file = {
-            let (bucket, key, path) = (bucket.to_owned(), key.to_owned(), path.clone());
-            blocking(move || open_object(&bucket, &key, &path)).await?
+            let (root, bucket, key) = (self.root.clone(), bucket.to_owned(), key.to_owned());
+            blocking(move || open_object(&root, &bucket, &key)).await?
         };
         let md = file
             .metadata()
@@ -570,6 +615,33 @@ mod tests {
         fs::write(dir.join(&mine), b"x").unwrap();
         assert_eq!(s.sweep_temp_files("outbox").unwrap(), 1);
         assert!(dir.join(mine).exists());
+    }
+
+    #[tokio::test]
+    async fn objects_are_never_read_through_symbolic_links() {
+        let (d, s) = store();
+        s.put(
+            "inbox",
+            "b2/inputs/secret",
+            Bytes::from("b2's data"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+        let b1 = d.path().join("inbox/b1");
+        fs::create_dir_all(b1.join("inputs")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("inbox/b2/inputs/secret"), b1.join("inputs/x"))
+            .unwrap();
+        std::os::unix::fs::symlink(d.path().join("inbox/b2/inputs"), b1.join("linked")).unwrap();
+        for key in ["b1/inputs/x", "b1/linked/secret"] {
+            let got = s.get("inbox", key, 100).await;
+            assert!(
+                matches!(got, Err(Error::InvalidKey { .. })),
+                "{key}: {got:?}"
+            );
+            assert!(s.head("inbox", key).await.is_err(), "{key}");
+            assert!(s.get_stream("inbox", key).await.is_err(), "{key}");
+        }
     }
 
     #[tokio::test]

@@ -38,6 +38,35 @@ impl HttpEndpoint {
     }
 }
 
+/// Largest response accepted from the model (SageMaker's own response limit is 6 MB; twice that
+/// leaves room for models behind a larger gateway without letting one exhaust memory).
+pub const MAX_RESPONSE_BYTES: usize = 12 * 1000 * 1000;
+
+/// Reads a response body, refusing one larger than `cap` before holding it all.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<bytes::Bytes> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(unavailable(
+            format!("the model answered more than {cap} bytes"),
+            None,
+        ));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| unavailable(format!("reading the response: {e}"), None))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(unavailable(
+                format!("the model answered more than {cap} bytes"),
+                None,
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 fn unavailable(message: String, retry_after: Option<Duration>) -> Error {
     Error::EndpointUnavailable {
         message,
@@ -85,10 +114,7 @@ impl Endpoint for HttpEndpoint {
         let retry_after = header("retry-after")
             .and_then(|s| s.parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| unavailable(format!("reading the response: {e}"), None))?;
+        let body = read_capped(resp, MAX_RESPONSE_BYTES).await?;
         if status.is_success() {
             return Ok(InvocationOutput {
                 content_type: content_type.unwrap_or_else(|| inv.accept.clone()),

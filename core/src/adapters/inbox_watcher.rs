@@ -66,7 +66,9 @@ impl InboxScanner {
             key: meta.key.clone(),
             etag: meta.etag.clone(),
             size: meta.size,
-            event_time: meta.last_modified,
+            // When it was seen, not its mtime: `cp -p` or `tar` keep old times, and the
+            // deadline counts from arrival.
+            event_time: time::OffsetDateTime::now_utc(),
         };
         let body = serde_json::to_string(&event).ok()?;
         Some((format!("{}|{}", meta.key, meta.etag), body))
@@ -186,8 +188,13 @@ impl InboxWatcher {
                     scanner.scan(paths).await
                 };
                 if let Err(e) = scanned {
-                    // The files stay in the inbox; the next start-up scan sends them.
-                    tracing::error!(error = %e, "could not record inbox events");
+                    // The files stay in the inbox: look at everything again shortly.
+                    tracing::error!(error = %e, "could not record inbox events; rescanning in 1 s");
+                    let later = later.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        let _ = later.send(Signal::Rescan);
+                    });
                 }
             }
         });

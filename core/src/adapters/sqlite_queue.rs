@@ -243,6 +243,8 @@ impl SqliteQueue {
         // Deferred: an empty poll stays a read and costs no write to the WAL.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let mut out = Vec::new();
+        // Rows already handled in this receive (a zero visibility timeout leaves them visible).
+        let mut seen = std::collections::HashSet::new();
         loop {
             let want = opts.max_messages.saturating_sub(out.len());
             if want == 0 {
@@ -258,6 +260,7 @@ impl SqliteQueue {
                 })?
                 .collect::<rusqlite::Result<_>>()?
             };
+            let rows: Vec<_> = rows.into_iter().filter(|r| seen.insert(r.0)).collect();
             if rows.is_empty() {
                 break;
             }
