@@ -25,7 +25,13 @@ pub async fn up(opts: StackOptions) -> anyhow::Result<()> {
         stack.model_url,
         stack.paths.events.display()
     );
-    wait_for_signal().await?;
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        _ = stack.failed() => {
+            stack.stop().await;
+            anyhow::bail!("a pipeline task stopped unexpectedly; see the log; restart `sealbox up`");
+        }
+    }
     eprintln!("sealbox: stopping; finishing the jobs in flight");
     stack.stop().await;
     Ok(())

@@ -167,6 +167,7 @@ pub struct Stack {
     pub store: FsObjectStore,
     shutdown: watch::Sender<bool>,
     pollers: Vec<JoinHandle<()>>,
+    alarm: Arc<tokio::sync::Notify>,
     model: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     watcher: Option<InboxWatcher>,
     _lock: std::fs::File,
@@ -258,17 +259,23 @@ impl Stack {
         ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let alarm = Arc::new(tokio::sync::Notify::new());
         let mut pollers = Vec::new();
         let events_port: Arc<SqliteQueue> = Arc::new(events.clone());
         for _ in 0..opts.ingest_pollers.max(1) {
-            pollers.push(tokio::spawn(sealbox_ingest::poller::run(
-                ingest.clone(),
-                events_port.clone(),
-                sealbox_ingest::poller::PollerConfig::default(),
+            pollers.push(supervise(
+                "ingest",
+                sealbox_ingest::poller::run(
+                    ingest.clone(),
+                    events_port.clone(),
+                    sealbox_ingest::poller::PollerConfig::default(),
+                    shutdown_rx.clone(),
+                ),
                 shutdown_rx.clone(),
-            )));
+                alarm.clone(),
+            ));
         }
-        pollers.push(tokio::spawn(sealbox_worker::poller::run(
+        let worker_poller = sealbox_worker::poller::run(
             worker,
             Arc::new(jobs),
             sealbox_worker::poller::PollerConfig {
@@ -277,9 +284,15 @@ impl Stack {
                 wait: Duration::from_millis(500),
                 visibility_timeout: opts.visibility_timeout,
             },
-            shutdown_rx,
+            shutdown_rx.clone(),
             observers.jobs,
-        )));
+        );
+        pollers.push(supervise(
+            "worker",
+            worker_poller,
+            shutdown_rx,
+            alarm.clone(),
+        ));
         let watcher = InboxWatcher::start(InboxScanner::new(&store, INBOX, events)).await?;
         Ok(Stack {
             paths,
@@ -287,10 +300,16 @@ impl Stack {
             store,
             shutdown,
             pollers,
+            alarm,
             model,
             watcher: Some(watcher),
             _lock: lock,
         })
+    }
+
+    /// Resolves if a poller stops on its own (a bug): the stack can no longer make progress.
+    pub async fn failed(&self) {
+        self.alarm.notified().await;
     }
 
     /// The inbox folder buyers drop request objects into.
@@ -310,6 +329,22 @@ impl Stack {
             let _ = task.await;
         }
     }
+}
+
+/// Runs a poller; if it ends before shutdown (it panicked), logs it and sounds the alarm.
+fn supervise(
+    name: &'static str,
+    poller: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: watch::Receiver<bool>,
+    alarm: Arc<tokio::sync::Notify>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let ended = tokio::spawn(poller).await;
+        if !*shutdown.borrow() {
+            tracing::error!(poller = name, outcome = ?ended, "a poller stopped unexpectedly");
+            alarm.notify_one();
+        }
+    })
 }
 
 /// Starts the sample model on 127.0.0.1 and returns its URL, a stop switch and its task.

@@ -160,7 +160,12 @@ async fn run_one(
             tracing::error!(message_id = %message.message_id, error = %e, "malformed job message");
         }
         Err(WorkerError::Retryable(e)) => {
-            let delay = retry_delay(message.receive_count);
+            // Wait at least as long as a throttling endpoint asked for.
+            let asked = match &e {
+                sealbox_core::Error::EndpointUnavailable { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let delay = retry_delay(message.receive_count).max(asked.unwrap_or_default());
             tracing::warn!(message_id = %message.message_id, receives = message.receive_count, error = %e, retry_in_ms = delay.as_millis() as u64, "job will retry");
             if let Err(e) = jobs.change_visibility(&message.receipt_handle, delay).await {
                 tracing::warn!(error = %e, "could not back off; the visibility timeout will");
