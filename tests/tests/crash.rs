@@ -134,3 +134,54 @@ fn a_sigkilled_daemon_restarts_without_losing_or_duplicating_outcomes() {
     assert_eq!(results, REQUESTS - rejected);
     assert!(stopped, "sealbox up did not stop on SIGTERM");
 }
+
+#[test]
+fn requests_dropped_while_the_daemon_was_down_are_picked_up_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert!(
+        sealbox(data)
+            .args(["seller", "keys", "init"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let token = sealbox(data)
+        .args(["seller", "token", "--buyer", BUYER])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let requests = data.join("buckets/inbox").join(BUYER).join("requests");
+    std::fs::create_dir_all(&requests).unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("offline-{i:03}")).collect();
+    for id in &ids {
+        std::fs::write(requests.join(format!("{id}.json")), request(id, &token)).unwrap();
+    }
+    let mut up = start_up(data, &[]);
+    let outbox = data.join("buckets/outbox");
+    let done = wait_until(Duration::from_secs(60), || {
+        ids.iter().all(|id| outcome_count(&outbox, id) == 1)
+    });
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(up.id().to_string())
+        .status();
+    let _ = up.wait();
+    assert!(
+        done,
+        "requests written while sealbox was down were not all answered"
+    );
+    // A restart finds nothing new: no request is ingested twice.
+    let before = read_event_log(&data.join("events.ndjson")).unwrap().len();
+    let mut up = start_up(data, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(up.id().to_string())
+        .status();
+    let _ = up.wait();
+    assert_eq!(
+        read_event_log(&data.join("events.ndjson")).unwrap().len(),
+        before
+    );
+}
