@@ -26,6 +26,9 @@ pub enum AuthzError {
     /// A keyset already exists where a new one was to be created.
     #[error("a keyset already exists at {0}; rotate it instead of replacing it")]
     Exists(String),
+    /// No key with this id is in the keyset.
+    #[error("no key {0:?} in the keyset; see `sealbox seller keys list`")]
+    UnknownKey(String),
     /// The keyset has no key in state `current`.
     #[error("the keyset has no current signing key")]
     NoCurrentKey,

@@ -67,6 +67,13 @@ pub struct KeyEntry {
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// For a `previous` key: when every token it signed has expired and it leaves the JWKS.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub retires_at: Option<OffsetDateTime>,
     /// Public key: raw 32 bytes (Ed25519) or the uncompressed point (P-256), base64url.
     pub public_key: String,
     /// PKCS#8 private key, base64url. Never printed.
@@ -80,6 +87,7 @@ impl fmt::Debug for KeyEntry {
             .field("alg", &self.alg)
             .field("state", &self.state)
             .field("created_at", &self.created_at)
+            .field("retires_at", &self.retires_at)
             .field("public_key", &self.public_key)
             .finish_non_exhaustive()
     }
@@ -113,6 +121,7 @@ impl KeyEntry {
             alg,
             state,
             created_at: OffsetDateTime::now_utc(),
+            retires_at: None,
             public_key: B64.encode(public),
             private_key: B64.encode(pkcs8),
         })
@@ -132,6 +141,31 @@ impl KeyEntry {
         Ok(match self.alg {
             KeyAlg::EdDSA => jsonwebtoken::EncodingKey::from_ed_der(&der),
             KeyAlg::ES256 => jsonwebtoken::EncodingKey::from_ec_der(&der),
+        })
+    }
+
+    /// The public key as a JWK (RFC 7517): `OKP`/`Ed25519` or `EC`/`P-256`; never private parts.
+    pub fn jwk(&self) -> Result<serde_json::Value, AuthzError> {
+        let public = self.public_bytes()?;
+        Ok(match self.alg {
+            KeyAlg::EdDSA => serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": B64.encode(&public),
+                "kid": self.kid, "alg": "EdDSA", "use": "sig",
+            }),
+            KeyAlg::ES256 => {
+                // Uncompressed point: 0x04 || x (32) || y (32).
+                if public.len() != 65 || public[0] != 4 {
+                    return Err(AuthzError::Crypto(format!(
+                        "public key of {} is not a P-256 point",
+                        self.kid
+                    )));
+                }
+                serde_json::json!({
+                    "kty": "EC", "crv": "P-256",
+                    "x": B64.encode(&public[1..33]), "y": B64.encode(&public[33..65]),
+                    "kid": self.kid, "alg": "ES256", "use": "sig",
+                })
+            }
         })
     }
 
@@ -164,6 +198,78 @@ impl Keyset {
                 KeyEntry::generate(alg, KeyState::Next)?,
             ],
         })
+    }
+
+    /// Moves each key one step: previous keys past their retirement leave, current becomes
+    /// previous (retiring after `retire_after`, the longest token lifetime plus clock leeway),
+    /// next becomes current, and a new next is made.
+    pub fn rotate(
+        &mut self,
+        now: OffsetDateTime,
+        retire_after: std::time::Duration,
+    ) -> Result<(), AuthzError> {
+        self.retire_expired(now);
+        let alg = self.current()?.alg;
+        let retires_at = now + retire_after;
+        let mut promoted = false;
+        for k in &mut self.keys {
+            match k.state {
+                KeyState::Current => {
+                    k.state = KeyState::Previous;
+                    k.retires_at = Some(retires_at);
+                }
+                KeyState::Next if !promoted => {
+                    k.state = KeyState::Current;
+                    promoted = true;
+                }
+                _ => {}
+            }
+        }
+        if !promoted {
+            self.keys.push(KeyEntry::generate(alg, KeyState::Current)?);
+        }
+        self.keys.push(KeyEntry::generate(alg, KeyState::Next)?);
+        Ok(())
+    }
+
+    /// Removes the key `kid` at once. Revoking the current key promotes the next one (and makes
+    /// a new next); revoking the next key makes a new next.
+    pub fn revoke(&mut self, kid: &str) -> Result<KeyState, AuthzError> {
+        let i = self
+            .keys
+            .iter()
+            .position(|k| k.kid == kid)
+            .ok_or_else(|| AuthzError::UnknownKey(kid.to_owned()))?;
+        let alg = self.keys[i].alg;
+        let removed = self.keys.remove(i);
+        match removed.state {
+            KeyState::Current => {
+                match self.keys.iter_mut().find(|k| k.state == KeyState::Next) {
+                    Some(next) => next.state = KeyState::Current,
+                    None => self.keys.push(KeyEntry::generate(alg, KeyState::Current)?),
+                }
+                self.keys.push(KeyEntry::generate(alg, KeyState::Next)?);
+            }
+            KeyState::Next => self.keys.push(KeyEntry::generate(alg, KeyState::Next)?),
+            KeyState::Previous => {}
+        }
+        Ok(removed.state)
+    }
+
+    /// Drops previous keys whose every token has expired.
+    pub fn retire_expired(&mut self, now: OffsetDateTime) {
+        self.keys
+            .retain(|k| k.state != KeyState::Previous || k.retires_at.is_none_or(|t| t > now));
+    }
+
+    /// The JWKS (RFC 7517) of every published key: next, current and previous.
+    pub fn jwks(&self) -> Result<serde_json::Value, AuthzError> {
+        let keys = self
+            .keys
+            .iter()
+            .map(KeyEntry::jwk)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(serde_json::json!({ "keys": keys }))
     }
 
     /// The signing key.
@@ -265,6 +371,58 @@ mod tests {
             Keyset::init(&path, "seller", KeyAlg::EdDSA),
             Err(AuthzError::Exists(_))
         ));
+    }
+
+    #[test]
+    fn rotation_moves_each_key_one_step_and_retires_previous_keys_after_their_tokens() {
+        let mut ks = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
+        let (cur, next) = (ks.current().unwrap().kid.clone(), ks.keys[1].kid.clone());
+        let t0 = OffsetDateTime::now_utc();
+        let retire = std::time::Duration::from_secs(3600);
+        ks.rotate(t0, retire).unwrap();
+        let state = |ks: &Keyset, kid: &str| ks.keys.iter().find(|k| k.kid == kid).map(|k| k.state);
+        assert_eq!(state(&ks, &cur), Some(KeyState::Previous));
+        assert_eq!(state(&ks, &next), Some(KeyState::Current));
+        assert_eq!(
+            ks.keys.iter().filter(|k| k.state == KeyState::Next).count(),
+            1
+        );
+        assert_eq!(ks.jwks().unwrap()["keys"].as_array().unwrap().len(), 3);
+        ks.retire_expired(t0 + retire - std::time::Duration::from_secs(1));
+        assert_eq!(state(&ks, &cur), Some(KeyState::Previous));
+        ks.rotate(t0 + retire, retire).unwrap();
+        assert_eq!(
+            state(&ks, &cur),
+            None,
+            "the first key retired once its tokens expired"
+        );
+        assert_eq!(state(&ks, &next), Some(KeyState::Previous));
+    }
+
+    #[test]
+    fn revoking_the_current_key_promotes_the_next_one() {
+        let mut ks = Keyset::generate("seller", KeyAlg::ES256).unwrap();
+        let (cur, next) = (ks.current().unwrap().kid.clone(), ks.keys[1].kid.clone());
+        assert_eq!(ks.revoke(&cur).unwrap(), KeyState::Current);
+        assert_eq!(ks.current().unwrap().kid, next);
+        assert!(ks.keys.iter().all(|k| k.kid != cur));
+        assert!(matches!(ks.revoke("nope"), Err(AuthzError::UnknownKey(_))));
+    }
+
+    #[test]
+    fn the_jwks_publishes_public_parts_only() {
+        for alg in [KeyAlg::EdDSA, KeyAlg::ES256] {
+            let ks = Keyset::generate("seller", alg).unwrap();
+            let jwks = ks.jwks().unwrap();
+            for k in jwks["keys"].as_array().unwrap() {
+                assert_eq!(k["use"], "sig");
+                assert!(k.get("d").is_none(), "{k}");
+                let text = k.to_string();
+                assert!(ks.keys.iter().all(|e| !text.contains(&e.private_key)));
+            }
+            let kty = jwks["keys"][0]["kty"].as_str().unwrap().to_owned();
+            assert_eq!(kty, if alg == KeyAlg::EdDSA { "OKP" } else { "EC" });
+        }
     }
 
     #[test]

@@ -59,6 +59,57 @@ pub fn keys_init(data: &Path, issuer: &str, alg: KeyAlg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a previous key stays published: the longest token lifetime plus clock leeway.
+pub const RETIRE_AFTER: Duration = Duration::from_secs(12 * 3600 + 60);
+
+/// `sealbox seller keys rotate`.
+pub fn keys_rotate(data: &Path) -> anyhow::Result<()> {
+    let path = Paths::new(data).keyset;
+    let mut ks = Keyset::load(&path)?;
+    ks.rotate(time::OffsetDateTime::now_utc(), RETIRE_AFTER)?;
+    ks.save(&path)?;
+    println!("rotated: {} now signs", ks.current()?.kid);
+    Ok(())
+}
+
+/// `sealbox seller keys revoke KID`.
+pub fn keys_revoke(data: &Path, kid: &str) -> anyhow::Result<()> {
+    let path = Paths::new(data).keyset;
+    let mut ks = Keyset::load(&path)?;
+    let was = ks.revoke(kid)?;
+    ks.save(&path)?;
+    println!("revoked {kid} (was {was:?}); {} signs", ks.current()?.kid);
+    Ok(())
+}
+
+/// `sealbox seller keys list`.
+pub fn keys_list(data: &Path) -> anyhow::Result<()> {
+    let ks = Keyset::load(&Paths::new(data).keyset)?;
+    let fmt = |t: time::OffsetDateTime| sealbox_core::contract::rfc3339(t);
+    println!(
+        "{:<18} {:<6} {:<9} {:<22} retires-at",
+        "kid", "alg", "state", "created"
+    );
+    for k in &ks.keys {
+        println!(
+            "{:<18} {:<6} {:<9} {:<22} {}",
+            k.kid,
+            k.alg.as_str(),
+            format!("{:?}", k.state).to_lowercase(),
+            fmt(k.created_at),
+            k.retires_at.map(fmt).unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(())
+}
+
+/// `sealbox seller keys jwks`.
+pub fn keys_jwks(data: &Path) -> anyhow::Result<()> {
+    let ks = Keyset::load(&Paths::new(data).keyset)?;
+    println!("{}", serde_json::to_string_pretty(&ks.jwks()?)?);
+    Ok(())
+}
+
 /// `sealbox seller token`: a token for `buyer`.
 pub fn seller_token(
     data: &Path,

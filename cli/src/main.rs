@@ -134,6 +134,17 @@ enum KeysCommand {
         #[arg(long, default_value = DEFAULT_ISSUER)]
         issuer: String,
     },
+    /// Move each key one step: next signs, current is kept until its tokens expire.
+    Rotate,
+    /// Remove a key from the JWKS at once.
+    Revoke {
+        /// Key id (see `list`).
+        kid: String,
+    },
+    /// Show kid, algorithm, state, created and retires-at of each key.
+    List,
+    /// Print the JWKS (public keys only).
+    Jwks,
 }
 
 #[derive(Subcommand)]
@@ -253,6 +264,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Alg::Es256 => sealbox_authz::KeyAlg::ES256,
                 };
                 commands::keys_init(&data, &issuer, alg)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            SellerCommand::Keys {
+                command: KeysCommand::Rotate,
+            } => {
+                commands::keys_rotate(&data)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            SellerCommand::Keys {
+                command: KeysCommand::Revoke { kid },
+            } => {
+                commands::keys_revoke(&data, &kid)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            SellerCommand::Keys {
+                command: KeysCommand::List,
+            } => {
+                commands::keys_list(&data)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            SellerCommand::Keys {
+                command: KeysCommand::Jwks,
+            } => {
+                commands::keys_jwks(&data)?;
                 Ok(ExitCode::SUCCESS)
             }
             SellerCommand::Token {

@@ -235,6 +235,7 @@ impl Stack {
             DEFAULT_PAYLOAD_LIMIT,
         )?);
         let store_port: Arc<FsObjectStore> = Arc::new(store.clone());
+        let verifier_handle = verifier.clone();
         let ingest = Arc::new(Ingest::new(
             store_port.clone(),
             Arc::new(jobs.clone()),
@@ -293,6 +294,11 @@ impl Stack {
             shutdown_rx,
             alarm.clone(),
         ));
+        pollers.push(tokio::spawn(reload_keys(
+            paths.keyset.clone(),
+            verifier_handle,
+            shutdown.subscribe(),
+        )));
         let watcher = InboxWatcher::start(InboxScanner::new(&store, INBOX, events)).await?;
         Ok(Stack {
             paths,
@@ -327,6 +333,40 @@ impl Stack {
         if let Some((stop, task)) = self.model.take() {
             let _ = stop.send(true);
             let _ = task.await;
+        }
+    }
+}
+
+/// Keeps the verifier's keys in step with the keyset file: a rotation or revocation by
+/// `sealbox seller keys` takes effect within a second, and previous keys stop verifying once
+/// they retire.
+async fn reload_keys(path: PathBuf, verifier: Arc<Verifier>, mut shutdown: watch::Receiver<bool>) {
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = stamp(&path);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks = 0u32;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        ticks = ticks.wrapping_add(1);
+        let now = stamp(&path);
+        // Reload on change, and once a minute so that retirements happen on time.
+        if now == seen && !ticks.is_multiple_of(60) {
+            continue;
+        }
+        seen = now;
+        match Keyset::load(&path) {
+            Ok(mut ks) => {
+                ks.retire_expired(time::OffsetDateTime::now_utc());
+                if let Err(e) = verifier.replace_keys(&ks) {
+                    tracing::error!(error = %e, "keyset reload failed; keeping the previous keys");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "keyset reload failed; keeping the previous keys")
+            }
         }
     }
 }

@@ -44,6 +44,17 @@ fn seller_token_prints_the_token_alone_and_bad_arguments_get_clear_errors() {
     let text = String::from_utf8_lossy(&token.stdout);
     assert_eq!(text.trim().split('.').count(), 3, "{text}");
     assert_eq!(text.lines().count(), 1);
+    let list = String::from_utf8_lossy(&run(&["seller", "keys", "list"]).stdout).into_owned();
+    assert!(list.contains("current") && list.contains("next"), "{list}");
+    assert!(run(&["seller", "keys", "rotate"]).status.success());
+    let list = String::from_utf8_lossy(&run(&["seller", "keys", "list"]).stdout).into_owned();
+    assert!(list.contains("previous"), "{list}");
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&run(&["seller", "keys", "jwks"]).stdout).unwrap();
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(3));
+    let unknown = run(&["seller", "keys", "revoke", "no-such-kid"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no key"));
     let too_long = run(&["seller", "token", "--buyer", "b1", "--ttl", "13h"]);
     assert!(!too_long.status.success());
     assert!(String::from_utf8_lossy(&too_long.stderr).contains("12 h"));
