@@ -6,5 +6,6 @@ pub mod error;
 pub mod layout;
 pub mod outcome;
 pub mod ports;
+pub mod retry;
 
 pub use error::{Error, Result};

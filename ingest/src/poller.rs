@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use sealbox_core::contract::InboxEvent;
 use sealbox_core::ports::{JobQueue, ReceiveOptions};
 use tokio::sync::watch;
@@ -35,14 +34,11 @@ impl Default for PollerConfig {
 
 /// Delay before the `receive_count`-th retry: exponential with jitter, capped.
 pub fn retry_delay(receive_count: u32) -> Duration {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(60))
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(receive_count.saturating_sub(1) as usize)
-        .unwrap_or(Duration::from_secs(60))
+    sealbox_core::retry::redelivery_delay(
+        receive_count,
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    )
 }
 
 /// Receives and handles inbox events until `shutdown` turns true; finishes the batch in hand.

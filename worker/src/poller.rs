@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use sealbox_core::ports::{JobQueue, ReceiveOptions, ReceivedMessage};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -33,16 +32,13 @@ impl Default for PollerConfig {
     }
 }
 
-/// Delay before the `receive_count`-th retry of a job: exponential with jitter, capped.
+/// Delay before the `receive_count`-th retry: exponential with jitter, capped.
 pub fn retry_delay(receive_count: u32) -> Duration {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(120))
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(receive_count.saturating_sub(1) as usize)
-        .unwrap_or(Duration::from_secs(120))
+    sealbox_core::retry::redelivery_delay(
+        receive_count,
+        Duration::from_secs(1),
+        Duration::from_secs(120),
+    )
 }
 
 /// Runs jobs until `shutdown` turns true, then waits for the jobs in flight.
