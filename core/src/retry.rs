@@ -14,7 +14,8 @@ pub fn redelivery_delay(receive_count: u32, min: Duration, max: Duration) -> Dur
         .with_jitter()
         .without_max_times()
         .build()
-        .nth(receive_count.saturating_sub(1) as usize)
+        // Past 32 doublings every delay is the cap; do not walk further.
+        .nth(receive_count.saturating_sub(1).min(32) as usize)
         .unwrap_or(max)
 }
 
