@@ -52,6 +52,13 @@ pub fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> Child {
     child
 }
 
+/// Sends SIGTERM to a child (how a service manager stops `sealbox up`).
+pub fn terminate(child: &Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
 /// Polls `f` every 50 ms until it returns true or `timeout` passes; returns whether it did.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;

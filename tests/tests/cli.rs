@@ -135,10 +135,7 @@ fn a_buyer_submits_files_to_a_running_daemon_and_reads_each_outcome() {
     assert_eq!(rows[1]["queue"], "jobs");
     assert_eq!(rows[1]["backlog"], 0);
     assert_eq!(rows[1]["dead_letters"], 0);
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(up.id().to_string())
-        .status();
+    sealbox_tests::terminate(&up);
     assert!(
         up.wait().unwrap().success(),
         "sealbox up exits cleanly on SIGTERM"

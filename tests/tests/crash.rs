@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use sealbox_core::adapters::event_log::read_event_log;
@@ -87,10 +86,7 @@ fn a_sigkilled_daemon_restarts_without_losing_or_duplicating_outcomes() {
             notes.iter().map(|n| n.request_id.clone()).collect();
         announced.len() >= REQUESTS && ids.iter().all(|id| outcome_count(&outbox, id) >= 1)
     });
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(up.id().to_string())
-        .status();
+    sealbox_tests::terminate(&up);
     let stopped = wait_until(Duration::from_secs(30), || {
         matches!(up.try_wait(), Ok(Some(_)))
     });
@@ -162,10 +158,7 @@ fn requests_dropped_while_the_daemon_was_down_are_picked_up_at_start() {
     let done = wait_until(Duration::from_secs(60), || {
         ids.iter().all(|id| outcome_count(&outbox, id) == 1)
     });
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(up.id().to_string())
-        .status();
+    sealbox_tests::terminate(&up);
     let _ = up.wait();
     assert!(
         done,
@@ -175,10 +168,7 @@ fn requests_dropped_while_the_daemon_was_down_are_picked_up_at_start() {
     let before = read_event_log(&data.join("events.ndjson")).unwrap().len();
     let mut up = start_up(data, &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(up.id().to_string())
-        .status();
+    sealbox_tests::terminate(&up);
     let _ = up.wait();
     assert_eq!(
         read_event_log(&data.join("events.ndjson")).unwrap().len(),

@@ -23,6 +23,8 @@ pub struct FsObjectStore {
     root: Arc<PathBuf>,
     durable: bool,
     counter: Arc<AtomicU64>,
+    // The root folder, opened once: every read resolves beneath it.
+    root_fd: Arc<std::sync::Mutex<Option<Arc<rustix::fd::OwnedFd>>>>,
 }
 
 impl FsObjectStore {
@@ -33,6 +35,7 @@ impl FsObjectStore {
             root: Arc::new(root.into()),
             durable,
             counter: Arc::new(AtomicU64::new(0)),
+            root_fd: Arc::default(),
         }
     }
 
@@ -173,10 +176,7 @@ impl FsObjectStore {
 
     fn get_sync(&self, bucket: &str, key: &str, max: u64) -> Result<(ObjectMeta, Bytes)> {
         let path = self.path_of(bucket, key)?;
-        let mut file = open_object(&self.root, bucket, key)?;
-        let md = file
-            .metadata()
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let (mut file, md) = self.open_object(bucket, key)?;
         let too_large = |size| Error::TooLarge {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -199,14 +199,10 @@ impl FsObjectStore {
     }
 
     fn head_sync(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
-        let path = self.path_of(bucket, key)?;
-        match open_object(&self.root, bucket, key) {
-            Ok(f) => {
-                let md = f
-                    .metadata()
-                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-                Ok(Some(Self::meta_of(key, &md)))
-            }
+        // Checks the bucket and key; the path itself is resolved beneath the root.
+        self.path_of(bucket, key)?;
+        match self.open_object(bucket, key) {
+            Ok((_, md)) => Ok(Some(Self::meta_of(key, &md))),
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -274,59 +270,74 @@ fn check_bucket(bucket: &str) -> Result<()> {
     }
 }
 
-/// Opens `key` for reading without leaving `base` and without following a symbolic link on
-/// the way: a buyer who can create links must not read another buyer's objects through them.
-fn open_beneath(base: &Path, key: &str) -> std::io::Result<fs::File> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
-    let dir = rustix::fs::open(
-        base,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
-    match openat2(
-        &dir,
-        key,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-    ) {
-        Ok(fd) => Ok(fs::File::from(fd)),
-        Err(e) if e == rustix::io::Errno::NOSYS => {
-            // Kernels before 5.6: the resolved path must be the path itself.
-            let path = base.join(key);
-            if path.canonicalize()? != base.canonicalize()?.join(key) {
-                return Err(std::io::Error::from_raw_os_error(libc_eloop()));
-            }
-            fs::File::open(path)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn libc_eloop() -> i32 {
+/// `ELOOP`: what a refused symbolic link reports.
+fn eloop() -> i32 {
     rustix::io::Errno::LOOP.raw_os_error()
 }
 
-fn open_object(root: &Path, bucket: &str, key: &str) -> Result<fs::File> {
-    let not_found = || Error::NotFound {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-    };
-    match open_beneath(&root.join(bucket), key) {
-        Ok(f) if f.metadata().map(|m| m.is_file()).unwrap_or(false) => Ok(f),
-        Ok(_) => Err(not_found()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
-        Err(e)
-            if e.raw_os_error() == Some(libc_eloop())
-                || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
-        {
-            Err(Error::InvalidKey {
-                key: key.to_owned(),
-                rule: "must not pass through a symbolic link",
-            })
+impl FsObjectStore {
+    fn root_dir(&self) -> std::io::Result<Arc<rustix::fd::OwnedFd>> {
+        use rustix::fs::{Mode, OFlags};
+        let mut slot = self
+            .root_fd
+            .lock()
+            .map_err(|_| std::io::Error::other("object store lock poisoned"))?;
+        if let Some(fd) = slot.as_ref() {
+            return Ok(fd.clone());
         }
-        Err(e) => Err(Error::io(format!("opening {bucket}/{key}"), e)),
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = Arc::new(rustix::fs::open(self.root.as_path(), flags, Mode::empty())?);
+        *slot = Some(fd.clone());
+        Ok(fd)
+    }
+
+    /// Opens `bucket/key` for reading without leaving the store's root and without following
+    /// a symbolic link on the way: a buyer who can create links must not read another buyer's
+    /// objects through them. (Keys never hold `..`, so beneath the root is beneath the bucket.)
+    fn open_beneath(&self, bucket: &str, key: &str) -> std::io::Result<fs::File> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+        let rel = format!("{bucket}/{key}");
+        let dir = self.root_dir()?;
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+        match openat2(dir.as_ref(), rel.as_str(), flags, Mode::empty(), resolve) {
+            Ok(fd) => Ok(fs::File::from(fd)),
+            Err(e) if e == rustix::io::Errno::NOSYS => {
+                // Kernels before 5.6: the resolved path must be the path itself.
+                let path = self.root.join(&rel);
+                if path.canonicalize()? != self.root.canonicalize()?.join(&rel) {
+                    return Err(std::io::Error::from_raw_os_error(eloop()));
+                }
+                fs::File::open(path)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens an object and reads its metadata; folders are not objects.
+    fn open_object(&self, bucket: &str, key: &str) -> Result<(fs::File, fs::Metadata)> {
+        let not_found = || Error::NotFound {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        };
+        match self.open_beneath(bucket, key) {
+            Ok(f) => match f.metadata() {
+                Ok(md) if md.is_file() => Ok((f, md)),
+                Ok(_) => Err(not_found()),
+                Err(e) => Err(Error::io(format!("reading {bucket}/{key}"), e)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
+            Err(e)
+                if e.raw_os_error() == Some(eloop())
+                    || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
+            {
+                Err(Error::InvalidKey {
+                    key: key.to_owned(),
+                    rule: "must not pass through a symbolic link",
+                })
+            }
+            Err(e) => Err(Error::io(format!("opening {bucket}/{key}"), e)),
+        }
     }
 }
 
@@ -411,14 +422,12 @@ impl ObjectStore for FsObjectStore {
     }
 
     async fn get_stream(&self, bucket: &str, key: &str) -> Result<(ObjectMeta, ByteStream)> {
-        let path = self.path_of(bucket, key)?;
-        let file = {
-            let (root, bucket, key) = (self.root.clone(), bucket.to_owned(), key.to_owned());
-            blocking(move || open_object(&root, &bucket, &key)).await?
+        // Checks the bucket and key; the path itself is resolved beneath the root.
+        self.path_of(bucket, key)?;
+        let (file, md) = {
+            let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+            blocking(move || this.open_object(&bucket, &key)).await?
         };
-        let md = file
-            .metadata()
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let meta = Self::meta_of(key, &md);
         let stream = tokio::fs::File::from_std(file).take(md.len());
         Ok((meta, Box::pin(stream)))
