@@ -7,7 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use sealbox_authz::{Claims, Keyset, TokenIssuer};
 use sealbox_core::contract::{InputSpec, Reason, RequestObject, Split};
-use sealbox_core::layout::request_key;
+use sealbox_core::layout::{INBOX, request_key};
+use sealbox_core::ports::{ObjectStore, PutMode};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -43,6 +44,15 @@ impl Case {
     /// Its key in the inbox.
     pub fn key(&self) -> String {
         request_key(&self.buyer, &self.request_id)
+    }
+
+    /// Writes its request object into the inbox, as a buyer's upload would.
+    pub async fn put_request(&self, store: &dyn ObjectStore) -> sealbox_core::Result<()> {
+        let body = bytes::Bytes::from(self.body.clone());
+        store
+            .put(INBOX, &self.key(), body, PutMode::Overwrite)
+            .await
+            .map(|_| ())
     }
 }
 

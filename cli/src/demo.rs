@@ -53,14 +53,7 @@ pub async fn submit(
                 .put(INBOX, key, Bytes::from(bytes.clone()), PutMode::Overwrite)
                 .await?;
         }
-        store
-            .put(
-                INBOX,
-                &c.key(),
-                Bytes::from(c.body.clone()),
-                PutMode::Overwrite,
-            )
-            .await?;
+        c.put_request(store).await?;
         written.insert((c.buyer.clone(), c.request_id.clone()), Instant::now());
     }
     for c in cases
@@ -68,14 +61,7 @@ pub async fn submit(
         .filter(|c| c.expect == Expect::Completed)
         .take(duplicates)
     {
-        store
-            .put(
-                INBOX,
-                &c.key(),
-                Bytes::from(c.body.clone()),
-                PutMode::Overwrite,
-            )
-            .await?;
+        c.put_request(store).await?;
     }
     Ok(written)
 }

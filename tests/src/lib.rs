@@ -121,18 +121,7 @@ impl Embedded {
 
     /// Writes a case's request object into the inbox.
     pub async fn drop_request(&self, case: &sealbox::cases::Case) {
-        use sealbox_core::ports::ObjectStore;
-        let body = bytes::Bytes::from(case.body.clone());
-        self.stack
-            .store
-            .put(
-                sealbox_core::layout::INBOX,
-                &case.key(),
-                body,
-                sealbox_core::ports::PutMode::Overwrite,
-            )
-            .await
-            .unwrap();
+        case.put_request(&self.stack.store).await.unwrap();
     }
 
     /// The next notification, failing the test after `timeout`.

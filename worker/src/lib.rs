@@ -550,6 +550,27 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        /// Stores `input` as `b1/inputs/x.csv` and runs a job on it.
+        async fn run_on_object(&self, input: &str, split: Split) -> (JobOutcome, JobReport) {
+            self.store
+                .put(
+                    "inbox",
+                    "b1/inputs/x.csv",
+                    Bytes::from(input.to_owned()),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
+            let key = "b1/inputs/x.csv".into();
+            let j = job(InputRef::Object { key }, split, "");
+            self.worker
+                .process(&serde_json::to_string(&j).unwrap(), 1)
+                .await
+                .unwrap()
+        }
+    }
+
     fn job(input: InputRef, split: Split, etag: &str) -> JobMessage {
         let now = OffsetDateTime::now_utc();
         JobMessage {
@@ -574,27 +595,7 @@ mod tests {
         let f = fixture(100);
         let lines: Vec<String> = (0..50).map(|i| format!("row-{i:03},1,2,3")).collect();
         let input = lines.join("\n");
-        f.store
-            .put(
-                "inbox",
-                "b1/inputs/x.csv",
-                Bytes::from(input.clone()),
-                PutMode::Overwrite,
-            )
-            .await
-            .unwrap();
-        let j = job(
-            InputRef::Object {
-                key: "b1/inputs/x.csv".into(),
-            },
-            Split::Line,
-            "",
-        );
-        let (outcome, report) = f
-            .worker
-            .process(&serde_json::to_string(&j).unwrap(), 1)
-            .await
-            .unwrap();
+        let (outcome, report) = f.run_on_object(&input, Split::Line).await;
         assert!(matches!(outcome, JobOutcome::Completed(_)), "{outcome:?}");
         let sizes = f.echo.sizes.lock().unwrap().clone();
         assert!(
@@ -613,27 +614,9 @@ mod tests {
     #[tokio::test]
     async fn a_record_over_the_payload_limit_fails_the_job_with_its_reason() {
         let f = fixture(10);
-        f.store
-            .put(
-                "inbox",
-                "b1/inputs/x.csv",
-                Bytes::from("short\nthis line is far too long\n"),
-                PutMode::Overwrite,
-            )
-            .await
-            .unwrap();
-        let j = job(
-            InputRef::Object {
-                key: "b1/inputs/x.csv".into(),
-            },
-            Split::Line,
-            "",
-        );
         let (outcome, _) = f
-            .worker
-            .process(&serde_json::to_string(&j).unwrap(), 1)
-            .await
-            .unwrap();
+            .run_on_object("short\nthis line is far too long\n", Split::Line)
+            .await;
         let JobOutcome::Failed(n) = outcome else {
             panic!("{outcome:?}")
         };
