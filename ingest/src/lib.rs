@@ -195,6 +195,13 @@ impl Ingest {
             }
             Err(e) => return Err(e.into()),
         };
+        if meta.etag != ev.etag {
+            // Overwritten since this event (or read half-written): the version now stored has
+            // an event of its own, and answering this one would judge bytes it never announced.
+            return Ok(Decision::Ignore(
+                "request object changed after this event; its newer version has its own event",
+            ));
+        }
         let request = match RequestObject::parse(&body).and_then(|r| r.validate(rk.buyer, rk.name))
         {
             Ok(r) => r,
@@ -443,6 +450,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_event_for_a_version_since_overwritten_is_left_to_the_newer_event() {
+        let f = fixture();
+        // The event saw a half-written file; the object now holds the whole request.
+        let mut stale = drop_request(&f, "r1", serde_json::json!({"text": "x"}), "none").await;
+        stale.etag = "half-written".into();
+        assert!(matches!(
+            f.ingest.handle(&stale).await.unwrap(),
+            IngestOutcome::Ignored(_)
+        ));
+        assert!(
+            f.store
+                .head("outbox", &rejected_key("b1", "r1"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let fresh = drop_request(&f, "r1", serde_json::json!({"text": "x"}), "none").await;
+        assert!(matches!(
+            f.ingest.handle(&fresh).await.unwrap(),
+            IngestOutcome::Accepted(_)
+        ));
+    }
+
+    #[tokio::test]
     async fn a_bad_copy_of_an_answered_request_adds_no_second_outcome() {
         let f = fixture();
         f.store
@@ -464,7 +495,7 @@ mod tests {
             )
             .await
             .unwrap();
-        ev.etag = "changed".into();
+        ev.etag = f.store.head("inbox", &ev.key).await.unwrap().unwrap().etag;
         assert_eq!(
             f.ingest.handle(&ev).await.unwrap(),
             IngestOutcome::AlreadyAnswered
