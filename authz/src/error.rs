@@ -41,4 +41,26 @@ pub enum AuthzError {
     /// The buyer id is not acceptable.
     #[error("invalid buyer id {0:?}: 1-64 of [A-Za-z0-9._-]")]
     BadBuyer(String),
+    /// A published key document is not a usable JWK Set.
+    #[error("published keys are not usable: {0}")]
+    BadJwks(String),
+    /// The published keys could not be fetched.
+    #[error("cannot fetch the published keys from {source_name}: {detail}")]
+    JwksUnavailable {
+        /// Where they were fetched from.
+        source_name: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The subscription registry failed.
+    #[error("subscription registry: {0}")]
+    Registry(String),
+    /// The buyer has no subscription to the product.
+    #[error("buyer {buyer} has no subscription to {product}; see `sealbox seller subscriptions`")]
+    NoSubscription {
+        /// Buyer id.
+        buyer: String,
+        /// Product id.
+        product: String,
+    },
 }

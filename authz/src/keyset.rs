@@ -16,6 +16,11 @@ use time::OffsetDateTime;
 
 use crate::error::AuthzError;
 
+/// How long a key stays known after it stops signing: the longest token lifetime plus the
+/// largest clock leeway, after which every token it signed has expired.
+pub const RETIRE_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(crate::token::MAX_TOKEN_LIFETIME.as_secs() + 60);
+
 /// Signature algorithm of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyAlg {
@@ -186,6 +191,20 @@ pub struct Keyset {
     pub issuer: String,
     /// The keys.
     pub keys: Vec<KeyEntry>,
+    /// Keys revoked while tokens they signed may still be unexpired: published as revoked so
+    /// verifiers name the reason, until those tokens are dead anyway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<RevokedKey>,
+}
+
+/// A revoked key id and until when it is announced as revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedKey {
+    /// Key id.
+    pub kid: String,
+    /// When every token it signed has expired.
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
 }
 
 impl Keyset {
@@ -197,6 +216,7 @@ impl Keyset {
                 KeyEntry::generate(alg, KeyState::Current)?,
                 KeyEntry::generate(alg, KeyState::Next)?,
             ],
+            revoked: Vec::new(),
         })
     }
 
@@ -232,9 +252,15 @@ impl Keyset {
         Ok(())
     }
 
-    /// Removes the key `kid` at once. Revoking the current key promotes the next one (and makes
-    /// a new next); revoking the next key makes a new next.
-    pub fn revoke(&mut self, kid: &str) -> Result<KeyState, AuthzError> {
+    /// Removes the key `kid` at once and lists it as revoked until `now + retire_after`.
+    /// Revoking the current key promotes the next one (and makes a new next); revoking the
+    /// next key makes a new next.
+    pub fn revoke(
+        &mut self,
+        kid: &str,
+        now: OffsetDateTime,
+        retire_after: std::time::Duration,
+    ) -> Result<KeyState, AuthzError> {
         let i = self
             .keys
             .iter()
@@ -242,6 +268,10 @@ impl Keyset {
             .ok_or_else(|| AuthzError::UnknownKey(kid.to_owned()))?;
         let alg = self.keys[i].alg;
         let removed = self.keys.remove(i);
+        self.revoked.push(RevokedKey {
+            kid: removed.kid.clone(),
+            until: now + retire_after,
+        });
         match removed.state {
             KeyState::Current => {
                 match self.keys.iter_mut().find(|k| k.state == KeyState::Next) {
@@ -260,6 +290,7 @@ impl Keyset {
     pub fn retire_expired(&mut self, now: OffsetDateTime) {
         self.keys
             .retain(|k| k.state != KeyState::Previous || k.retires_at.is_none_or(|t| t > now));
+        self.revoked.retain(|r| r.until > now);
     }
 
     /// The JWKS (RFC 7517) of every published key: next, current and previous.
@@ -403,10 +434,26 @@ mod tests {
     fn revoking_the_current_key_promotes_the_next_one() {
         let mut ks = Keyset::generate("seller", KeyAlg::ES256).unwrap();
         let (cur, next) = (ks.current().unwrap().kid.clone(), ks.keys[1].kid.clone());
-        assert_eq!(ks.revoke(&cur).unwrap(), KeyState::Current);
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(
+            ks.revoke(&cur, now, RETIRE_AFTER).unwrap(),
+            KeyState::Current
+        );
         assert_eq!(ks.current().unwrap().kid, next);
         assert!(ks.keys.iter().all(|k| k.kid != cur));
-        assert!(matches!(ks.revoke("nope"), Err(AuthzError::UnknownKey(_))));
+        assert_eq!(
+            ks.revoked.iter().map(|r| &r.kid).collect::<Vec<_>>(),
+            [&cur]
+        );
+        assert!(matches!(
+            ks.revoke("nope", now, RETIRE_AFTER),
+            Err(AuthzError::UnknownKey(_))
+        ));
+        ks.retire_expired(now + RETIRE_AFTER);
+        assert!(
+            ks.revoked.is_empty(),
+            "listed as revoked only while it matters"
+        );
     }
 
     #[test]

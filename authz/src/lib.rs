@@ -1,11 +1,22 @@
-//! sealbox authz: the seller's keyset, token issue, and token verification for ingest.
+//! sealbox authz: the seller's keyset and its published keys, the subscription registry, the
+//! token service, and token verification for ingest.
 
+pub mod authorizer;
+pub mod buyer_secret;
 pub mod error;
+pub mod jwks;
+pub mod jwks_source;
+pub mod jwks_verifier;
 pub mod keyset;
+pub mod sqlite_subscriptions;
+pub mod subscriptions;
 pub mod token;
+pub mod token_service;
 pub mod verify;
 
+pub use authorizer::Authorizer;
 pub use error::AuthzError;
+pub use jwks_verifier::{JwksVerifier, RefreshPolicy};
 pub use keyset::{KeyAlg, KeyState, Keyset};
 pub use token::{Claims, TokenIssuer};
 pub use verify::{TokenRejection, Verifier, VerifierConfig};

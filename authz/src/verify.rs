@@ -1,9 +1,10 @@
 //! Token verification for ingest: the algorithm is pinned to the key's, every contract claim is
-//! required, clock skew is bounded, and `sub` is bound to the buyer prefix of the object.
-//! Each failure maps to its own [`Reason`].
+//! required, clock skew is bounded, `sub` is bound to the buyer prefix of the object, and the
+//! published keys must be fresh. Each failure maps to its own [`Reason`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -12,11 +13,16 @@ use sealbox_core::contract::Reason;
 use serde_json::Value;
 
 use crate::error::AuthzError;
+use crate::jwks::{PublishedKeys, is_valid_kid};
 use crate::keyset::{KeyAlg, Keyset};
 use crate::token::{Claims, MAX_TOKEN_LIFETIME};
 
 /// Longest token accepted, so a hostile header costs nothing to refuse.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Header members naming keys or certificates elsewhere (RFC 7515 §4.1.2-4.1.6): never followed,
+/// and a token carrying one is refused, since only the seller's published keys may verify.
+const FOREIGN_KEY_HEADERS: [&str; 5] = ["jku", "jwk", "x5u", "x5c", "x5t"];
 
 /// What a verifier checks besides the signature.
 #[derive(Debug, Clone)]
@@ -27,6 +33,20 @@ pub struct VerifierConfig {
     pub audience: String,
     /// Allowed clock skew in seconds (at most 60).
     pub leeway_secs: u64,
+    /// Keys older than this are not trusted: every token is refused until they are renewed.
+    pub max_staleness: Duration,
+}
+
+impl VerifierConfig {
+    /// The defaults: 60 s of clock skew, keys trusted for 15 minutes after their last refresh.
+    pub fn new(issuer: &str, audience: &str) -> Self {
+        VerifierConfig {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway_secs: 60,
+            max_staleness: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// Why a token was refused.
@@ -46,68 +66,169 @@ fn reject(reason: Reason, detail: impl Into<String>) -> TokenRejection {
     }
 }
 
-struct PublicKey {
+struct VerifyingKey {
     alg: KeyAlg,
+    public: Vec<u8>,
     key: jsonwebtoken::DecodingKey,
     validation: jsonwebtoken::Validation,
 }
 
-/// Most verified tokens remembered; the cache is emptied when it is full.
+/// The published keys a verifier holds.
+#[derive(Default)]
+struct Known {
+    keys: HashMap<String, Arc<VerifyingKey>>,
+    revoked: HashSet<String>,
+    /// Buyer id -> tokens issued at or before this time are refused.
+    denied: HashMap<String, i64>,
+    loaded_at: Option<Instant>,
+}
+
+impl Known {
+    fn denied(&self, claims: &Claims) -> bool {
+        self.denied
+            .get(&claims.sub)
+            .is_some_and(|before| claims.iat <= *before)
+    }
+}
+
+/// Most verified tokens remembered; expired ones go first when it is full.
 const MAX_CACHED_TOKENS: usize = 10_000;
 
-/// Verifies tokens against the published keys of a keyset.
+struct CachedToken {
+    kid: String,
+    claims: Claims,
+}
+
+/// Verifies tokens against the seller's published keys.
 pub struct Verifier {
     config: VerifierConfig,
-    keys: RwLock<HashMap<String, Arc<PublicKey>>>,
+    known: RwLock<Known>,
     // A buyer sends the same token with many requests: a repeat costs a lookup, not a
-    // signature check. Keyed by the token's SHA-256; holds the claims and the signing kid.
-    verified: RwLock<HashMap<[u8; 32], (String, Claims)>>,
+    // signature check. Keyed by the token's SHA-256.
+    verified: RwLock<HashMap<[u8; 32], CachedToken>>,
 }
 
 impl Verifier {
-    /// A verifier with the public keys of `keyset` (all states are published).
-    pub fn new(config: VerifierConfig, keyset: &Keyset) -> Result<Verifier, AuthzError> {
-        let v = Verifier {
+    /// A verifier that knows no keys yet: it refuses every token until [`Verifier::load`].
+    pub fn new(config: VerifierConfig) -> Verifier {
+        Verifier {
             config,
-            keys: RwLock::new(HashMap::new()),
+            known: RwLock::new(Known::default()),
             verified: RwLock::new(HashMap::new()),
-        };
-        v.replace_keys(keyset)?;
+        }
+    }
+
+    /// A verifier with the public keys of `keyset` (all states are published).
+    pub fn from_keyset(config: VerifierConfig, keyset: &Keyset) -> Result<Verifier, AuthzError> {
+        let v = Verifier::new(config);
+        v.load(PublishedKeys::from_keyset(keyset, Vec::new())?)?;
         Ok(v)
     }
 
-    /// Replaces the known keys with those of `keyset`.
-    pub fn replace_keys(&self, keyset: &Keyset) -> Result<(), AuthzError> {
-        let mut map = HashMap::new();
-        for k in &keyset.keys {
-            let mut validation = jsonwebtoken::Validation::new(k.alg.jwt());
-            validation.leeway = self.config.leeway_secs.min(60);
-            validation.validate_nbf = true;
-            validation.validate_exp = true;
-            validation.set_audience(&[&self.config.audience]);
-            validation.set_issuer(&[&self.config.issuer]);
-            validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
-            map.insert(
-                k.kid.clone(),
-                Arc::new(PublicKey {
-                    alg: k.alg,
-                    key: k.decoding_key()?,
-                    validation,
-                }),
-            );
+    /// Replaces the known keys, revoked keys and denied buyers with `published`, and counts
+    /// them as fresh from now. Cached tokens of keys that left, and of buyers newly denied, are
+    /// forgotten at once.
+    pub fn load(&self, published: PublishedKeys) -> Result<(), AuthzError> {
+        let old = self
+            .known
+            .read()
+            .map(|k| k.keys.clone())
+            .unwrap_or_default();
+        let mut keys = HashMap::new();
+        for k in published.keys {
+            // An unchanged key keeps its parsed form.
+            let same = old
+                .get(&k.kid)
+                .filter(|o| o.alg == k.alg && o.public == k.public);
+            let entry = match same {
+                Some(o) => o.clone(),
+                None => Arc::new(self.verifying_key(k.alg, k.public)?),
+            };
+            keys.insert(k.kid, entry);
         }
-        if let Ok(mut keys) = self.keys.write() {
-            *keys = map;
-        }
-        // A key may have gone: nothing verified with it may be trusted from the cache.
+        let known = Known {
+            keys,
+            revoked: published.revoked_kids.into_iter().collect(),
+            denied: published
+                .denied
+                .into_iter()
+                .map(|d| (d.sub, d.before))
+                .collect(),
+            loaded_at: Some(Instant::now()),
+        };
         if let Ok(mut cache) = self.verified.write() {
-            cache.clear();
+            cache.retain(|_, t| known.keys.contains_key(&t.kid) && !known.denied(&t.claims));
+        }
+        if let Ok(mut k) = self.known.write() {
+            *k = known;
         }
         Ok(())
     }
 
-    fn key(&self, kid: &str) -> Option<Arc<PublicKey>> {
-        self.keys.read().ok()?.get(kid).cloned()
+    /// Replaces the known keys with those of `keyset`.
+    pub fn replace_keys(&self, keyset: &Keyset) -> Result<(), AuthzError> {
+        self.load(PublishedKeys::from_keyset(keyset, Vec::new())?)
+    }
+
+    /// How long ago the keys were last loaded, if ever.
+    pub fn keys_age(&self) -> Option<Duration> {
+        self.known.read().ok()?.loaded_at.map(|t| t.elapsed())
+    }
+
+    fn verifying_key(&self, alg: KeyAlg, public: Vec<u8>) -> Result<VerifyingKey, AuthzError> {
+        let mut validation = jsonwebtoken::Validation::new(alg.jwt());
+        validation.leeway = self.config.leeway_secs.min(60);
+        validation.validate_nbf = true;
+        validation.validate_exp = true;
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+        let key = match alg {
+            KeyAlg::EdDSA => jsonwebtoken::DecodingKey::from_ed_der(&public),
+            KeyAlg::ES256 => jsonwebtoken::DecodingKey::from_ec_der(&public),
+        };
+        Ok(VerifyingKey {
+            alg,
+            public,
+            key,
+            validation,
+        })
+    }
+
+    fn key(&self, kid: &str) -> Result<Arc<VerifyingKey>, TokenRejection> {
+        let known = self
+            .known
+            .read()
+            .map_err(|_| reject(Reason::SigningKeysStale, "key store unavailable"))?;
+        if let Some(k) = known.keys.get(kid) {
+            return Ok(k.clone());
+        }
+        if known.revoked.contains(kid) {
+            return Err(reject(
+                Reason::TokenKeyRevoked,
+                format!("key {kid} was revoked"),
+            ));
+        }
+        Err(reject(Reason::TokenUnknownKid, format!("no key {kid:?}")))
+    }
+
+    /// Refuses everything while the keys are missing or older than the allowed staleness.
+    fn check_fresh(&self) -> Result<(), TokenRejection> {
+        match self.keys_age() {
+            Some(age) if age <= self.config.max_staleness => Ok(()),
+            Some(age) => Err(reject(
+                Reason::SigningKeysStale,
+                format!(
+                    "the seller's published keys were last refreshed {} s ago (limit {} s)",
+                    age.as_secs(),
+                    self.config.max_staleness.as_secs()
+                ),
+            )),
+            None => Err(reject(
+                Reason::SigningKeysStale,
+                "the seller's published keys have not been loaded",
+            )),
+        }
     }
 
     /// Verifies `token` for a request written under the prefix of `buyer`.
@@ -118,33 +239,46 @@ impl Verifier {
                 format!("longer than {MAX_TOKEN_BYTES} bytes"),
             ));
         }
+        self.check_fresh()?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let mut hash = [0u8; 32];
         hash.copy_from_slice(digest.as_ref());
-        let cached = self
-            .verified
-            .read()
-            .ok()
-            .and_then(|c| c.get(&hash).cloned());
-        if let Some((kid, claims)) = cached {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let leeway = self.config.leeway_secs.min(60) as i64;
-            // Still published, not expired: the same answer as a full check, minus the signature.
-            if claims.exp.saturating_add(leeway) >= now && self.key(&kid).is_some() {
-                return self.check_claims_cached(claims, buyer);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let leeway = self.config.leeway_secs.min(60) as i64;
+        let cached = self.verified.read().ok().and_then(|c| {
+            c.get(&hash)
+                .filter(|t| t.claims.exp.saturating_add(leeway) >= now)
+                .map(|t| (t.kid.clone(), t.claims.clone()))
+        });
+        // Entries of keys that left and of denied buyers are evicted when keys load; checking
+        // again here closes the window of a token cached while keys were loading. A hit is the
+        // same answer as a full check, minus the signature.
+        let cached = cached.and_then(|(kid, claims)| {
+            let known = self.known.read().ok()?;
+            (known.keys.contains_key(&kid) && !known.denied(&claims)).then_some(claims)
+        });
+        let claims = match cached {
+            Some(claims) => claims,
+            None => {
+                let (kid, claims) = self.verify_uncached(token)?;
+                if let Ok(mut cache) = self.verified.write() {
+                    if cache.len() >= MAX_CACHED_TOKENS {
+                        cache.retain(|_, t| t.claims.exp.saturating_add(leeway) >= now);
+                        if cache.len() >= MAX_CACHED_TOKENS {
+                            cache.clear();
+                        }
+                    }
+                    cache.insert(
+                        hash,
+                        CachedToken {
+                            kid,
+                            claims: claims.clone(),
+                        },
+                    );
+                }
+                claims
             }
-        }
-        let (kid, claims) = self.verify_uncached(token)?;
-        if let Ok(mut cache) = self.verified.write() {
-            if cache.len() >= MAX_CACHED_TOKENS {
-                cache.clear();
-            }
-            cache.insert(hash, (kid, claims.clone()));
-        }
-        self.check_claims_cached(claims, buyer)
-    }
-
-    fn check_claims_cached(&self, claims: Claims, buyer: &str) -> Result<Claims, TokenRejection> {
+        };
         if claims.sub != buyer {
             return Err(reject(
                 Reason::TokenSubjectMismatch,
@@ -190,14 +324,26 @@ impl Verifier {
                 "crit headers are not supported",
             ));
         }
+        if let Some(h) = FOREIGN_KEY_HEADERS
+            .iter()
+            .find(|h| header.get(**h).is_some())
+        {
+            return Err(reject(
+                Reason::TokenMalformed,
+                format!("header {h} is refused: only the seller's published keys verify tokens"),
+            ));
+        }
         let kid = header
             .get("kid")
             .and_then(Value::as_str)
             .ok_or_else(|| reject(Reason::TokenUnknownKid, "header has no kid"))?;
-        let key = self.key(kid).ok_or_else(|| {
-            let shown: String = kid.chars().take(64).filter(|c| !c.is_control()).collect();
-            reject(Reason::TokenUnknownKid, format!("no key {shown:?}"))
-        })?;
+        if !is_valid_kid(kid) {
+            return Err(reject(
+                Reason::TokenMalformed,
+                "kid is not 1-128 of [A-Za-z0-9._-]",
+            ));
+        }
+        let key = self.key(kid)?;
         // The key decides the algorithm, never the header.
         if alg != key.alg.as_str() {
             return Err(reject(
@@ -207,7 +353,18 @@ impl Verifier {
         }
         let data = jsonwebtoken::decode::<Value>(token, &key.key, &key.validation)
             .map_err(|e| map_error(e.kind()))?;
-        Ok((kid.to_owned(), self.check_claims(data.claims)?))
+        let claims = self.check_claims(data.claims)?;
+        let denied = self.known.read().map(|k| k.denied(&claims)).unwrap_or(true);
+        if denied {
+            return Err(reject(
+                Reason::TokenBuyerRevoked,
+                format!(
+                    "the subscription of buyer {} was revoked after this token was issued",
+                    claims.sub
+                ),
+            ));
+        }
+        Ok((kid.to_owned(), claims))
     }
 
     fn check_claims(&self, claims: Value) -> Result<Claims, TokenRejection> {
@@ -277,15 +434,7 @@ mod tests {
 
     fn setup(alg: KeyAlg) -> (Keyset, Verifier, TokenIssuer) {
         let ks = Keyset::generate("seller", alg).unwrap();
-        let v = Verifier::new(
-            VerifierConfig {
-                issuer: "seller".into(),
-                audience: "product".into(),
-                leeway_secs: 60,
-            },
-            &ks,
-        )
-        .unwrap();
+        let v = Verifier::from_keyset(VerifierConfig::new("seller", "product"), &ks).unwrap();
         let issuer = TokenIssuer::new(&ks).unwrap();
         (ks, v, issuer)
     }

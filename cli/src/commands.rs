@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Args;
+use sealbox_authz::keyset::RETIRE_AFTER;
 use sealbox_authz::{KeyAlg, Keyset, TokenIssuer};
 use sealbox_core::contract::{InputSpec, OutcomeDocument, RequestObject, Split, is_valid_id};
 use sealbox_core::layout::{INBOX, OUTBOX, request_key};
@@ -20,9 +21,10 @@ use crate::stack::{Paths, Stack, StackOptions};
 pub async fn up(opts: StackOptions) -> anyhow::Result<()> {
     let stack = Stack::start(opts, Default::default()).await?;
     println!(
-        "sealbox ready: drop request objects into {}/<buyer>/requests/ (model {}, notifications in {})",
+        "sealbox ready: drop request objects into {}/<buyer>/requests/ (model {}, tokens and keys {}, notifications in {})",
         stack.inbox_dir().display(),
         stack.model_url,
+        stack.token_url,
         stack.paths.events.display()
     );
     tokio::select! {
@@ -59,9 +61,6 @@ pub fn keys_init(data: &Path, issuer: &str, alg: KeyAlg) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long a previous key stays published: the longest token lifetime plus clock leeway.
-pub const RETIRE_AFTER: Duration = Duration::from_secs(12 * 3600 + 60);
-
 /// `sealbox seller keys rotate`.
 pub fn keys_rotate(data: &Path) -> anyhow::Result<()> {
     let path = Paths::new(data).keyset;
@@ -76,7 +75,7 @@ pub fn keys_rotate(data: &Path) -> anyhow::Result<()> {
 pub fn keys_revoke(data: &Path, kid: &str) -> anyhow::Result<()> {
     let path = Paths::new(data).keyset;
     let mut ks = Keyset::load(&path)?;
-    let was = ks.revoke(kid)?;
+    let was = ks.revoke(kid, time::OffsetDateTime::now_utc(), RETIRE_AFTER)?;
     ks.save(&path)?;
     println!("revoked {kid} (was {was:?}); {} signs", ks.current()?.kid);
     Ok(())
@@ -103,13 +102,6 @@ pub fn keys_list(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sealbox seller keys jwks`.
-pub fn keys_jwks(data: &Path) -> anyhow::Result<()> {
-    let ks = Keyset::load(&Paths::new(data).keyset)?;
-    println!("{}", serde_json::to_string_pretty(&ks.jwks()?)?);
-    Ok(())
-}
-
 /// `sealbox seller token`: a token for `buyer`.
 pub fn seller_token(
     data: &Path,
@@ -130,9 +122,12 @@ pub struct SubmitArgs {
     /// Buyer id (the inbox prefix).
     #[arg(long)]
     pub buyer: String,
-    /// Token from the seller.
+    /// Token to send (default: one from the token service, see `sealbox buyer token`).
     #[arg(long, env = "SEALBOX_TOKEN")]
-    pub token: String,
+    pub token: Option<String>,
+    /// How to get a token when none is given.
+    #[command(flatten)]
+    pub credentials: crate::access::BuyerCredentials,
     /// MIME type of the inputs (default: from the file extension).
     #[arg(long)]
     pub content_type: Option<String>,
@@ -173,6 +168,10 @@ fn media_type_for(path: &Path) -> &'static str {
 /// `sealbox buyer submit`.
 pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let store = Paths::new(data).store(false);
+    let token = match &a.token {
+        Some(t) => t.clone(),
+        None => crate::access::buyer_token(data, &a.buyer, &a.credentials, None, false).await?,
+    };
     let pb = progress_bar(a.files.len() as u64, a.files.len() < 2);
     let mut failed = 0;
     let mut ids = std::collections::HashMap::new();
@@ -215,7 +214,7 @@ pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
         let request = RequestObject {
             version: 1,
             request_id: id.clone(),
-            token: Some(a.token.clone()),
+            token: Some(token.clone()),
             input: InputSpec {
                 s3_key: Some(input_key),
                 ..InputSpec::default()

@@ -1,5 +1,6 @@
 //! The `sealbox` command's library: the embedded stack, the demo, the benchmark and the commands.
 
+pub mod access;
 pub mod bench;
 pub mod cases;
 pub mod commands;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sealbox::stack::{DEFAULT_ISSUER, DEFAULT_PRODUCT, ModelSource, StackOptions};
-use sealbox::{bench, commands, demo};
+use sealbox::{access, bench, commands, demo};
 
 /// Subscription-gated asynchronous model serving, embedded on one machine or on AWS.
 #[derive(Parser)]
@@ -40,12 +40,12 @@ enum Command {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
-    /// Seller commands: keys and tokens.
+    /// Seller commands: keys, subscriptions and tokens.
     Seller {
         #[command(subcommand)]
         command: SellerCommand,
     },
-    /// Buyer commands: submit requests and read results.
+    /// Buyer commands: get tokens, submit requests and read results.
     Buyer {
         #[command(subcommand)]
         command: BuyerCommand,
@@ -94,6 +94,20 @@ struct UpArgs {
     /// fsync every object and notification (survive power loss, at a cost).
     #[arg(long)]
     durable: bool,
+    /// Port of the token service on 127.0.0.1 (0: any free port; the URL is written to
+    /// DATA/token-service.url).
+    #[arg(long, default_value_t = 0)]
+    token_port: u16,
+    /// Longest token the token service hands out (at most 12h).
+    #[arg(long, default_value = "1h")]
+    max_token_lifetime: humantime::Duration,
+    /// How often ingest refreshes the published keys: a revoked key or buyer stops working
+    /// within this.
+    #[arg(long, default_value = "60s")]
+    jwks_refresh: humantime::Duration,
+    /// Ingest refuses every token once its copy of the published keys is older than this.
+    #[arg(long, default_value = "15m")]
+    jwks_max_staleness: humantime::Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -109,7 +123,36 @@ enum SellerCommand {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Print a token for a buyer (the token alone on stdout).
+    /// Subscribe a buyer (or renew), printing its new secret for the token service.
+    Grant {
+        /// Buyer id.
+        buyer: String,
+        /// End of the subscription: a date (through that day, UTC) or an RFC 3339 time.
+        #[arg(long, value_parser = sealbox::access::parse_until)]
+        until: Option<time::OffsetDateTime>,
+        /// Product id.
+        #[arg(long, default_value = DEFAULT_PRODUCT)]
+        product: String,
+        /// Write the secret to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        secret_out: Option<PathBuf>,
+    },
+    /// End a buyer's subscription: no new tokens; its tokens stop within one key refresh.
+    Revoke {
+        /// Buyer id.
+        buyer: String,
+        /// Product id.
+        #[arg(long, default_value = DEFAULT_PRODUCT)]
+        product: String,
+    },
+    /// List subscriptions: buyer, product, status, expiry, created and updated times.
+    #[command(visible_alias = "list")]
+    Subscriptions {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a token for a buyer, signed locally (the token alone on stdout).
     Token {
         /// Buyer id.
         #[arg(long)]
@@ -143,12 +186,34 @@ enum KeysCommand {
     },
     /// Show kid, algorithm, state, created and retires-at of each key.
     List,
-    /// Print the JWKS (public keys only).
-    Jwks,
+    /// Print the published keys (JWKS with the deny list; public keys only), or write them
+    /// to an object for buyers who read them from a bucket.
+    Jwks {
+        /// Product whose denied buyers are listed.
+        #[arg(long, default_value = DEFAULT_PRODUCT)]
+        product: String,
+        /// Write to this object of the embedded store (BUCKET/KEY) instead of printing.
+        #[arg(long)]
+        object: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
 enum BuyerCommand {
+    /// Print a token from the token service, reused until shortly before it expires.
+    Token {
+        /// Buyer id.
+        #[arg(long)]
+        buyer: String,
+        /// Lifetime to ask for (the service clamps it to its maximum).
+        #[arg(long)]
+        lifetime: Option<humantime::Duration>,
+        /// Ask for a new token even if the cached one is still good.
+        #[arg(long)]
+        fresh: bool,
+        #[command(flatten)]
+        credentials: sealbox::access::BuyerCredentials,
+    },
     /// Upload each input and a request object for it.
     Submit(commands::SubmitArgs),
     /// List outcomes, optionally fetching them.
@@ -229,6 +294,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.max_receives = a.max_receives;
             opts.webhook = a.webhook;
             opts.durable = a.durable;
+            opts.token_port = a.token_port;
+            opts.max_token_lifetime = a.max_token_lifetime.into();
+            opts.jwks_refresh.interval = a.jwks_refresh.into();
+            opts.jwks_refresh.unknown_kid_min_interval = opts
+                .jwks_refresh
+                .unknown_kid_min_interval
+                .min(a.jwks_refresh.into());
+            opts.jwks_max_staleness = a.jwks_max_staleness.into();
             commands::up(opts).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -285,9 +358,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             SellerCommand::Keys {
-                command: KeysCommand::Jwks,
+                command: KeysCommand::Jwks { product, object },
             } => {
-                commands::keys_jwks(&data)?;
+                access::publish_keys(&data, &product, object.as_deref()).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            SellerCommand::Grant {
+                buyer,
+                until,
+                product,
+                secret_out,
+            } => {
+                access::grant(&data, &buyer, &product, until, secret_out.as_deref()).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            SellerCommand::Revoke { buyer, product } => {
+                access::revoke(&data, &buyer, &product).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            SellerCommand::Subscriptions { json } => {
+                access::subscriptions(&data, json).await?;
                 Ok(ExitCode::SUCCESS)
             }
             SellerCommand::Token {
@@ -303,6 +393,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Buyer { command } => match command {
+            BuyerCommand::Token {
+                buyer,
+                lifetime,
+                fresh,
+                credentials,
+            } => {
+                let lifetime = lifetime.map(Into::into);
+                let token =
+                    access::buyer_token(&data, &buyer, &credentials, lifetime, fresh).await?;
+                println!("{token}");
+                Ok(ExitCode::SUCCESS)
+            }
             BuyerCommand::Submit(a) => commands::submit(&data, a).await,
             BuyerCommand::Results(a) => commands::results(&data, a).await,
         },

@@ -3,11 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sealbox_authz::{KeyAlg, Keyset, Verifier, VerifierConfig};
+use sealbox_authz::jwks_source::HttpJwks;
+use sealbox_authz::sqlite_subscriptions::SqliteSubscriptions;
+use sealbox_authz::token_service::{JWKS_PATH, SharedKeyset, TokenService, TokenServiceConfig};
+use sealbox_authz::{JwksVerifier, KeyAlg, Keyset, RefreshPolicy, VerifierConfig};
 use sealbox_core::adapters::event_log::EventLog;
 use sealbox_core::adapters::fs_store::FsObjectStore;
 use sealbox_core::adapters::http_endpoint::HttpEndpoint;
@@ -43,6 +46,12 @@ pub struct Paths {
     pub events: PathBuf,
     /// `DATA/seller/keyset.json`: the seller's keys.
     pub keyset: PathBuf,
+    /// `DATA/seller/subscriptions.db`: the subscription registry.
+    pub subscriptions: PathBuf,
+    /// `DATA/token-service.url`: where the running `sealbox up` serves tokens and keys.
+    pub token_url: PathBuf,
+    /// `DATA/buyers`: buyers' cached tokens.
+    pub buyers: PathBuf,
     /// `DATA/up.lock`: held by the running `sealbox up`.
     pub lock: PathBuf,
 }
@@ -56,6 +65,9 @@ impl Paths {
             queue_db: data_dir.join("queues.db"),
             events: data_dir.join("events.ndjson"),
             keyset: data_dir.join("seller").join("keyset.json"),
+            subscriptions: data_dir.join("seller").join("subscriptions.db"),
+            token_url: data_dir.join("token-service.url"),
+            buyers: data_dir.join("buyers"),
             lock: data_dir.join("up.lock"),
         }
     }
@@ -122,6 +134,14 @@ pub struct StackOptions {
     pub visibility_timeout: Duration,
     /// Webhook for notifications.
     pub webhook: Option<String>,
+    /// Port of the token service on 127.0.0.1 (0: any free port).
+    pub token_port: u16,
+    /// Longest token the token service hands out.
+    pub max_token_lifetime: Duration,
+    /// How ingest refreshes the published keys.
+    pub jwks_refresh: RefreshPolicy,
+    /// Ingest refuses every token once its copy of the keys is older than this.
+    pub jwks_max_staleness: Duration,
     /// fsync objects and event lines (survive power loss, not only crashes); queue commits
     /// always survive a crash of the process (SQLite WAL), not necessarily a power loss.
     pub durable: bool,
@@ -143,6 +163,10 @@ impl StackOptions {
             max_receives: 5,
             visibility_timeout: Duration::from_secs(30),
             webhook: None,
+            token_port: 0,
+            max_token_lifetime: Duration::from_secs(3600),
+            jwks_refresh: RefreshPolicy::default(),
+            jwks_max_staleness: Duration::from_secs(15 * 60),
             durable: false,
         }
     }
@@ -163,12 +187,15 @@ pub struct Stack {
     pub paths: Paths,
     /// The model endpoint URL.
     pub model_url: String,
+    /// The token service URL (`POST /token`, `GET /.well-known/jwks.json`).
+    pub token_url: String,
     /// The object store.
     pub store: FsObjectStore,
     shutdown: watch::Sender<bool>,
     pollers: Vec<JoinHandle<()>>,
     alarm: Arc<tokio::sync::Notify>,
     model: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    token_service: JoinHandle<()>,
     watcher: Option<InboxWatcher>,
     _lock: std::fs::File,
 }
@@ -188,14 +215,32 @@ impl Stack {
             )
         })?;
         let keyset = Keyset::load_or_init(&paths.keyset, &opts.issuer, KeyAlg::EdDSA)?;
-        let verifier = Arc::new(Verifier::new(
-            VerifierConfig {
-                issuer: keyset.issuer.clone(),
-                audience: opts.product.clone(),
-                leeway_secs: 60,
-            },
-            &keyset,
-        )?);
+        let issuer = keyset.issuer.clone();
+        let keyset: SharedKeyset = Arc::new(RwLock::new(keyset));
+        let registry = SqliteSubscriptions::open(&paths.subscriptions)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (token_url, token_service) = start_token_service(
+            &opts,
+            keyset.clone(),
+            Arc::new(registry),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        std::fs::write(&paths.token_url, format!("{token_url}\n"))
+            .with_context(|| format!("writing {}", paths.token_url.display()))?;
+        // Ingest reads the keys the way any verifier does: from the published document.
+        let mut config = VerifierConfig::new(&issuer, &opts.product);
+        config.max_staleness = opts.jwks_max_staleness;
+        let source = HttpJwks::new(&format!("{token_url}{JWKS_PATH}"), Duration::from_secs(5))?;
+        let verifier = Arc::new(JwksVerifier::new(
+            config,
+            Arc::new(source),
+            opts.jwks_refresh,
+        ));
+        verifier
+            .refresh()
+            .await
+            .context("reading the published keys from the token service")?;
 
         let (model_url, model) = match &opts.model {
             ModelSource::Url(u) => (u.clone(), None),
@@ -259,7 +304,6 @@ impl Stack {
             },
         ));
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let alarm = Arc::new(tokio::sync::Notify::new());
         let mut pollers = Vec::new();
         let events_port: Arc<SqliteQueue> = Arc::new(events.clone());
@@ -296,13 +340,16 @@ impl Stack {
         ));
         pollers.push(tokio::spawn(reload_keys(
             paths.keyset.clone(),
-            verifier_handle,
+            keyset,
             shutdown.subscribe(),
         )));
+        pollers.push(tokio::spawn(verifier_handle.run(shutdown.subscribe())));
         let watcher = InboxWatcher::start(InboxScanner::new(&store, INBOX, events)).await?;
         Ok(Stack {
             paths,
             model_url,
+            token_url,
+            token_service,
             store,
             shutdown,
             pollers,
@@ -334,13 +381,15 @@ impl Stack {
             let _ = stop.send(true);
             let _ = task.await;
         }
+        let _ = (&mut self.token_service).await;
+        let _ = std::fs::remove_file(&self.paths.token_url);
     }
 }
 
-/// Keeps the verifier's keys in step with the keyset file: a rotation or revocation by
-/// `sealbox seller keys` takes effect within a second, and previous keys stop verifying once
-/// they retire.
-async fn reload_keys(path: PathBuf, verifier: Arc<Verifier>, mut shutdown: watch::Receiver<bool>) {
+/// Keeps the token service's keyset in step with the keyset file: a rotation or revocation by
+/// `sealbox seller keys` is published within a second, and previous keys leave the published
+/// document once they retire.
+async fn reload_keys(path: PathBuf, keyset: SharedKeyset, mut shutdown: watch::Receiver<bool>) {
     let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen = stamp(&path);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -360,8 +409,8 @@ async fn reload_keys(path: PathBuf, verifier: Arc<Verifier>, mut shutdown: watch
         match Keyset::load(&path) {
             Ok(mut ks) => {
                 ks.retire_expired(time::OffsetDateTime::now_utc());
-                if let Err(e) = verifier.replace_keys(&ks) {
-                    tracing::error!(error = %e, "keyset reload failed; keeping the previous keys");
+                if let Ok(mut shared) = keyset.write() {
+                    *shared = ks;
                 }
             }
             Err(e) => {
@@ -369,6 +418,36 @@ async fn reload_keys(path: PathBuf, verifier: Arc<Verifier>, mut shutdown: watch
             }
         }
     }
+}
+
+/// Starts the token service on 127.0.0.1 and returns its URL and task.
+async fn start_token_service(
+    opts: &StackOptions,
+    keyset: SharedKeyset,
+    registry: Arc<SqliteSubscriptions>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(String, JoinHandle<()>)> {
+    let mut config = TokenServiceConfig::new(&opts.product);
+    config.max_lifetime = opts.max_token_lifetime;
+    config.jwks_max_age = opts.jwks_refresh.interval;
+    let service = Arc::new(TokenService::new(config, keyset, registry)?);
+    let port = opts.token_port;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .with_context(|| format!("binding the token service to 127.0.0.1:{port}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, service.router())
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "token service stopped");
+        }
+    });
+    Ok((url, task))
 }
 
 /// Runs a poller; if it ends before shutdown (it panicked), logs it and sounds the alarm.

@@ -156,6 +156,10 @@ pub enum Reason {
     TokenLifetimeTooLong,
     /// The key that signed the token was revoked.
     TokenKeyRevoked,
+    /// The buyer's subscription was revoked after the token was issued.
+    TokenBuyerRevoked,
+    /// The verifier's copy of the seller's published keys is older than its allowed staleness.
+    SigningKeysStale,
     /// `input` does not hold exactly one of `text`, `base64`, `s3_key`.
     InputInvalid,
     /// `input.base64` is not valid base64.
@@ -210,6 +214,8 @@ impl Reason {
             Reason::TokenScopeMissing => "token_scope_missing",
             Reason::TokenLifetimeTooLong => "token_lifetime_too_long",
             Reason::TokenKeyRevoked => "token_key_revoked",
+            Reason::TokenBuyerRevoked => "token_buyer_revoked",
+            Reason::SigningKeysStale => "signing_keys_stale",
             Reason::InputInvalid => "input_invalid",
             Reason::InputBase64Invalid => "input_base64_invalid",
             Reason::InputInlineTooLarge => "input_inline_too_large",

@@ -5,7 +5,7 @@ pub mod poller;
 
 use std::sync::Arc;
 
-use sealbox_authz::Verifier;
+use sealbox_authz::Authorizer;
 use sealbox_core::contract::{
     CONTRACT_VERSION, EventKind, InboxEvent, Input, InputRef, JobMessage, MAX_REQUEST_OBJECT_BYTES,
     OutcomeDocument, OutcomeKind, Reason, RequestObject, Split, Violation,
@@ -57,7 +57,7 @@ pub struct Ingest {
     store: Arc<dyn ObjectStore>,
     jobs: Arc<dyn JobQueue>,
     notifier: Arc<dyn Notifier>,
-    verifier: Arc<Verifier>,
+    verifier: Arc<dyn Authorizer>,
     config: IngestConfig,
 }
 
@@ -79,7 +79,7 @@ impl Ingest {
         store: Arc<dyn ObjectStore>,
         jobs: Arc<dyn JobQueue>,
         notifier: Arc<dyn Notifier>,
-        verifier: Arc<Verifier>,
+        verifier: Arc<dyn Authorizer>,
         config: IngestConfig,
     ) -> Self {
         Ingest {
@@ -208,7 +208,7 @@ impl Ingest {
             Err(v) => return reject(v),
         };
         // Authorize before looking at anything the request points to.
-        if let Err(r) = self.verifier.verify(&request.token, rk.buyer) {
+        if let Err(r) = self.verifier.authorize(&request.token, rk.buyer).await {
             return reject(Violation::new(r.reason, "token", r.detail));
         }
         let input = match &request.input {
@@ -301,7 +301,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use sealbox_authz::{KeyAlg, Keyset, TokenIssuer, VerifierConfig};
+    use sealbox_authz::{KeyAlg, Keyset, TokenIssuer, Verifier, VerifierConfig};
     use sealbox_core::adapters::event_log::EventLog;
     use sealbox_core::adapters::fs_store::FsObjectStore;
     use sealbox_core::adapters::sqlite_queue::{QueueDb, SqliteQueue};
@@ -329,15 +329,7 @@ mod tests {
             .unwrap()
             .issue("b1", "p", Duration::from_secs(600))
             .unwrap();
-        let verifier = Verifier::new(
-            VerifierConfig {
-                issuer: "seller".into(),
-                audience: "p".into(),
-                leeway_secs: 60,
-            },
-            &ks,
-        )
-        .unwrap();
+        let verifier = Verifier::from_keyset(VerifierConfig::new("seller", "p"), &ks).unwrap();
         let ingest = Ingest::new(
             Arc::new(store.clone()),
             Arc::new(jobs.clone()),

@@ -23,6 +23,24 @@ pub fn sealbox_bin() -> PathBuf {
     bin
 }
 
+/// The test Python with PyJWT: `$SEALBOX_TEST_PYTHON`, else `.venv-test/bin/python` in the workspace.
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("SEALBOX_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("the workspace root above tests/")
+                .join(".venv-test/bin/python")
+        });
+    assert!(
+        python.is_file(),
+        "the test Python is missing at {}: run `./scripts/test`, which installs it (.venv-test/, scripts/requirements-test.txt)",
+        python.display()
+    );
+    python
+}
+
 /// A `sealbox` command on `data_dir`.
 pub fn sealbox(data_dir: &std::path::Path) -> Command {
     let mut c = Command::new(sealbox_bin());
@@ -93,6 +111,11 @@ impl Embedded {
         use sealbox::stack::{Observers, Stack, StackOptions};
         let dir = tempfile::tempdir().unwrap();
         let mut opts = StackOptions::new(dir.path());
+        // Revocations show within a second, so tests need not wait a minute.
+        opts.jwks_refresh = sealbox_authz::RefreshPolicy {
+            interval: Duration::from_millis(500),
+            unknown_kid_min_interval: Duration::from_millis(100),
+        };
         configure(&mut opts);
         let (ntx, notes) = tokio::sync::mpsc::unbounded_channel();
         let (jtx, jobs) = tokio::sync::mpsc::unbounded_channel();

@@ -67,7 +67,7 @@ async fn rotation_keeps_issued_tokens_working_and_revocation_stops_them_at_once(
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         outcome(&mut e, "revoked", &old_token).await,
-        (EventKind::RequestRejected, Some(Reason::TokenUnknownKid))
+        (EventKind::RequestRejected, Some(Reason::TokenKeyRevoked))
     );
     assert_eq!(
         outcome(&mut e, "after", &new_token).await.0,

@@ -1,0 +1,222 @@
+//! The subscription registry of the embedded stack: one SQLite file, shared by `sealbox up`
+//! and the seller's CLI commands (WAL, so a grant does not wait for the daemon).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+
+use crate::error::AuthzError;
+use crate::subscriptions::{Credentials, Subscription, SubscriptionRegistry, SubscriptionStatus};
+
+/// Subscriptions in a SQLite file.
+#[derive(Clone)]
+pub struct SqliteSubscriptions {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS subscriptions (
+    buyer TEXT NOT NULL,
+    product TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+    expires_at INTEGER,
+    revoked_at INTEGER,
+    secret_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (buyer, product)
+) STRICT;
+";
+
+fn to_time(ns: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn to_ns(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+impl SqliteSubscriptions {
+    /// Opens (creating if needed) the registry at `path`.
+    pub fn open(path: &Path) -> Result<Self, AuthzError> {
+        let db = |e: rusqlite::Error| AuthzError::Registry(format!("{}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| AuthzError::Io {
+                path: dir.display().to_string(),
+                source: e,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(SqliteSubscriptions {
+            path: path.to_owned(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, AuthzError> {
+        let conn = self.conn.clone();
+        let shown = self.path.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| AuthzError::Registry(format!("{shown}: lock poisoned")))?;
+            f(&mut c).map_err(|e| AuthzError::Registry(format!("{shown}: {e}")))
+        })
+        .await
+        .map_err(|e| AuthzError::Registry(e.to_string()))?
+    }
+}
+
+const COLUMNS: &str =
+    "buyer, product, status, expires_at, revoked_at, created_at, updated_at, secret_hash";
+
+fn row_to_credentials(row: &rusqlite::Row<'_>) -> rusqlite::Result<Credentials> {
+    let status: String = row.get(2)?;
+    Ok(Credentials {
+        subscription: Subscription {
+            buyer: row.get(0)?,
+            product: row.get(1)?,
+            status: if status == "revoked" {
+                SubscriptionStatus::Revoked
+            } else {
+                SubscriptionStatus::Active
+            },
+            expires_at: row.get::<_, Option<i64>>(3)?.map(to_time),
+            revoked_at: row.get::<_, Option<i64>>(4)?.map(to_time),
+            created_at: to_time(row.get(5)?),
+            updated_at: to_time(row.get(6)?),
+        },
+        secret_hash: row.get(7)?,
+    })
+}
+
+fn select(c: &Connection, buyer: &str, product: &str) -> rusqlite::Result<Option<Credentials>> {
+    c.query_row(
+        &format!("SELECT {COLUMNS} FROM subscriptions WHERE buyer = ?1 AND product = ?2"),
+        params![buyer, product],
+        row_to_credentials,
+    )
+    .optional()
+}
+
+#[async_trait]
+impl SubscriptionRegistry for SqliteSubscriptions {
+    async fn grant(
+        &self,
+        buyer: &str,
+        product: &str,
+        until: Option<OffsetDateTime>,
+        secret_hash: &str,
+    ) -> Result<Subscription, AuthzError> {
+        let (buyer, product, hash) = (buyer.to_owned(), product.to_owned(), secret_hash.to_owned());
+        let now = to_ns(OffsetDateTime::now_utc());
+        let got = self
+            .with(move |c| {
+                c.execute(
+                    "INSERT INTO subscriptions
+                         (buyer, product, status, expires_at, revoked_at, secret_hash, created_at, updated_at)
+                     VALUES (?1, ?2, 'active', ?3, NULL, ?4, ?5, ?5)
+                     ON CONFLICT (buyer, product) DO UPDATE SET
+                         status = 'active', expires_at = ?3, secret_hash = ?4, updated_at = ?5",
+                    params![buyer, product, until.map(to_ns), hash, now],
+                )?;
+                select(c, &buyer, &product)
+            })
+            .await?;
+        got.map(|c| c.subscription)
+            .ok_or_else(|| AuthzError::Registry("grant left no subscription".into()))
+    }
+
+    async fn revoke(&self, buyer: &str, product: &str) -> Result<Subscription, AuthzError> {
+        let (b, p) = (buyer.to_owned(), product.to_owned());
+        let now = to_ns(OffsetDateTime::now_utc());
+        let got = self
+            .with(move |c| {
+                c.execute(
+                    "UPDATE subscriptions SET status = 'revoked', revoked_at = ?3, updated_at = ?3
+                     WHERE buyer = ?1 AND product = ?2",
+                    params![b, p, now],
+                )?;
+                select(c, &b, &p)
+            })
+            .await?;
+        got.map(|c| c.subscription)
+            .ok_or_else(|| AuthzError::NoSubscription {
+                buyer: buyer.to_owned(),
+                product: product.to_owned(),
+            })
+    }
+
+    async fn credentials(
+        &self,
+        buyer: &str,
+        product: &str,
+    ) -> Result<Option<Credentials>, AuthzError> {
+        let (b, p) = (buyer.to_owned(), product.to_owned());
+        self.with(move |c| select(c, &b, &p)).await
+    }
+
+    async fn list(&self) -> Result<Vec<Subscription>, AuthzError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM subscriptions ORDER BY product, buyer"
+            ))?;
+            let rows = stmt.query_map([], row_to_credentials)?;
+            rows.map(|r| r.map(|c| c.subscription)).collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn grant_revoke_and_grant_again_keep_the_history_that_matters() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = SqliteSubscriptions::open(&dir.path().join("subs.db")).unwrap();
+        assert!(reg.credentials("b1", "p").await.unwrap().is_none());
+        assert!(matches!(
+            reg.revoke("b1", "p").await,
+            Err(AuthzError::NoSubscription { .. })
+        ));
+
+        let s = reg.grant("b1", "p", None, "h1").await.unwrap();
+        assert_eq!(s.status, SubscriptionStatus::Active);
+        let revoked = reg.revoke("b1", "p").await.unwrap();
+        assert_eq!(revoked.status, SubscriptionStatus::Revoked);
+        assert!(revoked.revoked_at.is_some());
+
+        let until = OffsetDateTime::now_utc() + time::Duration::days(30);
+        let again = reg.grant("b1", "p", Some(until), "h2").await.unwrap();
+        assert_eq!(again.status, SubscriptionStatus::Active);
+        assert_eq!(
+            again.revoked_at, revoked.revoked_at,
+            "earlier tokens stay denied"
+        );
+        assert_eq!(again.created_at, s.created_at);
+        let creds = reg.credentials("b1", "p").await.unwrap().unwrap();
+        assert_eq!(creds.secret_hash, "h2");
+        assert_eq!(
+            creds.subscription.expires_at.map(|t| t.unix_timestamp()),
+            Some(until.unix_timestamp())
+        );
+
+        // A second handle on the same file (the CLI beside the daemon) sees the same rows.
+        let other = SqliteSubscriptions::open(&dir.path().join("subs.db")).unwrap();
+        assert_eq!(other.list().await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,314 @@
+//! The token service: `POST /token` hands a subscribed buyer a short-lived token, and
+//! `GET /.well-known/jwks.json` publishes the seller's keys with the deny list. One axum
+//! router: served on loopback by `sealbox up`, and behind a Lambda function URL on AWS.
+//!
+//! Buyers authenticate with HTTP Basic (RFC 7617): user = buyer id, password = the secret from
+//! `sealbox seller grant`. Errors are JSON `{"error": code, "message": words}`.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::buyer_secret::verify_secret;
+use crate::error::AuthzError;
+use crate::jwks::publish;
+use crate::keyset::Keyset;
+use crate::subscriptions::SubscriptionRegistry;
+use crate::token::{MAX_TOKEN_LIFETIME, TokenIssuer};
+
+/// The seller's keyset as the token service sees it: replaced when the keyset file changes.
+pub type SharedKeyset = Arc<RwLock<Keyset>>;
+
+/// Path of the published keys.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// Settings of the token service.
+#[derive(Debug, Clone)]
+pub struct TokenServiceConfig {
+    /// Product id: the `aud` of every token.
+    pub product: String,
+    /// Longest lifetime handed out, and the lifetime when none is asked (at most 12 h).
+    pub max_lifetime: Duration,
+    /// `Cache-Control: max-age` of the published keys.
+    pub jwks_max_age: Duration,
+    /// Token requests per buyer per minute (a burst of a fifth of it, at least 1).
+    pub per_buyer_per_minute: NonZeroU32,
+}
+
+impl TokenServiceConfig {
+    /// Defaults: 1 h tokens, keys cacheable for 60 s, 60 requests per buyer per minute.
+    pub fn new(product: &str) -> Self {
+        TokenServiceConfig {
+            product: product.to_owned(),
+            max_lifetime: Duration::from_secs(3600),
+            jwks_max_age: Duration::from_secs(60),
+            per_buyer_per_minute: NonZeroU32::MIN.saturating_add(59),
+        }
+    }
+}
+
+/// The token service's state.
+pub struct TokenService {
+    config: TokenServiceConfig,
+    keyset: SharedKeyset,
+    registry: Arc<dyn SubscriptionRegistry>,
+    per_buyer: DefaultKeyedRateLimiter<String>,
+}
+
+impl TokenService {
+    /// A service signing with `keyset` for the subscriptions in `registry`.
+    pub fn new(
+        config: TokenServiceConfig,
+        keyset: SharedKeyset,
+        registry: Arc<dyn SubscriptionRegistry>,
+    ) -> Result<Self, AuthzError> {
+        if config.max_lifetime.is_zero() || config.max_lifetime > MAX_TOKEN_LIFETIME {
+            return Err(AuthzError::BadLifetime(config.max_lifetime.as_secs()));
+        }
+        let rate = config.per_buyer_per_minute;
+        let burst = NonZeroU32::new(rate.get() / 5).unwrap_or(NonZeroU32::MIN);
+        Ok(TokenService {
+            per_buyer: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
+            config,
+            keyset,
+            registry,
+        })
+    }
+
+    /// The router: `POST /token` and `GET /.well-known/jwks.json`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/token", post(token))
+            .route(JWKS_PATH, get(jwks))
+            .with_state(self)
+    }
+
+    /// The published key document now: keys of every state, revoked kids, denied buyers.
+    pub async fn published(&self) -> Result<serde_json::Value, AuthzError> {
+        let now = OffsetDateTime::now_utc();
+        let denied: Vec<_> = self
+            .registry
+            .list()
+            .await?
+            .iter()
+            .filter(|s| s.product == self.config.product)
+            .filter_map(|s| s.denial(now))
+            .collect();
+        let keyset = self
+            .keyset
+            .read()
+            .map_err(|_| AuthzError::Crypto("keyset lock poisoned".into()))?;
+        publish(&keyset, &denied)
+    }
+}
+
+/// An error answer.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({"error": code, "message": message.into()});
+    let mut resp = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sealbox\", charset=\"UTF-8\""),
+        );
+    }
+    resp
+}
+
+fn internal(e: &AuthzError) -> Response {
+    tracing::error!(error = %e, "token service failure");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the token service could not answer; try again",
+    )
+}
+
+/// The (buyer, secret) of an `Authorization: Basic` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (buyer, secret) = text.split_once(':')?;
+    Some((buyer.to_owned(), secret.to_owned()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    lifetime_seconds: Option<u64>,
+}
+
+async fn token(State(svc): State<Arc<TokenService>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((buyer, secret)) = basic_credentials(&headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the buyer id and secret as HTTP Basic credentials",
+        );
+    };
+    if !sealbox_core::contract::is_valid_id(&buyer) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown buyer or wrong secret",
+        );
+    }
+    // Before the slow hash: a guessing buyer id costs a map lookup, not an argon2 run.
+    if let Err(not_until) = svc.per_buyer.check_key(&buyer) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many token requests for {buyer}; cache tokens until they expire (`sealbox buyer token` does)"
+            ),
+        );
+        let secs = wait.as_secs().max(1).to_string();
+        if let Ok(v) = HeaderValue::from_str(&secs) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    if svc.per_buyer.len() > 100_000 {
+        svc.per_buyer.retain_recent();
+    }
+    let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("body must be {{\"lifetime_seconds\": N}} or empty: {e}"),
+                );
+            }
+        }
+    };
+    let creds = match svc.registry.credentials(&buyer, &svc.config.product).await {
+        Ok(c) => c,
+        Err(e) => return internal(&e),
+    };
+    let hash = creds.as_ref().map(|c| c.secret_hash.clone());
+    let matches =
+        tokio::task::spawn_blocking(move || hash.is_some_and(|h| verify_secret(&secret, &h)))
+            .await
+            .unwrap_or(false);
+    let Some(creds) = creds.filter(|_| matches) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown buyer or wrong secret",
+        );
+    };
+    let now = OffsetDateTime::now_utc();
+    let sub = &creds.subscription;
+    if !sub.is_active(now) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "not_subscribed",
+            format!(
+                "the subscription of {buyer} to {} is {}",
+                svc.config.product,
+                sub.status_at(now)
+            ),
+        );
+    }
+    let max = svc.config.max_lifetime;
+    let mut lifetime = match request.lifetime_seconds {
+        Some(0) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "lifetime_seconds must be at least 1",
+            );
+        }
+        Some(s) => Duration::from_secs(s).min(max),
+        None => max,
+    };
+    // A token never outlives the subscription.
+    if let Some(end) = sub.expires_at {
+        let left = Duration::try_from(end - now).unwrap_or(Duration::ZERO);
+        lifetime = lifetime.min(left.max(Duration::from_secs(1)));
+    }
+    let issued = svc
+        .keyset
+        .read()
+        .map_err(|_| AuthzError::Crypto("keyset lock poisoned".into()))
+        .and_then(|ks| TokenIssuer::new(&ks))
+        .and_then(|issuer| issuer.issue(&buyer, &svc.config.product, lifetime));
+    match issued {
+        Ok(token) => {
+            let expires_at = now + lifetime;
+            tracing::info!(buyer = %buyer, lifetime_s = lifetime.as_secs(), "token issued");
+            axum::Json(serde_json::json!({
+                "token": token,
+                "token_type": "Bearer",
+                "expires_at": sealbox_core::contract::rfc3339(expires_at),
+                "expires_in": lifetime.as_secs(),
+            }))
+            .into_response()
+        }
+        Err(e) => internal(&e),
+    }
+}
+
+async fn jwks(State(svc): State<Arc<TokenService>>, headers: HeaderMap) -> Response {
+    let doc = match svc.published().await {
+        Ok(d) => d,
+        Err(e) => return internal(&e),
+    };
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+    let etag = format!(
+        "\"{}\"",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
+    );
+    let cache = format!("public, max-age={}", svc.config.jwks_max_age.as_secs());
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let status = if fresh {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = if fresh {
+        status.into_response()
+    } else {
+        (status, body).into_response()
+    };
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, "application/jwk-set+json".to_owned()),
+        (header::CACHE_CONTROL, cache),
+        (header::ETAG, etag),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    resp
+}

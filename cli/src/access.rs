@@ -1,0 +1,312 @@
+//! Who may send requests: the seller's subscription commands (`seller grant|revoke|
+//! subscriptions`, `seller keys jwks`) and the buyer's token client (`buyer token`).
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::Args;
+use sealbox_authz::Keyset;
+use sealbox_authz::buyer_secret::{hash_secret, new_secret};
+use sealbox_authz::jwks::publish;
+use sealbox_authz::sqlite_subscriptions::SqliteSubscriptions;
+use sealbox_authz::subscriptions::SubscriptionRegistry;
+use sealbox_core::contract::{is_valid_id, rfc3339};
+use sealbox_core::ports::{ObjectStore, PutMode};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::stack::Paths;
+
+/// Writes `bytes` to `path` readable by its owner only, replacing it atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `--until`: an RFC 3339 time, or a date meaning through the end of that day (UTC).
+pub fn parse_until(s: &str) -> Result<OffsetDateTime, String> {
+    if let Ok(t) = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(t);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &format)
+        .ok()
+        .and_then(|d| d.next_day())
+        .map(|d| d.midnight().assume_utc())
+        .ok_or_else(|| format!("{s:?} is neither a date (2027-01-31) nor an RFC 3339 time"))
+}
+
+fn registry(data: &Path) -> anyhow::Result<SqliteSubscriptions> {
+    Ok(SqliteSubscriptions::open(&Paths::new(data).subscriptions)?)
+}
+
+fn check_buyer(buyer: &str) -> anyhow::Result<()> {
+    if !is_valid_id(buyer) {
+        bail!("invalid buyer id {buyer:?}: 1-64 of [A-Za-z0-9._-]");
+    }
+    Ok(())
+}
+
+/// `sealbox seller grant`: subscribes `buyer` and prints (or writes) its new secret.
+pub async fn grant(
+    data: &Path,
+    buyer: &str,
+    product: &str,
+    until: Option<OffsetDateTime>,
+    secret_out: Option<&Path>,
+) -> anyhow::Result<()> {
+    check_buyer(buyer)?;
+    if let Some(t) = until
+        && t <= OffsetDateTime::now_utc()
+    {
+        bail!("--until {} is in the past", rfc3339(t));
+    }
+    let secret = new_secret()?;
+    let hash = tokio::task::spawn_blocking({
+        let secret = secret.clone();
+        move || hash_secret(&secret)
+    })
+    .await??;
+    let sub = registry(data)?.grant(buyer, product, until, &hash).await?;
+    let until = sub
+        .expires_at
+        .map(rfc3339)
+        .unwrap_or_else(|| "no end".into());
+    eprintln!(
+        "granted {buyer} a subscription to {product} ({until}); a new secret replaces any earlier one"
+    );
+    match secret_out {
+        Some(path) => {
+            write_private(path, format!("{secret}\n").as_bytes())?;
+            eprintln!("secret written to {} (mode 0600)", path.display());
+        }
+        None => println!("{secret}"),
+    }
+    Ok(())
+}
+
+/// `sealbox seller revoke`.
+pub async fn revoke(data: &Path, buyer: &str, product: &str) -> anyhow::Result<()> {
+    check_buyer(buyer)?;
+    registry(data)?.revoke(buyer, product).await?;
+    println!(
+        "revoked {buyer}'s subscription to {product}: no new tokens; tokens already issued stop \
+         working when verifiers next refresh the published keys"
+    );
+    Ok(())
+}
+
+/// `sealbox seller subscriptions`.
+pub async fn subscriptions(data: &Path, json: bool) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let subs = registry(data)?.list().await?;
+    if json {
+        for s in &subs {
+            let mut v = serde_json::to_value(s)?;
+            v["status"] = s.status_at(now).into();
+            println!("{v}");
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<20} {:<8} {:<22} {:<22} updated",
+        "buyer", "product", "status", "expires", "created"
+    );
+    for s in &subs {
+        println!(
+            "{:<20} {:<20} {:<8} {:<22} {:<22} {}",
+            s.buyer,
+            s.product,
+            s.status_at(now),
+            s.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
+            rfc3339(s.created_at),
+            rfc3339(s.updated_at)
+        );
+    }
+    Ok(())
+}
+
+/// `sealbox seller keys jwks`: the published document (keys and deny list), printed or put
+/// into an object of the embedded store (`BUCKET/KEY`) for buyers who read it from there.
+pub async fn publish_keys(data: &Path, product: &str, object: Option<&str>) -> anyhow::Result<()> {
+    let paths = Paths::new(data);
+    let mut keyset = Keyset::load(&paths.keyset)?;
+    let now = OffsetDateTime::now_utc();
+    keyset.retire_expired(now);
+    let denied: Vec<_> = registry(data)?
+        .list()
+        .await?
+        .iter()
+        .filter(|s| s.product == product)
+        .filter_map(|s| s.denial(now))
+        .collect();
+    let doc = serde_json::to_string_pretty(&publish(&keyset, &denied)?)?;
+    match object {
+        None => println!("{doc}"),
+        Some(location) => {
+            let location = location.strip_prefix("s3://").unwrap_or(location);
+            let Some((bucket, key)) = location.split_once('/') else {
+                bail!("--object must be BUCKET/KEY, got {location:?}");
+            };
+            let meta = paths
+                .store(false)
+                .put(bucket, key, Bytes::from(doc), PutMode::Overwrite)
+                .await?;
+            println!(
+                "published keys written to {}",
+                sealbox_core::layout::location(bucket, &meta.key)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How a buyer authenticates to the token service.
+#[derive(Args, Clone, Debug, Default)]
+pub struct BuyerCredentials {
+    /// File holding the buyer secret from `sealbox seller grant` (else $SEALBOX_BUYER_SECRET).
+    #[arg(long, env = "SEALBOX_BUYER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Token service URL (default: the running `sealbox up` of the data directory).
+    #[arg(long, env = "SEALBOX_TOKEN_URL")]
+    pub token_url: Option<String>,
+}
+
+impl BuyerCredentials {
+    fn secret(&self) -> anyhow::Result<String> {
+        if let Some(f) = &self.secret_file {
+            let s = std::fs::read_to_string(f)
+                .with_context(|| format!("reading the buyer secret from {}", f.display()))?;
+            return Ok(s.trim().to_owned());
+        }
+        match std::env::var("SEALBOX_BUYER_SECRET") {
+            Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+            _ => bail!(
+                "no buyer secret: pass --secret-file FILE or set SEALBOX_BUYER_SECRET \
+                 (the seller's `sealbox seller grant` prints it)"
+            ),
+        }
+    }
+
+    fn url(&self, data: &Path) -> anyhow::Result<String> {
+        if let Some(u) = &self.token_url {
+            return Ok(u.trim_end_matches('/').to_owned());
+        }
+        let file = Paths::new(data).token_url;
+        let url = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "no token service URL: is `sealbox up` running on {}? (or pass --token-url)",
+                data.display()
+            )
+        })?;
+        Ok(url.trim().to_owned())
+    }
+}
+
+/// A token kept for reuse until shortly before it expires.
+#[derive(Serialize, Deserialize)]
+struct CachedToken {
+    token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    token_url: String,
+}
+
+/// A token is reused while it has at least this long to live.
+const REUSE_MARGIN: Duration = Duration::from_secs(120);
+
+/// `sealbox buyer token`: a token for `buyer` from the token service, reused from the cache in
+/// the data directory until two minutes before it expires.
+pub async fn buyer_token(
+    data: &Path,
+    buyer: &str,
+    creds: &BuyerCredentials,
+    lifetime: Option<Duration>,
+    fresh: bool,
+) -> anyhow::Result<String> {
+    check_buyer(buyer)?;
+    let url = creds.url(data)?;
+    let cache = Paths::new(data).buyers.join(buyer).join("token.json");
+    if !fresh
+        && let Some(c) = std::fs::read(&cache)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CachedToken>(&b).ok())
+        && c.token_url == url
+        && c.expires_at - OffsetDateTime::now_utc() > REUSE_MARGIN
+    {
+        return Ok(c.token);
+    }
+    let secret = creds.secret()?;
+    let body = match lifetime {
+        Some(l) => serde_json::json!({"lifetime_seconds": l.as_secs()}),
+        None => serde_json::json!({}),
+    };
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?
+        .post(format!("{url}/token"))
+        .basic_auth(buyer, Some(&secret))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("asking {url} for a token"))?;
+    let status = resp.status();
+    let answer: serde_json::Value = resp
+        .json()
+        .await
+        .with_context(|| format!("reading the token service's answer (HTTP {status})"))?;
+    if !status.is_success() {
+        bail!(
+            "the token service refused (HTTP {}, {}): {}",
+            status.as_u16(),
+            answer["error"].as_str().unwrap_or("?"),
+            answer["message"].as_str().unwrap_or("")
+        );
+    }
+    let (Some(token), Some(expires_at)) = (
+        answer["token"].as_str(),
+        answer["expires_at"].as_str().and_then(|s| {
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        }),
+    ) else {
+        bail!("the token service answered without a token: {answer}");
+    };
+    let cached = CachedToken {
+        token: token.to_owned(),
+        expires_at,
+        token_url: url,
+    };
+    write_private(&cache, &serde_json::to_vec(&cached)?)?;
+    Ok(cached.token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_takes_a_date_through_its_end_or_an_exact_time() {
+        let end = parse_until("2027-01-31").unwrap();
+        assert_eq!(rfc3339(end), "2027-02-01T00:00:00Z");
+        let exact = parse_until("2027-01-31T12:00:00Z").unwrap();
+        assert_eq!(rfc3339(exact), "2027-01-31T12:00:00Z");
+        assert!(parse_until("next tuesday").is_err());
+    }
+}
