@@ -149,6 +149,31 @@ impl KeyEntry {
         })
     }
 
+    /// The private key as a PKCS#8 PEM, to hand the key to another signer (an HSM import, an
+    /// interoperability test). Never logged or printed by sealbox itself.
+    pub fn private_pkcs8_pem(&self) -> Result<String, AuthzError> {
+        let der = B64
+            .decode(&self.private_key)
+            .map_err(|e| AuthzError::Crypto(format!("private key of {}: {e}", self.kid)))?;
+        let der = match self.alg {
+            // Stored as PKCS#8 v2 (with the public key); v1 is what every reader accepts.
+            KeyAlg::EdDSA => Ed25519KeyPair::from_pkcs8(&der)
+                .map_err(|e| e.to_string())
+                .and_then(|k| k.to_pkcs8v1().map_err(|e| e.to_string()))
+                .map(|d| d.as_ref().to_vec())
+                .map_err(|e| AuthzError::Crypto(format!("private key of {}: {e}", self.kid)))?,
+            KeyAlg::ES256 => der,
+        };
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        Ok(pem)
+    }
+
     /// The public key as a JWK (RFC 7517): `OKP`/`Ed25519` or `EC`/`P-256`; never private parts.
     pub fn jwk(&self) -> Result<serde_json::Value, AuthzError> {
         let public = self.public_bytes()?;

@@ -101,6 +101,10 @@ struct UpArgs {
     /// Longest token the token service hands out (at most 12h).
     #[arg(long, default_value = "1h")]
     max_token_lifetime: humantime::Duration,
+    /// Where ingest reads the seller's published keys: an http(s):// URL, s3://BUCKET/KEY in
+    /// the embedded store, or a file (default: this stack's own token service).
+    #[arg(long, value_name = "URL|s3://BUCKET/KEY|FILE")]
+    jwks: Option<sealbox::stack::KeysSource>,
     /// How often ingest refreshes the published keys: a revoked key or buyer stops working
     /// within this.
     #[arg(long, default_value = "60s")]
@@ -302,6 +306,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .unknown_kid_min_interval
                 .min(a.jwks_refresh.into());
             opts.jwks_max_staleness = a.jwks_max_staleness.into();
+            if let Some(source) = a.jwks {
+                opts.keys_source = source;
+            }
             commands::up(opts).await?;
             Ok(ExitCode::SUCCESS)
         }

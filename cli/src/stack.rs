@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sealbox_authz::jwks_source::HttpJwks;
+use sealbox_authz::jwks_source::{FileJwks, HttpJwks, JwksSource, ObjectJwks};
 use sealbox_authz::sqlite_subscriptions::SqliteSubscriptions;
 use sealbox_authz::token_service::{JWKS_PATH, SharedKeyset, TokenService, TokenServiceConfig};
 use sealbox_authz::{JwksVerifier, KeyAlg, Keyset, RefreshPolicy, VerifierConfig};
@@ -113,6 +113,51 @@ pub enum ModelSource {
     Url(String),
 }
 
+/// Where ingest reads the seller's published keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysSource {
+    /// The stack's own token service (`/.well-known/jwks.json`).
+    TokenService,
+    /// A JWKS at an HTTP(S) URL.
+    Url(String),
+    /// A JWKS object in a bucket of the embedded store.
+    Object {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// A JWKS file.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for KeysSource {
+    type Err = String;
+
+    /// `http(s)://...` is a URL, `s3://bucket/key` an object of the embedded store, anything
+    /// else a file path.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            return Ok(KeysSource::Url(s.to_owned()));
+        }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            return match rest.split_once('/') {
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+                    Ok(KeysSource::Object {
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                    })
+                }
+                _ => Err(format!("{s:?}: want s3://BUCKET/KEY")),
+            };
+        }
+        if s.is_empty() {
+            return Err("empty keys source".into());
+        }
+        Ok(KeysSource::File(PathBuf::from(s)))
+    }
+}
+
 /// Settings of the embedded stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -138,6 +183,8 @@ pub struct StackOptions {
     pub token_port: u16,
     /// Longest token the token service hands out.
     pub max_token_lifetime: Duration,
+    /// Where ingest reads the published keys.
+    pub keys_source: KeysSource,
     /// How ingest refreshes the published keys.
     pub jwks_refresh: RefreshPolicy,
     /// Ingest refuses every token once its copy of the keys is older than this.
@@ -165,6 +212,7 @@ impl StackOptions {
             webhook: None,
             token_port: 0,
             max_token_lifetime: Duration::from_secs(3600),
+            keys_source: KeysSource::TokenService,
             jwks_refresh: RefreshPolicy::default(),
             jwks_max_staleness: Duration::from_secs(15 * 60),
             durable: false,
@@ -231,16 +279,25 @@ impl Stack {
         // Ingest reads the keys the way any verifier does: from the published document.
         let mut config = VerifierConfig::new(&issuer, &opts.product);
         config.max_staleness = opts.jwks_max_staleness;
-        let source = HttpJwks::new(&format!("{token_url}{JWKS_PATH}"), Duration::from_secs(5))?;
-        let verifier = Arc::new(JwksVerifier::new(
-            config,
-            Arc::new(source),
-            opts.jwks_refresh,
-        ));
-        verifier
-            .refresh()
-            .await
-            .context("reading the published keys from the token service")?;
+        let store = paths.store(opts.durable);
+        let source: Arc<dyn JwksSource> = match &opts.keys_source {
+            KeysSource::TokenService => Arc::new(HttpJwks::new(
+                &format!("{token_url}{JWKS_PATH}"),
+                Duration::from_secs(5),
+            )?),
+            KeysSource::Url(url) => Arc::new(HttpJwks::new(url, Duration::from_secs(5))?),
+            KeysSource::Object { bucket, key } => {
+                Arc::new(ObjectJwks::new(Arc::new(store.clone()), bucket, key))
+            }
+            KeysSource::File(path) => Arc::new(FileJwks::new(path)),
+        };
+        let described = source.describe();
+        let verifier = Arc::new(JwksVerifier::new(config, source, opts.jwks_refresh));
+        if let Err(e) = verifier.refresh().await {
+            // Not fatal: the source may come up later; until then every token is refused
+            // with signing_keys_stale, and requests wait in no queue but get that answer.
+            tracing::error!(error = %e, source = %described, "cannot read the published keys yet");
+        }
 
         let (model_url, model) = match &opts.model {
             ModelSource::Url(u) => (u.clone(), None),
@@ -249,7 +306,6 @@ impl Stack {
                 (url, Some((stop, task)))
             }
         };
-        let store = paths.store(opts.durable);
         for bucket in [INBOX, OUTBOX] {
             std::fs::create_dir_all(store.bucket_dir(bucket))?;
             let swept = store.sweep_temp_files(bucket)?;
