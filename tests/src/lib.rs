@@ -108,8 +108,15 @@ pub struct Embedded {
 impl Embedded {
     /// Starts a stack with default options changed by `configure`.
     pub async fn start(configure: impl FnOnce(&mut sealbox::stack::StackOptions)) -> Embedded {
+        Embedded::start_in(tempfile::tempdir().unwrap(), configure).await
+    }
+
+    /// Starts a stack in `dir` (which may hold keys already) with options changed by `configure`.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut sealbox::stack::StackOptions),
+    ) -> Embedded {
         use sealbox::stack::{Observers, Stack, StackOptions};
-        let dir = tempfile::tempdir().unwrap();
         let mut opts = StackOptions::new(dir.path());
         // Revocations show within a second, so tests need not wait a minute.
         opts.jwks_refresh = sealbox_authz::RefreshPolicy {
