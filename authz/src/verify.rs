@@ -170,6 +170,11 @@ impl Verifier {
         self.load(PublishedKeys::from_keyset(keyset, Vec::new())?)
     }
 
+    /// How many verified tokens are cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.read().map(|c| c.len()).unwrap_or(0)
+    }
+
     /// How long ago the keys were last loaded, if ever.
     pub fn keys_age(&self) -> Option<Duration> {
         self.known.read().ok()?.loaded_at.map(|t| t.elapsed())
@@ -465,6 +470,52 @@ mod tests {
         );
         v.replace_keys(&ks).unwrap();
         assert!(v.verify(&t, "b1").is_ok());
+    }
+
+    #[test]
+    fn a_refresh_evicts_the_cached_tokens_of_a_removed_key_or_a_denied_buyer_only() {
+        use crate::jwks::{Denial, PublishedKeys};
+        let (mut ks, v, i) = setup(KeyAlg::EdDSA);
+        let t1 = i.issue("b1", "product", Duration::from_secs(60)).unwrap();
+        let t2 = i.issue("b2", "product", Duration::from_secs(60)).unwrap();
+        ks.rotate(time::OffsetDateTime::now_utc(), crate::keyset::RETIRE_AFTER)
+            .unwrap();
+        let t3 = TokenIssuer::new(&ks)
+            .unwrap()
+            .issue("b3", "product", Duration::from_secs(60))
+            .unwrap();
+        v.replace_keys(&ks).unwrap();
+        for (t, b) in [(&t1, "b1"), (&t2, "b2"), (&t3, "b3")] {
+            assert!(v.verify(t, b).is_ok());
+        }
+        assert_eq!(v.cached_tokens(), 3);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let deny_b1 = vec![Denial {
+            sub: "b1".into(),
+            before: now,
+        }];
+        v.load(PublishedKeys::from_keyset(&ks, deny_b1.clone()).unwrap())
+            .unwrap();
+        assert_eq!(v.cached_tokens(), 2, "only b1's token leaves");
+        assert_eq!(
+            v.verify(&t1, "b1").unwrap_err().reason,
+            Reason::TokenBuyerRevoked
+        );
+        let old_kid = i.kid().to_owned();
+        ks.revoke(
+            &old_kid,
+            time::OffsetDateTime::now_utc(),
+            crate::keyset::RETIRE_AFTER,
+        )
+        .unwrap();
+        v.load(PublishedKeys::from_keyset(&ks, deny_b1).unwrap())
+            .unwrap();
+        assert_eq!(v.cached_tokens(), 1, "only the revoked key's tokens leave");
+        assert_eq!(
+            v.verify(&t2, "b2").unwrap_err().reason,
+            Reason::TokenKeyRevoked
+        );
+        assert!(v.verify(&t3, "b3").is_ok());
     }
 
     #[test]

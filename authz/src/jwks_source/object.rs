@@ -47,3 +47,32 @@ impl JwksSource for ObjectJwks {
         sealbox_core::layout::location(&self.bucket, &self.key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealbox_core::adapters::fs_store::FsObjectStore;
+    use sealbox_core::ports::PutMode;
+
+    #[tokio::test]
+    async fn the_published_keys_are_read_from_an_object_and_a_missing_one_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FsObjectStore::new(dir.path(), false));
+        let source = ObjectJwks::new(store.clone(), "public", "jwks.json");
+        assert!(matches!(
+            source.fetch().await,
+            Err(AuthzError::JwksUnavailable { .. })
+        ));
+        store
+            .put(
+                "public",
+                "jwks.json",
+                "{\"keys\": []}".into(),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        assert_eq!(source.fetch().await.unwrap(), b"{\"keys\": []}");
+        assert_eq!(source.describe(), "s3://public/jwks.json");
+    }
+}
