@@ -1,7 +1,8 @@
 //! Token verification rates: `cargo bench -p sealbox-authz --bench verify [-- --json]`.
 //!
 //! For EdDSA (Ed25519) and ES256 (P-256) it measures, each for `SEALBOX_BENCH_SECS` seconds
-//! (default 2):
+//! (default 2) in all, taken in 10 interleaved turns so that a change of background load weighs
+//! on every measurement alike:
 //!
 //! - **raw**: aws-lc-rs `UnparsedPublicKey::verify` of a token's signature over its signing
 //!   input, with the key's public bytes: the signature alone, nothing of JWT around it;
@@ -12,9 +13,10 @@
 //!   `.venv-test/bin/python`): `jwt.decode` of the same token against the JWKS, and the raw
 //!   `cryptography` verify of its signature.
 //!
-//! A breakdown follows the table: the same signature through `ParsedPublicKey` (key parsed
-//! once), `jsonwebtoken::decode` alone with the verifier's validation, and the pieces the
-//! verifier adds around it, each timed on its own.
+//! A breakdown follows the table, timed the same way: the same signature through
+//! `ParsedPublicKey` (key parsed once), `jsonwebtoken::decode` alone with the verifier's
+//! validation, and pieces the verifier adds around it, each on its own. The machine's load
+//! average before and after is printed too: on a 2-core machine, anything else running shows.
 //!
 //! `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) this is a smoke run of
 //! a few milliseconds per measurement whose numbers mean nothing. `--json` (or
@@ -45,6 +47,8 @@ const SMOKE_POOL: usize = 64;
 const SMOKE_SECS: f64 = 0.01;
 /// Calls between two looks at the clock.
 const BATCH: usize = 64;
+/// Turns each measurement gets (see [`interleaved`]).
+const ROUNDS: u32 = 10;
 
 struct Opts {
     full: bool,
@@ -77,7 +81,7 @@ impl Opts {
 }
 
 /// Calls and the time they took.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Rate {
     calls: u64,
     elapsed: Duration,
@@ -90,6 +94,11 @@ impl Rate {
 
     fn micros(self) -> f64 {
         self.elapsed.as_secs_f64() * 1e6 / self.calls as f64
+    }
+
+    fn add(&mut self, other: Rate) {
+        self.calls += other.calls;
+        self.elapsed += other.elapsed;
     }
 }
 
@@ -110,6 +119,29 @@ fn timed(target: Duration, mut f: impl FnMut() -> Result<(), BoxError>) -> Resul
     }
 }
 
+/// One measurement: runs for about the given time and says how many calls it timed.
+type Measure<'a> = Box<dyn FnMut(Duration) -> Result<Rate, BoxError> + 'a>;
+
+fn per_call<'a>(mut f: impl FnMut() -> Result<(), BoxError> + 'a) -> Measure<'a> {
+    Box::new(move |target| timed(target, &mut f))
+}
+
+/// Runs the measurements in turn, `rounds` times, each for `total / rounds` a turn: a change of
+/// background load over the run then weighs on all of them alike, and their ratios hold.
+fn interleaved(
+    total: Duration,
+    rounds: u32,
+    measures: &mut [Measure<'_>],
+) -> Result<Vec<Rate>, BoxError> {
+    let mut rates = vec![Rate::default(); measures.len()];
+    for _ in 0..rounds {
+        for (m, rate) in measures.iter_mut().zip(&mut rates) {
+            rate.add(m(total / rounds)?);
+        }
+    }
+    Ok(rates)
+}
+
 fn verified(r: Result<Claims, sealbox_authz::TokenRejection>) -> Result<(), BoxError> {
     match r {
         Ok(c) if c.sub == BUYER => {
@@ -122,29 +154,33 @@ fn verified(r: Result<Claims, sealbox_authz::TokenRejection>) -> Result<(), BoxE
 }
 
 /// `Verifier::verify` of tokens its verifier has not seen: the timed sections cover only the
-/// verify calls; issuing the pool and starting a fresh verifier when it is used up are outside.
-fn uncached(
-    target: Duration,
-    config: &VerifierConfig,
-    keyset: &Keyset,
-    pool: &[String],
-) -> Result<Rate, BoxError> {
-    let mut calls = 0u64;
-    let mut elapsed = Duration::ZERO;
-    loop {
-        let verifier = Verifier::from_keyset(config.clone(), keyset)?;
-        for chunk in pool.chunks(BATCH) {
+/// verify calls; issuing the pool, and starting a fresh verifier whenever the pool has been
+/// used up, are outside them.
+fn uncached<'a>(config: &'a VerifierConfig, keyset: &'a Keyset, pool: &'a [String]) -> Measure<'a> {
+    let mut verifier: Option<Verifier> = None;
+    let mut next = pool.len();
+    Box::new(move |target| {
+        let mut rate = Rate::default();
+        while rate.elapsed < target {
+            if next >= pool.len() {
+                verifier = None; // the old one and its cache are dropped untimed
+                verifier = Some(Verifier::from_keyset(config.clone(), keyset)?);
+                next = 0;
+            }
+            let v = verifier.as_ref().ok_or("no verifier")?;
+            let chunk = &pool[next..pool.len().min(next + BATCH)];
             let start = Instant::now();
             for token in chunk {
-                verified(verifier.verify(token, BUYER))?;
+                verified(v.verify(token, BUYER))?;
             }
-            elapsed += start.elapsed();
-            calls += chunk.len() as u64;
-            if elapsed >= target {
-                return Ok(Rate { calls, elapsed });
-            }
+            rate.add(Rate {
+                calls: chunk.len() as u64,
+                elapsed: start.elapsed(),
+            });
+            next += chunk.len();
         }
-    }
+        Ok(rate)
+    })
 }
 
 /// The signing input and the decoded signature of a compact JWS.
@@ -218,90 +254,21 @@ fn pyjwt_bench(keyset: &Keyset, token: &str, secs: f64) -> PyJwt {
     match run() {
         Ok(v) => PyJwt::Measured(v),
         Err(e) => PyJwt::NotMeasured(format!(
-            "{} with {}: {e}",
-            "PyJWT could not run",
+            "PyJWT could not run with {}: {e}",
             python.display()
         )),
     }
 }
 
-/// The pieces `Verifier::verify` adds around `jsonwebtoken::decode`, each timed alone.
-fn breakdown(
-    target: Duration,
-    keyset: &Keyset,
-    config: &VerifierConfig,
-    token: &str,
-) -> Result<Value, BoxError> {
-    let key = keyset.current()?;
-    let public = key.public_bytes()?;
-    let (input, sig) = split_token(token)?;
-    let parsed = ParsedPublicKey::new(algorithm(key.alg), &public)?;
-    let parsed_rate = timed(target, || {
-        parsed.verify_sig(black_box(input), black_box(&sig))?;
-        Ok(())
-    })?;
-
-    let decoding = key.decoding_key()?;
-    let mut validation = jsonwebtoken::Validation::new(key.alg.jwt());
-    validation.leeway = config.leeway_secs.min(60);
-    validation.set_audience(&[&config.audience]);
-    validation.set_issuer(&[&config.issuer]);
-    validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
-    let decode_rate = timed(target, || {
-        let data = jsonwebtoken::decode::<Value>(black_box(token), &decoding, &validation)?;
-        black_box(data);
-        Ok(())
-    })?;
-
-    let (h, _) = token.split_once('.').ok_or("a token without a header")?;
-    let header_rate = timed(target, || {
-        let header: Value = serde_json::from_slice(&B64.decode(black_box(h))?)?;
-        black_box(header);
-        Ok(())
-    })?;
-
-    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(token)?.claims;
-    let claims_rate = timed(target, || {
-        let c: Claims = serde_json::from_value(black_box(claims.clone()))?;
-        black_box(c);
-        Ok(())
-    })?;
-
-    let sha_rate = timed(target, || {
-        black_box(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            black_box(token.as_bytes()),
-        ));
-        Ok(())
-    })?;
-
-    Ok(json!({
-        "raw_parsed_key_per_second": parsed_rate.per_sec(),
-        "raw_parsed_key_us": parsed_rate.micros(),
-        "jsonwebtoken_decode_per_second": decode_rate.per_sec(),
-        "jsonwebtoken_decode_us": decode_rate.micros(),
-        "header_base64_json_us": header_rate.micros(),
-        "claims_value_to_struct_us": claims_rate.micros(),
-        "sha256_token_us": sha_rate.micros(),
-    }))
-}
-
 fn measure(alg: KeyAlg, opts: &Opts) -> Result<Value, BoxError> {
-    let target = opts.target();
     let keyset = Keyset::generate(ISSUER, alg)?;
     let issuer = TokenIssuer::new(&keyset)?;
     let config = VerifierConfig::new(ISSUER, AUDIENCE);
     let ttl = Duration::from_secs(3600);
     let token = issuer.issue(BUYER, AUDIENCE, ttl)?;
-
-    // raw: the signature alone, the key parsed on each call as jsonwebtoken does.
-    let public = keyset.current()?.public_bytes()?;
+    let key = keyset.current()?;
+    let public = key.public_bytes()?;
     let (input, sig) = split_token(&token)?;
-    let key = UnparsedPublicKey::new(algorithm(alg), &public);
-    let raw = timed(target, || {
-        key.verify(black_box(input), black_box(&sig))?;
-        Ok(())
-    })?;
 
     let size = if opts.full { POOL } else { SMOKE_POOL };
     let pool = (0..size)
@@ -310,15 +277,81 @@ fn measure(alg: KeyAlg, opts: &Opts) -> Result<Value, BoxError> {
     if pool.iter().collect::<HashSet<_>>().len() != pool.len() {
         return Err("the token pool has repeats: they would hit the cache".into());
     }
-    let uncached = uncached(target, &config, &keyset, &pool)?;
-    drop(pool);
 
-    let verifier = Verifier::from_keyset(config.clone(), &keyset)?;
-    let cached = timed(target, || {
-        verified(verifier.verify(black_box(&token), BUYER))
-    })?;
+    // raw: the signature alone, the key parsed on each call as jsonwebtoken does.
+    let unparsed = UnparsedPublicKey::new(algorithm(alg), &public);
+    let raw = per_call(|| {
+        unparsed.verify(black_box(input), black_box(&sig))?;
+        Ok(())
+    });
+    let cached_verifier = Verifier::from_keyset(config.clone(), &keyset)?;
+    let cached = per_call(|| verified(cached_verifier.verify(black_box(&token), BUYER)));
 
-    let breakdown = breakdown(target, &keyset, &config, &token)?;
+    // The breakdown: the pieces around the signature, each alone.
+    let parsed = ParsedPublicKey::new(algorithm(alg), &public)?;
+    let raw_parsed = per_call(|| {
+        parsed.verify_sig(black_box(input), black_box(&sig))?;
+        Ok(())
+    });
+    // jsonwebtoken alone, with the validation the verifier gives it.
+    let decoding = key.decoding_key()?;
+    let mut validation = jsonwebtoken::Validation::new(alg.jwt());
+    validation.leeway = config.leeway_secs.min(60);
+    validation.set_audience(&[&config.audience]);
+    validation.set_issuer(&[&config.issuer]);
+    validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+    let decode = per_call(|| {
+        let data = jsonwebtoken::decode::<Value>(black_box(&token), &decoding, &validation)?;
+        black_box(data);
+        Ok(())
+    });
+    let (h, _) = token.split_once('.').ok_or("a token without a header")?;
+    let header = per_call(|| {
+        let header: Value = serde_json::from_slice(&B64.decode(black_box(h))?)?;
+        black_box(header);
+        Ok(())
+    });
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&token)?.claims;
+    let claims_to_struct = per_call(|| {
+        let c: Claims = serde_json::from_value(black_box(claims.clone()))?;
+        black_box(c);
+        Ok(())
+    });
+    let sha256 = per_call(|| {
+        black_box(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            black_box(token.as_bytes()),
+        ));
+        Ok(())
+    });
+
+    let rounds = if opts.full { ROUNDS } else { 1 };
+    let mut measures = [
+        raw,
+        uncached(&config, &keyset, &pool),
+        cached,
+        raw_parsed,
+        decode,
+        header,
+        claims_to_struct,
+        sha256,
+    ];
+    let r = interleaved(opts.target(), rounds, &mut measures)?;
+    drop(measures);
+    let [
+        raw,
+        uncached,
+        cached,
+        raw_parsed,
+        decode,
+        header,
+        claims_to_struct,
+        sha256,
+    ] = r[..]
+    else {
+        return Err("a measurement is missing".into());
+    };
+
     let pyjwt = pyjwt_bench(&keyset, &token, opts.secs);
 
     let mut row = json!({
@@ -331,7 +364,15 @@ fn measure(alg: KeyAlg, opts: &Opts) -> Result<Value, BoxError> {
         "uncached_pct_of_raw": 100.0 * uncached.per_sec() / raw.per_sec(),
         "cached_per_second": cached.per_sec(),
         "cached_us": cached.micros(),
-        "breakdown": breakdown,
+        "breakdown": {
+            "raw_parsed_key_per_second": raw_parsed.per_sec(),
+            "raw_parsed_key_us": raw_parsed.micros(),
+            "jsonwebtoken_decode_per_second": decode.per_sec(),
+            "jsonwebtoken_decode_us": decode.micros(),
+            "header_base64_json_us": header.micros(),
+            "claims_value_to_struct_us": claims_to_struct.micros(),
+            "sha256_token_us": sha256.micros(),
+        },
     });
     match pyjwt {
         PyJwt::Measured(p) => {
@@ -422,10 +463,12 @@ fn print_tables(report: &Value) {
     let m = &report["machine"];
     let v = &report["versions"];
     println!(
-        "machine: {} CPUs, {}, Linux {}",
+        "machine: {} CPUs, {}, Linux {}; load average {} before, {} after",
         m["cpus"],
         m["cpu_model"].as_str().unwrap_or("?"),
-        m["kernel"].as_str().unwrap_or("?")
+        m["kernel"].as_str().unwrap_or("?"),
+        m["loadavg_before"].as_str().unwrap_or("?"),
+        m["loadavg_after"].as_str().unwrap_or("?"),
     );
     let first = &report["results"][0];
     println!(
@@ -439,8 +482,9 @@ fn print_tables(report: &Value) {
         v["python"].as_str().unwrap_or("Python -"),
     );
     println!(
-        "{} s per measurement{}",
+        "{} s per measurement, in {} turns{}",
         report["seconds_per_measurement"],
+        report["rounds"],
         if report["smoke"] == true {
             " (smoke run without --bench: these numbers mean nothing; use `cargo bench -p sealbox-authz --bench verify`)"
         } else {
@@ -518,16 +562,26 @@ fn print_tables(report: &Value) {
     }
 }
 
+fn loadavg() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 fn main() -> Result<(), BoxError> {
     let opts = Opts::from_env()?;
+    let load_before = loadavg();
     let mut results = Vec::new();
     for alg in [KeyAlg::EdDSA, KeyAlg::ES256] {
         results.push(measure(alg, &opts)?);
     }
+    let mut machine = machine();
+    machine["loadavg_before"] = json!(load_before);
+    machine["loadavg_after"] = json!(loadavg());
     let report = json!({
         "smoke": !opts.full,
         "seconds_per_measurement": opts.secs,
-        "machine": machine(),
+        "rounds": if opts.full { ROUNDS } else { 1 },
+        "machine": machine,
         "versions": versions(),
         "results": results,
     });

@@ -198,11 +198,14 @@ async fn rotating_keys_under_load_rejects_no_request_and_retired_keys_stop_worki
             sent
         })
     };
+    // Far enough apart for each new `next` key to be published (keyset reload within 1 s, key
+    // refresh every 0.5 s) before the rotation after it makes it sign; in production,
+    // rotations are days apart.
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         keys_rotate(&data).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     stop.store(true, Ordering::Relaxed);
     let sent = load.await.unwrap();
     assert!(sent > 100, "only {sent} requests sent");
