@@ -163,6 +163,15 @@ mod tests {
             let doc = publish(&self.keyset, denied).unwrap();
             std::fs::write(&self.path, serde_json::to_vec(&doc).unwrap()).unwrap();
         }
+        /// Two rotations, published: the new current key was never published before.
+        fn rotate_twice_and_publish(&mut self) {
+            for _ in 0..2 {
+                self.keyset
+                    .rotate(time::OffsetDateTime::now_utc(), RETIRE_AFTER)
+                    .unwrap();
+            }
+            self.publish(&[]);
+        }
         fn token(&self, buyer: &str) -> String {
             TokenIssuer::new(&self.keyset)
                 .unwrap()
@@ -185,13 +194,7 @@ mod tests {
     async fn a_key_rotated_in_after_the_last_fetch_is_fetched_on_first_sight() {
         let mut f = fixture(Duration::from_secs(60));
         f.verifier.refresh().await.unwrap();
-        // Two rotations: the second new current key was never published before.
-        for _ in 0..2 {
-            f.keyset
-                .rotate(time::OffsetDateTime::now_utc(), RETIRE_AFTER)
-                .unwrap();
-        }
-        f.publish(&[]);
+        f.rotate_twice_and_publish();
         let t = f.token("b1");
         assert!(f.verifier.verify(&t, "b1").await.is_ok());
     }
@@ -201,12 +204,7 @@ mod tests {
         let mut f = fixture(Duration::from_secs(60));
         f.verifier.policy.unknown_kid_min_interval = Duration::from_secs(3600);
         f.verifier.refresh().await.unwrap();
-        for _ in 0..2 {
-            f.keyset
-                .rotate(time::OffsetDateTime::now_utc(), RETIRE_AFTER)
-                .unwrap();
-        }
-        f.publish(&[]);
+        f.rotate_twice_and_publish();
         let t = f.token("b1");
         let r = f.verifier.verify(&t, "b1").await.unwrap_err();
         assert_eq!(

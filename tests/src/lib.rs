@@ -41,6 +41,20 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// A good request of `buyer` with id `id`, sending `token` and one row of inline CSV.
+pub fn text_case(buyer: &str, id: &str, token: &str) -> sealbox::cases::Case {
+    use sealbox::cases::{Case, Expect, SAMPLE_ROWS, text_request};
+    Case {
+        name: id.into(),
+        buyer: buyer.into(),
+        request_id: id.into(),
+        body: serde_json::to_vec(&text_request(id, Some(token), SAMPLE_ROWS[0]))
+            .unwrap_or_default(),
+        inputs: Vec::new(),
+        expect: Expect::Completed,
+    }
+}
+
 /// A `sealbox` command on `data_dir`.
 pub fn sealbox(data_dir: &std::path::Path) -> Command {
     let mut c = Command::new(sealbox_bin());

@@ -9,25 +9,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sealbox::cases::{Case, Expect, SAMPLE_ROWS, text_request};
+use sealbox::cases::{Case, SAMPLE_ROWS};
 use sealbox::commands::keys_rotate;
 use sealbox::stack::KeysSource;
 use sealbox_authz::keyset::RETIRE_AFTER;
 use sealbox_authz::{KeyAlg, Keyset, TokenIssuer};
 use sealbox_core::contract::{EventKind, OutcomeDocument, Reason};
-use sealbox_tests::{Embedded, sealbox, start_up, terminate, wait_until};
+use sealbox_tests::{Embedded, sealbox, start_up, terminate, text_case, wait_until};
 
 const BUYER: &str = "111122223333";
 
 fn case(id: &str, token: &str) -> Case {
-    Case {
-        name: id.into(),
-        buyer: BUYER.into(),
-        request_id: id.into(),
-        body: serde_json::to_vec(&text_request(id, Some(token), SAMPLE_ROWS[0])).unwrap(),
-        inputs: Vec::new(),
-        expect: Expect::Completed,
-    }
+    text_case(BUYER, id, token)
 }
 
 fn run(data: &Path, args: &[&str]) -> (bool, String, String) {
@@ -119,7 +112,6 @@ fn a_granted_buyer_gets_tokens_and_results_until_revoked() {
 
     // The token issued before the revocation stops within one refresh interval.
     let old = first.trim();
-    std::fs::write(&input, SAMPLE_ROWS[0]).unwrap();
     let late = data.join("late.csv");
     std::fs::write(&late, SAMPLE_ROWS[0]).unwrap();
     std::thread::sleep(Duration::from_millis(2500));

@@ -2,24 +2,16 @@
 
 use std::time::Duration;
 
-use sealbox::cases::{Case, Expect, SAMPLE_ROWS, text_request};
+use sealbox::cases::Case;
 use sealbox::commands::{keys_revoke, keys_rotate};
 use sealbox_authz::{Keyset, TokenIssuer};
 use sealbox_core::contract::{EventKind, Reason};
-use sealbox_tests::Embedded;
+use sealbox_tests::{Embedded, text_case};
 
 const BUYER: &str = "111122223333";
 
 fn case(id: &str, token: &str) -> Case {
-    Case {
-        name: id.into(),
-        buyer: BUYER.into(),
-        request_id: id.into(),
-        body: serde_json::to_vec(&text_request(id, Some(token), SAMPLE_ROWS[0]))
-            .unwrap_or_default(),
-        inputs: Vec::new(),
-        expect: Expect::Completed,
-    }
+    text_case(BUYER, id, token)
 }
 
 async fn outcome(e: &mut Embedded, id: &str, token: &str) -> (EventKind, Option<Reason>) {
