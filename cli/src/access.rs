@@ -13,7 +13,7 @@ use sealbox_authz::Keyset;
 use sealbox_authz::buyer_secret::{hash_secret, new_secret};
 use sealbox_authz::jwks::publish;
 use sealbox_authz::sqlite_subscriptions::SqliteSubscriptions;
-use sealbox_authz::subscriptions::SubscriptionRegistry;
+use sealbox_authz::subscriptions::{Subscription, SubscriptionRegistry};
 use sealbox_core::contract::{is_valid_id, rfc3339};
 use sealbox_core::ports::{ObjectStore, PutMode};
 use serde::{Deserialize, Serialize};
@@ -64,14 +64,14 @@ fn check_buyer(buyer: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sealbox seller grant`: subscribes `buyer` and prints (or writes) its new secret.
-pub async fn grant(
+/// Subscribes `buyer` to `product` until `until` with a new secret; returns the subscription
+/// and the secret (shown once: only its hash is kept).
+pub async fn grant_secret(
     data: &Path,
     buyer: &str,
     product: &str,
     until: Option<OffsetDateTime>,
-    secret_out: Option<&Path>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Subscription, String)> {
     check_buyer(buyer)?;
     if let Some(t) = until
         && t <= OffsetDateTime::now_utc()
@@ -85,6 +85,23 @@ pub async fn grant(
     })
     .await??;
     let sub = registry(data)?.grant(buyer, product, until, &hash).await?;
+    Ok((sub, secret))
+}
+
+/// Writes a buyer secret to `path`, readable by its owner only.
+pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    write_private(path, format!("{secret}\n").as_bytes())
+}
+
+/// `sealbox seller grant`: subscribes `buyer` and prints (or writes) its new secret.
+pub async fn grant(
+    data: &Path,
+    buyer: &str,
+    product: &str,
+    until: Option<OffsetDateTime>,
+    secret_out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let (sub, secret) = grant_secret(data, buyer, product, until).await?;
     let until = sub
         .expires_at
         .map(rfc3339)
@@ -94,7 +111,7 @@ pub async fn grant(
     );
     match secret_out {
         Some(path) => {
-            write_private(path, format!("{secret}\n").as_bytes())?;
+            write_secret(path, &secret)?;
             eprintln!("secret written to {} (mode 0600)", path.display());
         }
         None => println!("{secret}"),

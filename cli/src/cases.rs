@@ -73,6 +73,9 @@ pub struct CaseContext {
     pub keyset: Keyset,
     /// Signs with a key the seller never published.
     pub stranger: TokenIssuer,
+    /// Tokens the buyers got from the token service, used by the good cases instead of
+    /// tokens signed here.
+    pub buyer_tokens: std::collections::HashMap<String, String>,
 }
 
 impl CaseContext {
@@ -91,11 +94,15 @@ impl CaseContext {
             issuer: TokenIssuer::new(keyset)?,
             keyset: keyset.clone(),
             stranger: TokenIssuer::new(&strange)?,
+            buyer_tokens: std::collections::HashMap::new(),
         })
     }
 
-    /// A valid token for `buyer`.
+    /// A valid token for `buyer`: the one it got from the token service, else one signed here.
     pub fn token(&self, buyer: &str) -> anyhow::Result<String> {
+        if let Some(t) = self.buyer_tokens.get(buyer) {
+            return Ok(t.clone());
+        }
         Ok(self
             .issuer
             .issue(buyer, &self.product, Duration::from_secs(3600))?)

@@ -198,7 +198,27 @@ pub async fn run(data_dir: &Path, good: usize, quiet: bool) -> anyhow::Result<Ca
     )
     .await?;
     let keyset = Keyset::load(&stack.paths.keyset)?;
-    let ctx = CaseContext::new(&keyset, "111122223333", "444455556666", &opts.product)?;
+    let mut ctx = CaseContext::new(&keyset, "111122223333", "444455556666", &opts.product)?;
+    // The seller subscribes both buyers; each gets its token from the token service, the way
+    // `sealbox seller grant` and `sealbox buyer token` do it.
+    for buyer in [ctx.buyer.clone(), ctx.other_buyer.clone()] {
+        let (_, secret) =
+            crate::access::grant_secret(data_dir, &buyer, &opts.product, None).await?;
+        let secret_file = stack.paths.buyers.join(&buyer).join("secret");
+        crate::access::write_secret(&secret_file, &secret)?;
+        let creds = crate::access::BuyerCredentials {
+            secret_file: Some(secret_file),
+            token_url: Some(stack.token_url.clone()),
+        };
+        let token = crate::access::buyer_token(data_dir, &buyer, &creds, None, false).await?;
+        ctx.buyer_tokens.insert(buyer, token);
+    }
+    if !quiet {
+        println!(
+            "buyers {} and {} subscribed; their tokens come from the token service at {}",
+            ctx.buyer, ctx.other_buyer, stack.token_url
+        );
+    }
     let mut cases = good_cases(&ctx, good)?;
     cases.extend(bad_cases(&ctx)?);
     let pb = progress_bar(cases.len() as u64, quiet);
