@@ -13,10 +13,12 @@
 //!   `.venv-test/bin/python`): `jwt.decode` of the same token against the JWKS, and the raw
 //!   `cryptography` verify of its signature.
 //!
-//! A breakdown follows the table, timed the same way: the same signature through
-//! `ParsedPublicKey` (key parsed once), `jsonwebtoken::decode` alone with the verifier's
-//! validation, and pieces the verifier adds around it, each on its own. The machine's load
-//! average before and after is printed too: on a 2-core machine, anything else running shows.
+//! A breakdown follows the table, timed the same way (µs per call): raw over the pool's distinct
+//! signatures in turn (what the uncached verifier meets), raw through `ParsedPublicKey` (key
+//! parsed once), `jsonwebtoken::decode` alone with the verifier's validation, and pieces the
+//! verifier adds around it, each on its own and hot in cache. Also printed: uncached over raw
+//! turn by turn (median and range: how steady the machine was), and the load average before and
+//! after (on a 2-core machine, anything else running shows).
 //!
 //! `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) this is a smoke run of
 //! a few milliseconds per measurement whose numbers mean nothing. `--json` (or
@@ -128,18 +130,48 @@ fn per_call<'a>(mut f: impl FnMut() -> Result<(), BoxError> + 'a) -> Measure<'a>
 
 /// Runs the measurements in turn, `rounds` times, each for `total / rounds` a turn: a change of
 /// background load over the run then weighs on all of them alike, and their ratios hold.
+/// Returns each measurement's turns.
 fn interleaved(
     total: Duration,
     rounds: u32,
     measures: &mut [Measure<'_>],
-) -> Result<Vec<Rate>, BoxError> {
-    let mut rates = vec![Rate::default(); measures.len()];
+) -> Result<Vec<Vec<Rate>>, BoxError> {
+    let mut turns = vec![Vec::new(); measures.len()];
     for _ in 0..rounds {
-        for (m, rate) in measures.iter_mut().zip(&mut rates) {
-            rate.add(m(total / rounds)?);
+        for (m, t) in measures.iter_mut().zip(&mut turns) {
+            t.push(m(total / rounds)?);
         }
     }
-    Ok(rates)
+    Ok(turns)
+}
+
+fn sum(turns: &[Rate]) -> Rate {
+    let mut total = Rate::default();
+    for t in turns {
+        total.add(*t);
+    }
+    total
+}
+
+/// The median and the range of `a`'s rate over `b`'s, turn by turn (each pair taken a moment
+/// apart, so a load that comes and goes shows as spread rather than as a bias).
+fn ratio_per_turn(a: &[Rate], b: &[Rate]) -> Value {
+    let mut r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| a.per_sec() / b.per_sec())
+        .collect();
+    r.sort_by(f64::total_cmp);
+    let median = match r.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => r[n / 2],
+        n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
+    };
+    json!({
+        "median": median,
+        "min": r.first().copied().unwrap_or(f64::NAN),
+        "max": r.last().copied().unwrap_or(f64::NAN),
+    })
 }
 
 fn verified(r: Result<Claims, sealbox_authz::TokenRejection>) -> Result<(), BoxError> {
@@ -289,6 +321,18 @@ fn measure(alg: KeyAlg, opts: &Opts) -> Result<Value, BoxError> {
 
     // The breakdown: the pieces around the signature, each alone.
     let parsed = ParsedPublicKey::new(algorithm(alg), &public)?;
+    // The signatures of the pool, each once in turn: what the uncached verifier checks.
+    let split_pool = pool
+        .iter()
+        .map(|t| split_token(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut next = 0;
+    let raw_pool = per_call(|| {
+        let (input, sig) = &split_pool[next % split_pool.len()];
+        next += 1;
+        unparsed.verify(black_box(input), black_box(sig))?;
+        Ok(())
+    });
     let raw_parsed = per_call(|| {
         parsed.verify_sig(black_box(input), black_box(&sig))?;
         Ok(())
@@ -330,18 +374,22 @@ fn measure(alg: KeyAlg, opts: &Opts) -> Result<Value, BoxError> {
         raw,
         uncached(&config, &keyset, &pool),
         cached,
+        raw_pool,
         raw_parsed,
         decode,
         header,
         claims_to_struct,
         sha256,
     ];
-    let r = interleaved(opts.target(), rounds, &mut measures)?;
+    let turns = interleaved(opts.target(), rounds, &mut measures)?;
     drop(measures);
+    let uncached_over_raw = ratio_per_turn(&turns[1], &turns[0]);
+    let r: Vec<Rate> = turns.iter().map(|t| sum(t)).collect();
     let [
         raw,
         uncached,
         cached,
+        raw_pool,
         raw_parsed,
         decode,
         header,
@@ -362,9 +410,12 @@ fn measure(alg: KeyAlg, opts: &Opts) -> Result<Value, BoxError> {
         "uncached_per_second": uncached.per_sec(),
         "uncached_us": uncached.micros(),
         "uncached_pct_of_raw": 100.0 * uncached.per_sec() / raw.per_sec(),
+        "uncached_over_raw_per_turn": uncached_over_raw,
         "cached_per_second": cached.per_sec(),
         "cached_us": cached.micros(),
         "breakdown": {
+            "raw_pool_per_second": raw_pool.per_sec(),
+            "raw_pool_us": raw_pool.micros(),
             "raw_parsed_key_per_second": raw_parsed.per_sec(),
             "raw_parsed_key_us": raw_parsed.micros(),
             "jsonwebtoken_decode_per_second": decode.per_sec(),
@@ -482,7 +533,7 @@ fn print_tables(report: &Value) {
         v["python"].as_str().unwrap_or("Python -"),
     );
     println!(
-        "{} s per measurement, in {} turns{}",
+        "{} s per measurement, in {} turn(s){}",
         report["seconds_per_measurement"],
         report["rounds"],
         if report["smoke"] == true {
@@ -523,20 +574,32 @@ fn print_tables(report: &Value) {
             );
         }
     }
+    for r in report["results"].as_array().into_iter().flatten() {
+        let t = &r["uncached_over_raw_per_turn"];
+        let pct = |k: &str| 100.0 * t[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{}: uncached % of raw, turn by turn: median {:.1} %, range {:.1}-{:.1} %",
+            r["alg"].as_str().unwrap_or("?"),
+            pct("median"),
+            pct("min"),
+            pct("max")
+        );
+    }
     println!();
     println!("Breakdown (µs per call, each piece timed alone):");
     println!();
     println!(
-        "| alg | raw (UnparsedPublicKey) | raw (ParsedPublicKey) | jsonwebtoken::decode | Verifier uncached | Verifier cached | header base64+JSON | claims Value→struct | SHA-256 of token |"
+        "| alg | raw (UnparsedPublicKey) | raw, the pool's distinct signatures | raw (ParsedPublicKey) | jsonwebtoken::decode | Verifier uncached | Verifier cached | header base64+JSON | claims Value→struct | SHA-256 of token |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in report["results"].as_array().into_iter().flatten() {
         let b = &r["breakdown"];
         let us = |v: &Value, k: &str| format!("{:.2}", v[k].as_f64().unwrap_or(f64::NAN));
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r["alg"].as_str().unwrap_or("?"),
             us(r, "raw_us"),
+            us(b, "raw_pool_us"),
             us(b, "raw_parsed_key_us"),
             us(b, "jsonwebtoken_decode_us"),
             us(r, "uncached_us"),
@@ -547,6 +610,10 @@ fn print_tables(report: &Value) {
         );
     }
     println!();
+    if report["smoke"] == true {
+        println!("goals: judged only by a full run (`cargo bench`), not by this smoke run");
+        return;
+    }
     for r in report["results"].as_array().into_iter().flatten() {
         let alg = r["alg"].as_str().unwrap_or("?");
         let pct = num(r, "uncached_pct_of_raw");
