@@ -20,9 +20,9 @@ use crate::token::{Claims, MAX_TOKEN_LIFETIME};
 /// Longest token accepted, so a hostile header costs nothing to refuse.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Header members naming keys or certificates elsewhere (RFC 7515 §4.1.2-4.1.6): never followed,
+/// Header members naming keys or certificates elsewhere (RFC 7515 §4.1.2-4.1.8): never followed,
 /// and a token carrying one is refused, since only the seller's published keys may verify.
-const FOREIGN_KEY_HEADERS: [&str; 5] = ["jku", "jwk", "x5u", "x5c", "x5t"];
+const FOREIGN_KEY_HEADERS: [&str; 6] = ["jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256"];
 
 /// What a verifier checks besides the signature.
 #[derive(Debug, Clone)]

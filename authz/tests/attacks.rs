@@ -243,6 +243,11 @@ fn every_attack_in_the_table_is_refused_with_its_reason() {
             Reason::TokenMalformed,
         ),
         (
+            "x5t#S256 header",
+            signed(&key, &with(h.clone(), "x5t#S256", json!("AAAA")), &claims()),
+            Reason::TokenMalformed,
+        ),
+        (
             "embedded jwk header",
             signed(&key, &with(h.clone(), "jwk", key.jwk().unwrap()), &claims()),
             Reason::TokenMalformed,
