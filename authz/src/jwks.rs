@@ -129,24 +129,40 @@ impl PublishedKeys {
             denied: doc.denied_buyers,
             ..PublishedKeys::default()
         };
+        // Every kid that appears, usable or not: two keys under one kid are trusted under
+        // neither, even when one of them was refused.
         let mut seen = HashSet::new();
+        let mut twice = HashSet::new();
         for (i, jwk) in doc.keys.iter().enumerate() {
             if i >= MAX_KEYS {
                 out.refused
                     .push(format!("keys after the first {MAX_KEYS} ignored"));
                 break;
             }
+            if let Some(kid) = jwk.get("kid").and_then(Value::as_str)
+                && !seen.insert(kid.to_owned())
+            {
+                twice.insert(kid.to_owned());
+            }
             match key_from_jwk(jwk) {
-                Ok(key) if !seen.insert(key.kid.clone()) => {
-                    out.refused
-                        .push(format!("key {}: kid appears twice", key.kid));
-                    // Two keys under one kid: trust neither.
-                    out.keys.retain(|k| k.kid != key.kid);
-                }
                 Ok(key) => out.keys.push(key),
                 Err(why) => out.refused.push(format!("key #{i}: {why}")),
             }
         }
+        let revoked: HashSet<&String> = out.revoked_kids.iter().collect();
+        let mut dropped = Vec::new();
+        out.keys.retain(|k| {
+            let why = if twice.contains(&k.kid) {
+                "kid appears twice"
+            } else if revoked.contains(&k.kid) {
+                "listed as revoked"
+            } else {
+                return true;
+            };
+            dropped.push(format!("key {}: {why}", k.kid));
+            false
+        });
+        out.refused.extend(dropped);
         Ok(out)
     }
 }
@@ -279,6 +295,23 @@ mod tests {
         let read = PublishedKeys::parse(&doc(serde_json::json!([a.keys[0].jwk().unwrap(), twin])))
             .unwrap();
         assert!(read.keys.is_empty());
+    }
+
+    #[test]
+    fn a_kid_published_twice_is_refused_even_if_one_copy_is_unusable_and_revoked_kids_are_not_keys()
+    {
+        let a = Keyset::generate("s", KeyAlg::EdDSA).unwrap();
+        let good = a.keys[0].jwk().unwrap();
+        let mut broken = good.clone();
+        broken["x"] = "AAAA".into();
+        let read = PublishedKeys::parse(&doc(serde_json::json!([broken, good.clone()]))).unwrap();
+        assert!(read.keys.is_empty());
+        let mut doc = serde_json::json!({"keys": [good.clone()], "revoked_kids": [good["kid"]]});
+        let read = PublishedKeys::parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert!(read.keys.is_empty(), "a revoked kid is not a key");
+        doc["revoked_kids"] = serde_json::json!([]);
+        let read = PublishedKeys::parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(read.keys.len(), 1);
     }
 
     #[test]

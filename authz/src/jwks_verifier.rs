@@ -98,7 +98,13 @@ impl JwksVerifier {
     /// Refreshes every interval until `shutdown` turns true. A failed fetch keeps the keys it
     /// has (they age towards the staleness limit) and is tried again sooner.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut wait = self.policy.interval;
+        let retry = (self.policy.interval / 4).max(Duration::from_millis(200));
+        // Until keys have loaded once, every token is refused: try again soon, not in a minute.
+        let mut wait = if self.verifier.keys_age().is_some() {
+            self.policy.interval
+        } else {
+            retry.min(Duration::from_secs(1))
+        };
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -115,7 +121,11 @@ impl JwksVerifier {
                         keys_age_s = self.verifier.keys_age().map(|a| a.as_secs()),
                         "refreshing the published keys failed; keeping the last copy"
                     );
-                    (self.policy.interval / 4).max(Duration::from_millis(200))
+                    if self.verifier.keys_age().is_some() {
+                        retry
+                    } else {
+                        retry.min(Duration::from_secs(1))
+                    }
                 }
             };
         }

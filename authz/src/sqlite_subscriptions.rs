@@ -52,6 +52,13 @@ impl SqliteSubscriptions {
             })?;
         }
         let conn = Connection::open(path).map_err(db)?;
+        // Buyer ids and secret hashes: the owner's only, like the keyset. SQLite gives the WAL
+        // and shared-memory files the database file's mode.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| AuthzError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -215,6 +222,14 @@ mod tests {
             Some(until.unix_timestamp())
         );
 
+        use std::os::unix::fs::PermissionsExt as _;
+        for f in ["subs.db", "subs.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
         // A second handle on the same file (the CLI beside the daemon) sees the same rows.
         let other = SqliteSubscriptions::open(&dir.path().join("subs.db")).unwrap();
         assert_eq!(other.list().await.unwrap().len(), 1);

@@ -5,13 +5,13 @@
 //! Buyers authenticate with HTTP Basic (RFC 7617): user = buyer id, password = the secret from
 //! `sealbox seller grant`. Errors are JSON `{"error": code, "message": words}`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,7 +20,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::buyer_secret::verify_secret;
+use crate::buyer_secret::{hash_secret, verify_secret};
 use crate::error::AuthzError;
 use crate::jwks::publish;
 use crate::keyset::Keyset;
@@ -58,12 +58,24 @@ impl TokenServiceConfig {
     }
 }
 
+/// Largest `POST /token` body read.
+const MAX_BODY_BYTES: usize = 4096;
+
 /// The token service's state.
 pub struct TokenService {
     config: TokenServiceConfig,
     keyset: SharedKeyset,
     registry: Arc<dyn SubscriptionRegistry>,
+    /// Tokens issued per buyer: charged only once the secret is right, so nobody else can use
+    /// up a buyer's allowance.
     per_buyer: DefaultKeyedRateLimiter<String>,
+    /// Attempts per claimed buyer and client address, before the slow hash: guessing from one
+    /// place is throttled without locking the buyer out everywhere.
+    attempts: DefaultKeyedRateLimiter<(String, Option<IpAddr>)>,
+    /// Bounds the argon2 runs at once (each takes ~19 MiB and a core for tens of ms).
+    hashing: tokio::sync::Semaphore,
+    /// Checked for unknown buyers, so an unknown id costs the same time as a wrong secret.
+    dummy_hash: String,
 }
 
 impl TokenService {
@@ -78,15 +90,23 @@ impl TokenService {
         }
         let rate = config.per_buyer_per_minute;
         let burst = NonZeroU32::new(rate.get() / 5).unwrap_or(NonZeroU32::MIN);
+        let attempts = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        let attempts_burst = NonZeroU32::new(attempts.get() * 2 / 5).unwrap_or(NonZeroU32::MIN);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         Ok(TokenService {
             per_buyer: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
+            attempts: RateLimiter::keyed(Quota::per_minute(attempts).allow_burst(attempts_burst)),
+            hashing: tokio::sync::Semaphore::new(cores),
+            dummy_hash: hash_secret("sbx_not-a-buyer")?,
             config,
             keyset,
             registry,
         })
     }
 
-    /// The router: `POST /token` and `GET /.well-known/jwks.json`.
+    /// The router: `POST /token` and `GET /.well-known/jwks.json`. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so attempts are limited per client
+    /// address (without it, per buyer only).
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/token", post(token))
@@ -156,7 +176,28 @@ struct TokenRequest {
     lifetime_seconds: Option<u64>,
 }
 
-async fn token(State(svc): State<Arc<TokenService>>, headers: HeaderMap, body: Bytes) -> Response {
+fn rate_limited(message: String, wait: Duration) -> Response {
+    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    let secs = wait.as_secs().max(1).to_string();
+    if let Ok(v) = HeaderValue::from_str(&secs) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn wait_of(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> Duration {
+    not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::DefaultClock::default(),
+    ))
+}
+
+async fn token(State(svc): State<Arc<TokenService>>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let Some((buyer, secret)) = basic_credentials(&headers) else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -171,27 +212,24 @@ async fn token(State(svc): State<Arc<TokenService>>, headers: HeaderMap, body: B
             "unknown buyer or wrong secret",
         );
     }
-    // Before the slow hash: a guessing buyer id costs a map lookup, not an argon2 run.
-    if let Err(not_until) = svc.per_buyer.check_key(&buyer) {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        let mut resp = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "too many token requests for {buyer}; cache tokens until they expire (`sealbox buyer token` does)"
-            ),
+    // Before the slow hash: guessing costs a map lookup, not an argon2 run.
+    if let Err(not_until) = svc.attempts.check_key(&(buyer.clone(), peer)) {
+        return rate_limited(
+            format!("too many token requests for {buyer} from this address"),
+            wait_of(&not_until),
         );
-        let secs = wait.as_secs().max(1).to_string();
-        if let Ok(v) = HeaderValue::from_str(&secs) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
     }
-    if svc.per_buyer.len() > 100_000 {
+    if svc.attempts.len() > 100_000 {
+        svc.attempts.retain_recent();
         svc.per_buyer.retain_recent();
     }
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("body must be at most {MAX_BODY_BYTES} bytes"),
+        );
+    };
     let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TokenRequest::default()
     } else {
@@ -210,11 +248,19 @@ async fn token(State(svc): State<Arc<TokenService>>, headers: HeaderMap, body: B
         Ok(c) => c,
         Err(e) => return internal(&e),
     };
-    let hash = creds.as_ref().map(|c| c.secret_hash.clone());
-    let matches =
-        tokio::task::spawn_blocking(move || hash.is_some_and(|h| verify_secret(&secret, &h)))
+    let known = creds.is_some();
+    let hash = creds
+        .as_ref()
+        .map_or_else(|| svc.dummy_hash.clone(), |c| c.secret_hash.clone());
+    let matches = {
+        let Ok(_permit) = svc.hashing.acquire().await else {
+            return internal(&AuthzError::Crypto("hashing pool closed".into()));
+        };
+        tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
             .await
-            .unwrap_or(false);
+            .unwrap_or(false)
+    };
+    let matches = matches && known;
     let Some(creds) = creds.filter(|_| matches) else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -222,6 +268,14 @@ async fn token(State(svc): State<Arc<TokenService>>, headers: HeaderMap, body: B
             "unknown buyer or wrong secret",
         );
     };
+    if let Err(not_until) = svc.per_buyer.check_key(&buyer) {
+        return rate_limited(
+            format!(
+                "too many tokens for {buyer}; reuse a token until it expires (`sealbox buyer token` does)"
+            ),
+            wait_of(&not_until),
+        );
+    }
     let now = OffsetDateTime::now_utc();
     let sub = &creds.subscription;
     if !sub.is_active(now) {

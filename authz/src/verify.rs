@@ -84,6 +84,15 @@ struct Known {
 }
 
 impl Known {
+    /// True if the key that verified a cached token is still published, unchanged, and its
+    /// buyer is not denied.
+    fn still_vouches(&self, t: &CachedToken) -> bool {
+        self.keys
+            .get(&t.kid)
+            .is_some_and(|k| Arc::ptr_eq(k, &t.key))
+            && !self.denied(&t.claims)
+    }
+
     fn denied(&self, claims: &Claims) -> bool {
         self.denied
             .get(&claims.sub)
@@ -96,6 +105,9 @@ const MAX_CACHED_TOKENS: usize = 10_000;
 
 struct CachedToken {
     kid: String,
+    // The key itself, not only its name: a key swapped under the same kid must not vouch for
+    // tokens the old one verified.
+    key: Arc<VerifyingKey>,
     claims: Claims,
 }
 
@@ -152,12 +164,16 @@ impl Verifier {
             denied: published
                 .denied
                 .into_iter()
-                .map(|d| (d.sub, d.before))
-                .collect(),
+                .fold(HashMap::new(), |mut m, d| {
+                    // A buyer listed twice is denied up to the later time.
+                    let before = m.entry(d.sub).or_insert(d.before);
+                    *before = (*before).max(d.before);
+                    m
+                }),
             loaded_at: Some(Instant::now()),
         };
         if let Ok(mut cache) = self.verified.write() {
-            cache.retain(|_, t| known.keys.contains_key(&t.kid) && !known.denied(&t.claims));
+            cache.retain(|_, t| known.still_vouches(t));
         }
         if let Ok(mut k) = self.known.write() {
             *k = known;
@@ -253,19 +269,18 @@ impl Verifier {
         let cached = self.verified.read().ok().and_then(|c| {
             c.get(&hash)
                 .filter(|t| t.claims.exp.saturating_add(leeway) >= now)
-                .map(|t| (t.kid.clone(), t.claims.clone()))
+                .map(|t| {
+                    let known = self.known.read().ok()?;
+                    known.still_vouches(t).then(|| t.claims.clone())
+                })
         });
         // Entries of keys that left and of denied buyers are evicted when keys load; checking
-        // again here closes the window of a token cached while keys were loading. A hit is the
-        // same answer as a full check, minus the signature.
-        let cached = cached.and_then(|(kid, claims)| {
-            let known = self.known.read().ok()?;
-            (known.keys.contains_key(&kid) && !known.denied(&claims)).then_some(claims)
-        });
-        let claims = match cached {
+        // again on a hit closes the window of a token cached while keys were loading. A hit is
+        // the same answer as a full check, minus the signature.
+        let claims = match cached.flatten() {
             Some(claims) => claims,
             None => {
-                let (kid, claims) = self.verify_uncached(token)?;
+                let (kid, key, claims) = self.verify_uncached(token)?;
                 if let Ok(mut cache) = self.verified.write() {
                     if cache.len() >= MAX_CACHED_TOKENS {
                         cache.retain(|_, t| t.claims.exp.saturating_add(leeway) >= now);
@@ -277,6 +292,7 @@ impl Verifier {
                         hash,
                         CachedToken {
                             kid,
+                            key,
                             claims: claims.clone(),
                         },
                     );
@@ -297,7 +313,10 @@ impl Verifier {
     }
 
     /// Full verification: header, key, signature and every claim but the buyer binding.
-    fn verify_uncached(&self, token: &str) -> Result<(String, Claims), TokenRejection> {
+    fn verify_uncached(
+        &self,
+        token: &str,
+    ) -> Result<(String, Arc<VerifyingKey>, Claims), TokenRejection> {
         let mut parts = token.split('.');
         let (Some(h), Some(_), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -369,7 +388,7 @@ impl Verifier {
                 ),
             ));
         }
-        Ok((kid.to_owned(), claims))
+        Ok((kid.to_owned(), key, claims))
     }
 
     fn check_claims(&self, claims: Value) -> Result<Claims, TokenRejection> {
@@ -395,6 +414,10 @@ impl Verifier {
         let lifetime = claims.exp.saturating_sub(claims.iat);
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let leeway = self.config.leeway_secs.min(60) as i64;
+        // Issued in the future: its lifetime and the deny list (iat <= before) would not hold.
+        if claims.iat > now.saturating_add(leeway) {
+            return Err(reject(Reason::TokenNotYetValid, "iat is in the future"));
+        }
         if lifetime > MAX_TOKEN_LIFETIME.as_secs() as i64
             || claims.exp.saturating_sub(now) > MAX_TOKEN_LIFETIME.as_secs() as i64 + leeway
         {
@@ -516,6 +539,28 @@ mod tests {
             Reason::TokenKeyRevoked
         );
         assert!(v.verify(&t3, "b3").is_ok());
+    }
+
+    #[test]
+    fn a_key_swapped_under_the_same_kid_does_not_vouch_for_tokens_cached_with_the_old_one() {
+        use crate::jwks::{PublicKey, PublishedKeys};
+        let (ks, v, i) = setup(KeyAlg::EdDSA);
+        let t = i.issue("b1", "product", Duration::from_secs(60)).unwrap();
+        assert!(v.verify(&t, "b1").is_ok());
+        let other = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
+        let swapped = PublishedKeys {
+            keys: vec![PublicKey {
+                kid: ks.current().unwrap().kid.clone(),
+                alg: KeyAlg::EdDSA,
+                public: other.current().unwrap().public_bytes().unwrap(),
+            }],
+            ..PublishedKeys::default()
+        };
+        v.load(swapped).unwrap();
+        assert_eq!(
+            v.verify(&t, "b1").unwrap_err().reason,
+            Reason::TokenBadSignature
+        );
     }
 
     #[test]

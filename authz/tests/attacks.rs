@@ -153,6 +153,11 @@ fn every_attack_in_the_table_is_refused_with_its_reason() {
             Reason::TokenNotYetValid,
         ),
         (
+            "iat in the future (escapes lifetime and deny-list checks)",
+            signed(&key, &h, &with(claims(), "iat", json!(now + 300))),
+            Reason::TokenNotYetValid,
+        ),
+        (
             "exp as a string",
             signed(
                 &key,

@@ -36,7 +36,12 @@ async fn start(per_minute: u32) -> Service {
     let svc = Arc::new(TokenService::new(config, keyset, Arc::new(registry.clone())).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, svc.router()).await });
+    tokio::spawn(async move {
+        let app = svc
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).await
+    });
     Service {
         _dir: dir,
         url,
@@ -249,4 +254,29 @@ async fn the_published_keys_carry_cache_headers_and_answer_304_when_unchanged() 
     );
     let doc: serde_json::Value = changed.json().await.unwrap();
     assert_eq!(doc["denied_buyers"][0]["sub"], "b1");
+}
+
+#[tokio::test]
+async fn guessing_a_secret_is_throttled_before_the_slow_hash_and_uses_no_token_allowance() {
+    let s = start(10).await; // 2 tokens in a burst; 8 attempts per address in a burst
+    s.grant("b1", None).await;
+    let mut statuses = Vec::new();
+    for _ in 0..9 {
+        statuses.push(s.token("b1", Some("sbx_guess"), "").await.0);
+    }
+    assert_eq!(&statuses[..8], &[401; 8]);
+    assert_eq!(statuses[8], 429, "guesses from one address are throttled");
+    let (status, body) = s.token("nobody", Some("sbx_guess"), "").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    // Failed guesses used none of b1's token allowance (only its attempts from this address).
+    let s2 = start(10).await;
+    let secret2 = s2.grant("b1", None).await;
+    for _ in 0..5 {
+        s2.token("b1", Some("sbx_guess"), "").await;
+    }
+    assert_eq!(s2.token("b1", Some(&secret2), "").await.0, 200);
+    assert_eq!(s2.token("b1", Some(&secret2), "").await.0, 200);
 }

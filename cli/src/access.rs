@@ -21,16 +21,17 @@ use time::OffsetDateTime;
 
 use crate::stack::Paths;
 
-/// Writes `bytes` to `path` readable by its owner only, replacing it atomically.
+/// Writes `bytes` to `path` readable by its owner only, replacing it atomically. The temporary
+/// file is created fresh (never an existing file or a link someone left there).
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -237,13 +238,25 @@ impl BuyerCredentials {
     }
 }
 
-/// A token kept for reuse until shortly before it expires.
+/// A token kept for reuse until shortly before it expires, for the secret and the lifetime it
+/// was asked with (a new grant or another lifetime asks again).
 #[derive(Serialize, Deserialize)]
 struct CachedToken {
     token: String,
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
     token_url: String,
+    /// SHA-256 of the secret, base64url.
+    #[serde(default)]
+    secret_sha256: String,
+    #[serde(default)]
+    lifetime_seconds: Option<u64>,
+}
+
+fn secret_digest(secret: &str) -> String {
+    use base64::Engine as _;
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
 }
 
 /// A token is reused while it has at least this long to live.
@@ -260,17 +273,21 @@ pub async fn buyer_token(
 ) -> anyhow::Result<String> {
     check_buyer(buyer)?;
     let url = creds.url(data)?;
+    let secret = creds.secret()?;
+    let digest = secret_digest(&secret);
+    let lifetime_seconds = lifetime.map(|l| l.as_secs());
     let cache = Paths::new(data).buyers.join(buyer).join("token.json");
     if !fresh
         && let Some(c) = std::fs::read(&cache)
             .ok()
             .and_then(|b| serde_json::from_slice::<CachedToken>(&b).ok())
         && c.token_url == url
+        && c.secret_sha256 == digest
+        && c.lifetime_seconds == lifetime_seconds
         && c.expires_at - OffsetDateTime::now_utc() > REUSE_MARGIN
     {
         return Ok(c.token);
     }
-    let secret = creds.secret()?;
     let body = match lifetime {
         Some(l) => serde_json::json!({"lifetime_seconds": l.as_secs()}),
         None => serde_json::json!({}),
@@ -309,6 +326,8 @@ pub async fn buyer_token(
         token: token.to_owned(),
         expires_at,
         token_url: url,
+        secret_sha256: digest,
+        lifetime_seconds,
     };
     write_private(&cache, &serde_json::to_vec(&cached)?)?;
     Ok(cached.token)

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Args;
 use sealbox_authz::keyset::RETIRE_AFTER;
+use sealbox_authz::subscriptions::SubscriptionRegistry as _;
 use sealbox_authz::{KeyAlg, Keyset, TokenIssuer};
 use sealbox_core::contract::{InputSpec, OutcomeDocument, RequestObject, Split, is_valid_id};
 use sealbox_core::layout::{INBOX, OUTBOX, request_key};
@@ -61,22 +62,38 @@ pub fn keys_init(data: &Path, issuer: &str, alg: KeyAlg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the keyset, changes it and saves it under an exclusive lock, so two key commands at
+/// once cannot undo each other (a revocation lost to a concurrent rotation).
+fn change_keyset<T>(
+    data: &Path,
+    change: impl FnOnce(&mut Keyset) -> anyhow::Result<T>,
+) -> anyhow::Result<(Keyset, T)> {
+    let path = Paths::new(data).keyset;
+    let lock_path = path.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let mut ks = Keyset::load(&path)?;
+    let out = change(&mut ks)?;
+    ks.save(&path)?;
+    Ok((ks, out))
+}
+
 /// `sealbox seller keys rotate`.
 pub fn keys_rotate(data: &Path) -> anyhow::Result<()> {
-    let path = Paths::new(data).keyset;
-    let mut ks = Keyset::load(&path)?;
-    ks.rotate(time::OffsetDateTime::now_utc(), RETIRE_AFTER)?;
-    ks.save(&path)?;
+    let (ks, ()) = change_keyset(data, |ks| {
+        Ok(ks.rotate(time::OffsetDateTime::now_utc(), RETIRE_AFTER)?)
+    })?;
     println!("rotated: {} now signs", ks.current()?.kid);
     Ok(())
 }
 
 /// `sealbox seller keys revoke KID`.
 pub fn keys_revoke(data: &Path, kid: &str) -> anyhow::Result<()> {
-    let path = Paths::new(data).keyset;
-    let mut ks = Keyset::load(&path)?;
-    let was = ks.revoke(kid, time::OffsetDateTime::now_utc(), RETIRE_AFTER)?;
-    ks.save(&path)?;
+    let (ks, was) = change_keyset(data, |ks| {
+        Ok(ks.revoke(kid, time::OffsetDateTime::now_utc(), RETIRE_AFTER)?)
+    })?;
     println!("revoked {kid} (was {was:?}); {} signs", ks.current()?.kid);
     Ok(())
 }
@@ -102,13 +119,27 @@ pub fn keys_list(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sealbox seller token`: a token for `buyer`.
-pub fn seller_token(
+/// `sealbox seller token`: a token for `buyer`, signed here. Refused for a buyer whose
+/// subscription is revoked or expired (its tokens would be denied anyway); a buyer with no
+/// subscription at all may get one (tests, trials).
+pub async fn seller_token(
     data: &Path,
     buyer: &str,
     product: &str,
     ttl: Duration,
 ) -> anyhow::Result<String> {
+    let registry = sealbox_authz::sqlite_subscriptions::SqliteSubscriptions::open(
+        &Paths::new(data).subscriptions,
+    )?;
+    if let Some(c) = registry.credentials(buyer, product).await? {
+        let now = time::OffsetDateTime::now_utc();
+        if !c.subscription.is_active(now) {
+            anyhow::bail!(
+                "the subscription of {buyer} to {product} is {}; `sealbox seller grant {buyer}` first",
+                c.subscription.status_at(now)
+            );
+        }
+    }
     let ks = Keyset::load(&Paths::new(data).keyset)?;
     Ok(TokenIssuer::new(&ks)?.issue(buyer, product, ttl)?)
 }

@@ -394,7 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } => {
                 println!(
                     "{}",
-                    commands::seller_token(&data, &buyer, &product, ttl.into())?
+                    commands::seller_token(&data, &buyer, &product, ttl.into()).await?
                 );
                 Ok(ExitCode::SUCCESS)
             }

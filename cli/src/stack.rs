@@ -137,8 +137,22 @@ impl std::str::FromStr for KeysSource {
     /// `http(s)://...` is a URL, `s3://bucket/key` an object of the embedded store, anything
     /// else a file path.
     fn from_str(s: &str) -> Result<Self, String> {
-        if s.starts_with("http://") || s.starts_with("https://") {
+        if s.starts_with("https://") {
             return Ok(KeysSource::Url(s.to_owned()));
+        }
+        if let Some(rest) = s.strip_prefix("http://") {
+            // Keys fetched in clear could be swapped on the way: only from this machine.
+            let host = rest.split(['/', '?']).next().unwrap_or_default();
+            let host = match host.find(']') {
+                Some(end) if host.starts_with('[') => &host[..=end],
+                _ => host.rsplit_once(':').map_or(host, |(h, _)| h),
+            };
+            return match host {
+                "127.0.0.1" | "localhost" | "[::1]" => Ok(KeysSource::Url(s.to_owned())),
+                _ => Err(format!(
+                    "{s:?}: published keys must come over https (http only from loopback)"
+                )),
+            };
         }
         if let Some(rest) = s.strip_prefix("s3://") {
             return match rest.split_once('/') {
@@ -262,6 +276,7 @@ impl Stack {
                 paths.data_dir.display()
             )
         })?;
+        check_key_refresh(&opts)?;
         let keyset = Keyset::load_or_init(&paths.keyset, &opts.issuer, KeyAlg::EdDSA)?;
         let issuer = keyset.issuer.clone();
         let keyset: SharedKeyset = Arc::new(RwLock::new(keyset));
@@ -446,7 +461,19 @@ impl Stack {
 /// `sealbox seller keys` is published within a second, and previous keys leave the published
 /// document once they retire.
 async fn reload_keys(path: PathBuf, keyset: SharedKeyset, mut shutdown: watch::Receiver<bool>) {
-    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    // Modification time alone can miss two saves within one timestamp tick; each save is a new
+    // file (rename), so the inode tells them apart.
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| {
+                Ok((
+                    m.modified()?,
+                    m.len(),
+                    std::os::unix::fs::MetadataExt::ino(&m),
+                ))
+            })
+            .ok()
+    };
     let mut seen = stamp(&path);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks = 0u32;
@@ -476,6 +503,24 @@ async fn reload_keys(path: PathBuf, keyset: SharedKeyset, mut shutdown: watch::R
     }
 }
 
+/// Refuses key refresh settings that would refuse tokens while nothing is wrong: a refresh
+/// interval of zero (a busy loop), or a staleness limit the refreshes cannot stay under.
+fn check_key_refresh(opts: &StackOptions) -> anyhow::Result<()> {
+    let refresh = opts.jwks_refresh.interval;
+    if refresh.is_zero() {
+        anyhow::bail!("--jwks-refresh must be more than zero");
+    }
+    if opts.jwks_max_staleness < 2 * refresh {
+        anyhow::bail!(
+            "--jwks-max-staleness ({}) must be at least twice --jwks-refresh ({}), or tokens \
+             are refused between refreshes",
+            humantime::format_duration(opts.jwks_max_staleness),
+            humantime::format_duration(refresh)
+        );
+    }
+    Ok(())
+}
+
 /// Starts the token service on 127.0.0.1 and returns its URL and task.
 async fn start_token_service(
     opts: &StackOptions,
@@ -496,9 +541,14 @@ async fn start_token_service(
         let stopped = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, service.router())
-            .with_graceful_shutdown(stopped)
-            .await
+        if let Err(e) = axum::serve(
+            listener,
+            service
+                .router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped)
+        .await
         {
             tracing::error!(error = %e, "token service stopped");
         }
@@ -543,4 +593,51 @@ pub async fn start_model(
         }
     });
     Ok((format!("http://{addr}"), stop, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_keys_come_over_https_or_from_this_machine() {
+        for ok in [
+            "https://seller.example/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks.json",
+            "http://localhost/jwks.json",
+            "http://[::1]:9/jwks.json",
+            "http://[::1]/jwks.json",
+        ] {
+            assert!(matches!(ok.parse(), Ok(KeysSource::Url(_))), "{ok}");
+        }
+        for bad in [
+            "http://seller.example/jwks.json",
+            "http://127.0.0.1.evil/x",
+            "s3://b",
+            "",
+        ] {
+            assert!(bad.parse::<KeysSource>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            "s3://public/jwks.json".parse(),
+            Ok(KeysSource::Object {
+                bucket: "public".into(),
+                key: "jwks.json".into()
+            })
+        );
+        assert_eq!(
+            "keys/jwks.json".parse(),
+            Ok(KeysSource::File("keys/jwks.json".into()))
+        );
+    }
+
+    #[test]
+    fn refresh_settings_that_would_refuse_good_tokens_are_refused() {
+        let mut opts = StackOptions::new(Path::new("/nowhere"));
+        assert!(check_key_refresh(&opts).is_ok());
+        opts.jwks_refresh.interval = Duration::ZERO;
+        assert!(check_key_refresh(&opts).is_err());
+        opts.jwks_refresh.interval = Duration::from_secs(30 * 60);
+        assert!(check_key_refresh(&opts).is_err());
+    }
 }

@@ -109,6 +109,11 @@ fn a_granted_buyer_gets_tokens_and_results_until_revoked() {
     let (ok, _, err) = run(data, &[&token_args[..], &["--fresh"]].concat());
     assert!(!ok);
     assert!(err.contains("HTTP 403") && err.contains("revoked"), "{err}");
+    let (ok, _, err) = run(data, &["seller", "token", "--buyer", BUYER]);
+    assert!(
+        !ok && err.contains("revoked"),
+        "a revoked buyer gets no token by hand either: {err}"
+    );
 
     // The token issued before the revocation stops within one refresh interval.
     let old = first.trim();
