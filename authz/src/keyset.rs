@@ -1,8 +1,6 @@
 //! The seller's keyset: signing keys with their states, kept in a file readable only by its owner.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use aws_lc_rs::rand::SystemRandom;
@@ -369,24 +367,11 @@ impl Keyset {
             path: shown.clone(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(self).map_err(|e| AuthzError::Corrupt {
             path: shown.clone(),
             detail: e.to_string(),
         })?;
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&json).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::private_file::write(path, &json).map_err(io)
     }
 
     /// Creates and saves a keyset at `path`, refusing to replace one.

@@ -8,6 +8,7 @@ pub mod jwks;
 pub mod jwks_source;
 pub mod jwks_verifier;
 pub mod keyset;
+pub mod private_file;
 pub mod sqlite_subscriptions;
 pub mod subscriptions;
 pub mod token;

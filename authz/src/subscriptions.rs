@@ -112,6 +112,17 @@ pub trait SubscriptionRegistry: Send + Sync {
     ) -> Result<Option<Credentials>, AuthzError>;
     /// Every subscription, by product then buyer.
     async fn list(&self) -> Result<Vec<Subscription>, AuthzError>;
+
+    /// The deny list of `product` at `now`: what the published keys carry.
+    async fn denials(&self, product: &str, now: OffsetDateTime) -> Result<Vec<Denial>, AuthzError> {
+        Ok(self
+            .list()
+            .await?
+            .iter()
+            .filter(|s| s.product == product)
+            .filter_map(|s| s.denial(now))
+            .collect())
+    }
 }
 
 #[cfg(test)]

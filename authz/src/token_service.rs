@@ -116,15 +116,10 @@ impl TokenService {
 
     /// The published key document now: keys of every state, revoked kids, denied buyers.
     pub async fn published(&self) -> Result<serde_json::Value, AuthzError> {
-        let now = OffsetDateTime::now_utc();
-        let denied: Vec<_> = self
+        let denied = self
             .registry
-            .list()
-            .await?
-            .iter()
-            .filter(|s| s.product == self.config.product)
-            .filter_map(|s| s.denial(now))
-            .collect();
+            .denials(&self.config.product, OffsetDateTime::now_utc())
+            .await?;
         let keyset = self
             .keyset
             .read()

@@ -1,8 +1,6 @@
 //! Who may send requests: the seller's subscription commands (`seller grant|revoke|
 //! subscriptions`, `seller keys jwks`) and the buyer's token client (`buyer token`).
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,24 +19,9 @@ use time::OffsetDateTime;
 
 use crate::stack::Paths;
 
-/// Writes `bytes` to `path` readable by its owner only, replacing it atomically. The temporary
-/// file is created fresh (never an existing file or a link someone left there).
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    sealbox_authz::private_file::write(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// `--until`: an RFC 3339 time, or a date meaning through the end of that day (UTC).
@@ -54,7 +37,8 @@ pub fn parse_until(s: &str) -> Result<OffsetDateTime, String> {
         .ok_or_else(|| format!("{s:?} is neither a date (2027-01-31) nor an RFC 3339 time"))
 }
 
-fn registry(data: &Path) -> anyhow::Result<SqliteSubscriptions> {
+/// The subscription registry of a data directory.
+pub(crate) fn registry(data: &Path) -> anyhow::Result<SqliteSubscriptions> {
     Ok(SqliteSubscriptions::open(&Paths::new(data).subscriptions)?)
 }
 
@@ -168,13 +152,7 @@ pub async fn publish_keys(data: &Path, product: &str, object: Option<&str>) -> a
     let mut keyset = Keyset::load(&paths.keyset)?;
     let now = OffsetDateTime::now_utc();
     keyset.retire_expired(now);
-    let denied: Vec<_> = registry(data)?
-        .list()
-        .await?
-        .iter()
-        .filter(|s| s.product == product)
-        .filter_map(|s| s.denial(now))
-        .collect();
+    let denied = registry(data)?.denials(product, now).await?;
     let doc = serde_json::to_string_pretty(&publish(&keyset, &denied)?)?;
     match object {
         None => println!("{doc}"),

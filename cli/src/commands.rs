@@ -128,10 +128,10 @@ pub async fn seller_token(
     product: &str,
     ttl: Duration,
 ) -> anyhow::Result<String> {
-    let registry = sealbox_authz::sqlite_subscriptions::SqliteSubscriptions::open(
-        &Paths::new(data).subscriptions,
-    )?;
-    if let Some(c) = registry.credentials(buyer, product).await? {
+    if let Some(c) = crate::access::registry(data)?
+        .credentials(buyer, product)
+        .await?
+    {
         let now = time::OffsetDateTime::now_utc();
         if !c.subscription.is_active(now) {
             anyhow::bail!(
