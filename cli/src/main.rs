@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sealbox::stack::{DEFAULT_ISSUER, DEFAULT_PRODUCT, ModelSource, StackOptions};
 use sealbox::{access, bench, commands, demo};
@@ -281,7 +282,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let data = cli.data_dir;
+    // Resolved once: a relative path must mean the folder it meant when the command started,
+    // and the inbox watcher reports absolute paths.
+    let data = std::path::absolute(&cli.data_dir).with_context(|| {
+        format!(
+            "resolving the data directory {}",
+            cli.data_dir.display()
+        )
+    })?;
     match cli.command {
         Command::Up(a) => {
             let mut opts = StackOptions::new(&data);

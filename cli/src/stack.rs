@@ -264,7 +264,11 @@ pub struct Stack {
 
 impl Stack {
     /// Creates keys if missing, starts the model, the watcher, ingest and the workers.
-    pub async fn start(opts: StackOptions, observers: Observers) -> anyhow::Result<Stack> {
+    pub async fn start(mut opts: StackOptions, observers: Observers) -> anyhow::Result<Stack> {
+        // Resolved once: the inbox watcher reports absolute paths, and a relative folder would
+        // match none of them.
+        opts.data_dir = std::path::absolute(&opts.data_dir)
+            .with_context(|| format!("resolving {}", opts.data_dir.display()))?;
         let paths = Paths::new(&opts.data_dir);
         std::fs::create_dir_all(&paths.data_dir)
             .with_context(|| format!("creating {}", paths.data_dir.display()))?;

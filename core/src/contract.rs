@@ -186,6 +186,19 @@ pub enum Reason {
     EndpointFailed,
     /// The job message could not be understood.
     MalformedJob,
+    /// The request object is not a regular file (embedded only: a symbolic link, a FIFO, a
+    /// folder, or a file reached through a linked folder; S3 cannot hold such objects).
+    RequestNotAFile,
+    /// `input.s3_key` names something that is not a regular file (embedded only, as above).
+    InputNotAFile,
+    /// The request object was replaced after its job had claimed the request id and before the
+    /// job could read it again: the version that claimed the id can no longer be answered.
+    RequestReplaced,
+    /// The model failed on this input for a reason that is its own, not the input's
+    /// (`424 Failed Dependency`, SageMaker's `ModelError` status).
+    ModelError,
+    /// The model's answer is larger than the worker accepts.
+    ModelResponseTooLarge,
 }
 
 impl Reason {
@@ -229,6 +242,11 @@ impl Reason {
             Reason::ModelRejectedInput => "model_rejected_input",
             Reason::EndpointFailed => "endpoint_failed",
             Reason::MalformedJob => "malformed_job",
+            Reason::RequestNotAFile => "request_not_a_file",
+            Reason::InputNotAFile => "input_not_a_file",
+            Reason::RequestReplaced => "request_replaced",
+            Reason::ModelError => "model_error",
+            Reason::ModelResponseTooLarge => "model_response_too_large",
         }
     }
 }
@@ -484,6 +502,11 @@ pub enum InputRef {
 pub struct JobMessage {
     /// Contract version (1).
     pub version: u32,
+    /// Unique per job message (every send of ingest makes a new one): the owner named in the
+    /// request's claim. A redelivery carries the same id, so it still owns the claim. Empty in
+    /// messages of older builds; [`JobMessage::owner`] then derives one from the message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub job_id: String,
     /// Buyer id.
     pub buyer: String,
     /// Request id.
@@ -513,6 +536,65 @@ pub struct JobMessage {
     /// After this the job fails with `deadline_exceeded`.
     #[serde(with = "time::serde::rfc3339")]
     pub deadline: OffsetDateTime,
+}
+
+impl JobMessage {
+    /// A fresh random job id (128 bits, hex).
+    pub fn new_job_id() -> String {
+        let mut bytes = [0u8; 16];
+        // The system's random source does not fail on Linux once booted; a fixed fallback
+        // only costs uniqueness, which the time below restores.
+        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            let t = OffsetDateTime::now_utc().unix_timestamp_nanos().to_le_bytes();
+            bytes.copy_from_slice(&t);
+        }
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The owner this job names in a claim: `job:<job_id>`.
+    pub fn owner(&self) -> String {
+        if self.job_id.is_empty() {
+            // A message of an older build: stable across its redeliveries all the same.
+            let seed = format!(
+                "{}|{}|{}",
+                self.request_key,
+                self.request_etag,
+                rfc3339(self.accepted_at)
+            );
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, seed.as_bytes());
+            let h: String = d.as_ref()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            return format!("job:{h}");
+        }
+        format!("job:{}", self.job_id)
+    }
+}
+
+/// The claim of a request id (`<buyer>/claims/<request_id>.json` in the outbox), created with
+/// create-new (`If-None-Match: *`) before any outcome of the request is written: whoever
+/// created it owns the request and is the only one that writes its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimDocument {
+    /// Contract version (1).
+    pub version: u32,
+    /// Buyer id.
+    pub buyer: String,
+    /// Request id (the object name when the request id itself was unusable).
+    pub request_id: String,
+    /// Who owns it: `job:<job_id>` (a job and its redeliveries) or `ingest:<etag>` (ingest
+    /// rejecting that version of the request object).
+    pub owner: String,
+    /// ETag of the request object version the owner answers.
+    pub request_etag: String,
+    /// When the claim was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub claimed_at: OffsetDateTime,
+    /// An ingest claim carries its whole rejection, so anyone who finds the claim without the
+    /// document (the owner died in between) can finish writing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<OutcomeDocument>,
 }
 
 /// An inbox event: an object landed in the inbox (what S3 sends to the `inbox-events` queue).

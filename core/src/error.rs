@@ -41,6 +41,17 @@ pub enum Error {
         /// The rule it broke.
         rule: &'static str,
     },
+    /// The object is not a regular file: a symbolic link, a FIFO, a folder or a device
+    /// (embedded store only; permanent, and refused without blocking).
+    #[error("{bucket}/{key} is not a regular file: {what}")]
+    NotAFile {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// What it is instead.
+        what: &'static str,
+    },
     /// A local file operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -69,6 +80,21 @@ pub enum Error {
         status: u16,
         /// The container's message.
         message: String,
+    },
+    /// The model failed on this input for a reason of its own (`424`; SageMaker's `ModelError`
+    /// status): permanent, and not the input's fault.
+    #[error("model failed with status {status}: {message}")]
+    ModelFailed {
+        /// Original HTTP status from the container.
+        status: u16,
+        /// The container's message.
+        message: String,
+    },
+    /// The model answered more than the caller accepts (permanent: it would answer the same).
+    #[error("the model answered more than {limit} bytes")]
+    ResponseTooLarge {
+        /// The cap.
+        limit: u64,
     },
     /// The endpoint is throttling, not ready, timing out or answering 5xx (retryable).
     #[error("endpoint unavailable: {message}")]

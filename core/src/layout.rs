@@ -87,6 +87,11 @@ pub fn failed_key(buyer: &str, request_id: &str) -> String {
 pub fn rejected_key(buyer: &str, request_id: &str) -> String {
     format!("{buyer}/rejected/{request_id}.json")
 }
+/// `<buyer>/claims/<request_id>.json`: the request's claim, in the outbox (never an outcome;
+/// buyers only write the inbox).
+pub fn claim_key(buyer: &str, request_id: &str) -> String {
+    format!("{buyer}/claims/{request_id}.json")
+}
 /// `s3://<bucket>/<key>`
 pub fn location(bucket: &str, key: &str) -> String {
     format!("s3://{bucket}/{key}")

@@ -237,6 +237,7 @@ impl Ingest {
         let now = OffsetDateTime::now_utc();
         Ok(Decision::Accept(Box::new(JobMessage {
             version: CONTRACT_VERSION,
+            job_id: JobMessage::new_job_id(),
             buyer: rk.buyer.to_owned(),
             request_id: request.request_id,
             request_key: ev.key.clone(),

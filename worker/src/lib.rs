@@ -575,6 +575,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         JobMessage {
             version: CONTRACT_VERSION,
+            job_id: JobMessage::new_job_id(),
             buyer: "b1".into(),
             request_id: "r1".into(),
             request_key: request_key("b1", "r1"),

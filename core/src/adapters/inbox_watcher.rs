@@ -53,9 +53,11 @@ pub struct InboxScanner {
 impl InboxScanner {
     /// A scanner of `bucket` in `store`, sending to `events`.
     pub fn new(store: &FsObjectStore, bucket: &str, events: SqliteQueue) -> Self {
+        let dir = store.bucket_dir(bucket);
         InboxScanner {
             bucket: bucket.to_owned(),
-            dir: store.bucket_dir(bucket),
+            // The watcher reports absolute paths: a relative folder would match none of them.
+            dir: std::path::absolute(&dir).unwrap_or(dir),
             events,
         }
     }
