@@ -90,3 +90,28 @@ impl TokenIssuer {
         &self.kid
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_and_signed_tokens_declare_typ_jwt_in_their_header() {
+        let ks = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
+        let issuer = TokenIssuer::new(&ks).unwrap();
+        let issued = issuer
+            .issue("b1", "product", Duration::from_secs(60))
+            .unwrap();
+        let signed = issuer.sign(&serde_json::json!({"any": "claims"})).unwrap();
+        for t in [issued, signed] {
+            let header = t.split('.').next().unwrap();
+            let header: serde_json::Value = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(header)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(header["typ"], "JWT", "{header}");
+        }
+    }
+}

@@ -337,6 +337,19 @@ impl Verifier {
         if alg.to_ascii_uppercase().starts_with("HS") {
             return Err(reject(Reason::TokenAlgHmac, format!("{alg} is refused")));
         }
+        // Explicit typing (RFC 8725 §3.11): another kind of JWT signed by the same keys, such
+        // as an `at+jwt` access token, must not pass for ours. Media type names compare
+        // case-insensitively (RFC 7515 §4.1.9).
+        match header.get("typ").map(Value::as_str) {
+            Some(Some(typ)) if typ.eq_ignore_ascii_case("JWT") => {}
+            Some(_) => return Err(reject(Reason::TokenMalformed, "typ must be JWT")),
+            None => {
+                return Err(reject(
+                    Reason::TokenMalformed,
+                    "typ must be JWT; the header has none",
+                ));
+            }
+        }
         if header.get("crit").is_some() {
             return Err(reject(
                 Reason::TokenMalformed,
@@ -371,7 +384,7 @@ impl Verifier {
             ));
         }
         let data = jsonwebtoken::decode::<Value>(token, &key.key, &key.validation)
-            .map_err(|e| map_error(e.kind()))?;
+            .map_err(|e| decode_error(e.kind(), token))?;
         let claims = self.check_claims(data.claims)?;
         let denied = self.known.read().map(|k| k.denied(&claims)).unwrap_or(true);
         if denied {
@@ -387,20 +400,7 @@ impl Verifier {
     }
 
     fn check_claims(&self, claims: Value) -> Result<Claims, TokenRejection> {
-        for (name, is_ok) in [
-            ("iat", claims.get("iat").is_some_and(Value::is_number)),
-            ("jti", claims.get("jti").is_some_and(Value::is_string)),
-            ("scope", claims.get("scope").is_some_and(Value::is_string)),
-            ("sub", claims.get("sub").is_some_and(Value::is_string)),
-            ("aud", claims.get("aud").is_some_and(Value::is_string)),
-        ] {
-            if !is_ok {
-                return Err(reject(
-                    Reason::TokenMissingClaim,
-                    format!("claim {name} is missing or mistyped"),
-                ));
-            }
-        }
+        check_claim_types(&claims)?;
         let claims: Claims = serde_json::from_value(claims)
             .map_err(|e| reject(Reason::TokenMissingClaim, format!("claims: {e}")))?;
         if !claims.scope.split(' ').any(|s| s == "invoke") {
@@ -423,6 +423,72 @@ impl Verifier {
         }
         Ok(claims)
     }
+}
+
+/// Names of the contract's string claims and of its date claims (whole seconds since the epoch).
+const STRING_CLAIMS: [&str; 5] = ["iss", "sub", "aud", "jti", "scope"];
+const DATE_CLAIMS: [&str; 3] = ["iat", "nbf", "exp"];
+
+/// Checks that every contract claim is present with its type, before any value is judged.
+fn check_claim_types(claims: &Value) -> Result<(), TokenRejection> {
+    // RFC 7519 allows an array; the contract's `aud` is the one product id. An array is a
+    // statement about the audience (often naming others too), so it is refused as one.
+    if claims.get("aud").is_some_and(Value::is_array) {
+        return Err(reject(
+            Reason::TokenWrongAudience,
+            "aud must be a single string naming the product, not an array",
+        ));
+    }
+    for name in STRING_CLAIMS.into_iter().chain(DATE_CLAIMS) {
+        let date = DATE_CLAIMS.contains(&name);
+        let fits = match claims.get(name) {
+            None | Some(Value::Null) => {
+                return Err(reject(
+                    Reason::TokenMissingClaim,
+                    format!("claim {name} is missing"),
+                ));
+            }
+            // What `Claims` holds (i64) and jsonwebtoken reads (u64).
+            Some(v) if date => v.as_u64().is_some_and(|n| i64::try_from(n).is_ok()),
+            Some(v) => v.is_string(),
+        };
+        if !fits {
+            let rule = if date {
+                "a whole number of seconds since the epoch"
+            } else {
+                "a string"
+            };
+            return Err(reject(
+                Reason::TokenMissingClaim,
+                format!("claim {name} is mistyped: must be {rule}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Maps an error of `jsonwebtoken::decode`. Its claim errors come only after the signature
+/// verified, so the payload is the seller's own and is read again to name the claim precisely:
+/// jsonwebtoken calls a mistyped `exp` missing, and has no word for an `aud` array.
+fn decode_error(kind: &ErrorKind, token: &str) -> TokenRejection {
+    let claim_error = matches!(
+        kind,
+        ErrorKind::MissingRequiredClaim(_)
+            | ErrorKind::InvalidClaimFormat(_)
+            | ErrorKind::InvalidAudience
+            | ErrorKind::InvalidIssuer
+    );
+    if claim_error
+        && let Some(payload) = token.split('.').nth(1)
+        && let Some(claims) = B64
+            .decode(payload)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        && let Err(r) = check_claim_types(&claims)
+    {
+        return r;
+    }
+    map_error(kind)
 }
 
 fn map_error(kind: &ErrorKind) -> TokenRejection {
@@ -559,6 +625,138 @@ mod tests {
             v.verify(&t, "b1").unwrap_err().reason,
             Reason::TokenBadSignature
         );
+    }
+
+    /// A token with exactly this header and these claims, signed by the keyset's current key.
+    fn signed(ks: &Keyset, header: &Value, claims: &Value) -> String {
+        let key = ks.current().unwrap();
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let sig = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &key.encoding_key().unwrap(),
+            key.alg.jwt(),
+        )
+        .unwrap();
+        format!("{input}.{sig}")
+    }
+
+    fn header(ks: &Keyset, typ: Option<Value>) -> Value {
+        let key = ks.current().unwrap();
+        let mut h = serde_json::json!({"alg": key.alg.as_str(), "kid": key.kid});
+        if let Some(typ) = typ {
+            h["typ"] = typ;
+        }
+        h
+    }
+
+    fn claims() -> Value {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        serde_json::json!({
+            "iss": "seller", "sub": "b1", "aud": "product", "iat": now, "nbf": now,
+            "exp": now + 600, "jti": "t-1", "scope": "invoke"
+        })
+    }
+
+    #[test]
+    fn a_token_is_accepted_only_when_its_typ_is_jwt_in_any_case() {
+        let (ks, v, _) = setup(KeyAlg::EdDSA);
+        for typ in ["JWT", "jwt", "Jwt"] {
+            let t = signed(&ks, &header(&ks, Some(typ.into())), &claims());
+            assert!(v.verify(&t, "b1").is_ok(), "typ {typ}");
+        }
+        let refused: [Option<Value>; 7] = [
+            None,
+            Some("at+jwt".into()),
+            Some("application/at+jwt".into()),
+            Some("JWS".into()),
+            Some("".into()),
+            Some(Value::Null),
+            Some(serde_json::json!(["JWT"])),
+        ];
+        for typ in refused {
+            let t = signed(&ks, &header(&ks, typ.clone()), &claims());
+            let r = v.verify(&t, "b1").unwrap_err();
+            assert_eq!(r.reason, Reason::TokenMalformed, "typ {typ:?}");
+            assert!(r.detail.contains("typ must be JWT"), "typ {typ:?}: {r}");
+        }
+    }
+
+    #[test]
+    fn an_aud_array_is_a_wrong_audience_even_when_it_names_the_product() {
+        let (ks, v, _) = setup(KeyAlg::EdDSA);
+        let h = header(&ks, Some("JWT".into()));
+        for aud in [
+            serde_json::json!(["product"]),
+            serde_json::json!(["other", "product"]),
+            serde_json::json!(["other"]),
+            serde_json::json!(["product", 1]),
+            serde_json::json!([]),
+        ] {
+            let mut c = claims();
+            c["aud"] = aud.clone();
+            let r = v.verify(&signed(&ks, &h, &c), "b1").unwrap_err();
+            assert_eq!(r.reason, Reason::TokenWrongAudience, "aud {aud}");
+            assert!(
+                r.detail
+                    .contains("aud must be a single string naming the product"),
+                "aud {aud}: {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_or_mistyped_claim_is_a_missing_claim_that_names_it() {
+        let (ks, v, _) = setup(KeyAlg::EdDSA);
+        let h = header(&ks, Some("JWT".into()));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let cases = [
+            ("iss", serde_json::json!(5), "mistyped"),
+            ("iss", serde_json::json!(["seller"]), "mistyped"),
+            ("iss", serde_json::json!(["someone-else"]), "mistyped"),
+            ("sub", serde_json::json!(5), "mistyped"),
+            ("aud", serde_json::json!(5), "mistyped"),
+            ("aud", serde_json::json!({"id": "product"}), "mistyped"),
+            ("aud", Value::Null, "missing"),
+            ("jti", serde_json::json!(1), "mistyped"),
+            ("scope", serde_json::json!(["invoke"]), "mistyped"),
+            ("iat", serde_json::json!(now.to_string()), "mistyped"),
+            ("iat", serde_json::json!(now as f64 + 0.5), "mistyped"),
+            ("iat", serde_json::json!(-1), "mistyped"),
+            ("nbf", serde_json::json!(now.to_string()), "mistyped"),
+            (
+                "exp",
+                serde_json::json!((now + 600).to_string()),
+                "mistyped",
+            ),
+            ("exp", serde_json::json!((now + 600) as f64), "mistyped"),
+            ("exp", serde_json::json!(u64::MAX), "mistyped"),
+        ];
+        for (name, value, how) in cases {
+            let mut c = claims();
+            c[name] = value.clone();
+            let r = v.verify(&signed(&ks, &h, &c), "b1").unwrap_err();
+            assert_eq!(r.reason, Reason::TokenMissingClaim, "{name} {value}");
+            assert!(
+                r.detail.contains(&format!("claim {name} is {how}")),
+                "{name} {value}: {r}"
+            );
+        }
+        for name in STRING_CLAIMS.into_iter().chain(DATE_CLAIMS) {
+            let mut c = claims();
+            c.as_object_mut().unwrap().remove(name);
+            let r = v.verify(&signed(&ks, &h, &c), "b1").unwrap_err();
+            assert_eq!(
+                (r.reason, r.detail),
+                (
+                    Reason::TokenMissingClaim,
+                    format!("claim {name} is missing")
+                ),
+            );
+        }
     }
 
     #[test]

@@ -197,6 +197,50 @@ fn every_attack_in_the_table_is_refused_with_its_reason() {
             Reason::TokenWrongAudience,
         ),
         (
+            "aud an array naming the product (the contract's aud is one string)",
+            signed(&key, &h, &with(claims(), "aud", json!(["product"]))),
+            Reason::TokenWrongAudience,
+        ),
+        (
+            "aud an array naming the product among others",
+            signed(
+                &key,
+                &h,
+                &with(claims(), "aud", json!(["other-product", "product"])),
+            ),
+            Reason::TokenWrongAudience,
+        ),
+        (
+            "aud an array of other products",
+            signed(&key, &h, &with(claims(), "aud", json!(["other-product"]))),
+            Reason::TokenWrongAudience,
+        ),
+        (
+            "aud a number",
+            signed(&key, &h, &with(claims(), "aud", json!(7))),
+            Reason::TokenMissingClaim,
+        ),
+        (
+            "iss an array naming the seller",
+            signed(&key, &h, &with(claims(), "iss", json!(["seller"]))),
+            Reason::TokenMissingClaim,
+        ),
+        (
+            "typ missing",
+            signed(&key, &without(h.clone(), "typ"), &claims()),
+            Reason::TokenMalformed,
+        ),
+        (
+            "typ at+jwt (an OAuth access token signed by the same key)",
+            signed(&key, &with(h.clone(), "typ", json!("at+jwt")), &claims()),
+            Reason::TokenMalformed,
+        ),
+        (
+            "typ JOSE",
+            signed(&key, &with(h.clone(), "typ", json!("JOSE")), &claims()),
+            Reason::TokenMalformed,
+        ),
+        (
             "wrong iss",
             signed(&key, &h, &with(claims(), "iss", json!("someone-else"))),
             Reason::TokenWrongIssuer,

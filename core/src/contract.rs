@@ -311,6 +311,102 @@ fn is_media_type(s: &str) -> bool {
 impl RequestObject {
     /// Parses a request object, naming the rule a malformed one breaks.
     pub fn parse(bytes: &[u8]) -> Result<RequestObject, Violation> {
+        use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+        use serde_json::map::Entry;
+        use serde_json::{Map, Value};
+
+        /// Builds the same `Value` as `Value::deserialize`, but fails on a member name seen
+        /// twice in one object. On that failure it leaves the path to the duplicate in `.0`,
+        /// innermost segment first (each enclosing object or array adds its own on the way out).
+        struct UniqueMembers<'a>(&'a mut Option<Vec<String>>);
+
+        /// One path segment: `.name` (escaped, cut to 64 characters: the name is the sender's)
+        /// or `[index]`.
+        fn member(name: &str) -> String {
+            let mut s = String::from(".");
+            s.extend(name.chars().take(64).flat_map(char::escape_debug));
+            if name.chars().nth(64).is_some() {
+                s.push('…');
+            }
+            s
+        }
+
+        impl<'de> DeserializeSeed<'de> for UniqueMembers<'_> {
+            type Value = Value;
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+
+        impl<'de> Visitor<'de> for UniqueMembers<'_> {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::from(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                Ok(Value::from(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+                // As serde_json does: a non-finite float (which JSON cannot spell) is null.
+                Ok(Value::from(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::String(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Value, E> {
+                Ok(Value::String(v))
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut items = Vec::new();
+                loop {
+                    match seq.next_element_seed(UniqueMembers(&mut *self.0)) {
+                        Ok(Some(v)) => items.push(v),
+                        Ok(None) => return Ok(Value::Array(items)),
+                        Err(e) => {
+                            if let Some(path) = self.0.as_mut() {
+                                path.push(format!("[{}]", items.len()));
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                let mut members = Map::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    match members.entry(name) {
+                        Entry::Occupied(seen) => {
+                            *self.0 = Some(vec![member(seen.key())]);
+                            return Err(de::Error::custom("duplicate member"));
+                        }
+                        Entry::Vacant(slot) => {
+                            match map.next_value_seed(UniqueMembers(&mut *self.0)) {
+                                Ok(v) => {
+                                    slot.insert(v);
+                                }
+                                Err(e) => {
+                                    if let Some(path) = self.0.as_mut() {
+                                        path.push(member(slot.key()));
+                                    }
+                                    return Err(e);
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(Value::Object(members))
+            }
+        }
+
         if bytes.len() as u64 > MAX_REQUEST_OBJECT_BYTES {
             return Err(Violation::new(
                 Reason::RequestTooLarge,
@@ -318,14 +414,36 @@ impl RequestObject {
                 format!("must be at most {MAX_REQUEST_OBJECT_BYTES} bytes"),
             ));
         }
+        // serde_json keeps the last of two members with one name, where another reader may keep
+        // the first: `{"token": A, "token": B}` must not mean B here and A elsewhere. The check
+        // rides along the one parse into a `Value` (no second pass over up to 1 MiB).
+        let mut duplicate = None;
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let parsed = UniqueMembers(&mut duplicate)
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v));
+        let value = match (parsed, duplicate) {
+            (Ok(value), _) => value,
+            (Err(_), Some(path)) => {
+                let field: String = path.iter().rev().map(String::as_str).collect();
+                let name = path
+                    .first()
+                    .map_or("", |s| s.strip_prefix('.').unwrap_or(s));
+                return Err(Violation::new(
+                    Reason::MalformedJson,
+                    field.strip_prefix('.').unwrap_or(&field),
+                    format!("duplicate member `{name}`: each member may appear only once"),
+                ));
+            }
+            (Err(e), None) => {
+                return Err(Violation::new(
+                    Reason::MalformedJson,
+                    "request",
+                    format!("must be JSON: {e}"),
+                ));
+            }
+        };
         // Check the version before the full shape, so a v2 object gets the right reason.
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-            Violation::new(
-                Reason::MalformedJson,
-                "request",
-                format!("must be JSON: {e}"),
-            )
-        })?;
         match value.get("version") {
             Some(v) if v.as_u64() == Some(u64::from(CONTRACT_VERSION)) => {}
             Some(v) => {
@@ -545,7 +663,9 @@ impl JobMessage {
         // The system's random source does not fail on Linux once booted; a fixed fallback
         // only costs uniqueness, which the time below restores.
         if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-            let t = OffsetDateTime::now_utc().unix_timestamp_nanos().to_le_bytes();
+            let t = OffsetDateTime::now_utc()
+                .unix_timestamp_nanos()
+                .to_le_bytes();
             bytes.copy_from_slice(&t);
         }
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -859,6 +979,128 @@ mod tests {
                 err.as_ref().map(|e| (e.reason, e.field.as_str())),
                 Some((reason, field)),
                 "{v}"
+            );
+        }
+    }
+
+    /// A minimal valid request object with `extra` spliced in after `version` and `input`'s
+    /// members replaced by `input` (raw JSON, so members can be repeated).
+    fn raw(extra: &str, input: &str) -> String {
+        format!(
+            r#"{{"version": 1, {extra} "request_id": "r-1", "token": "t", "input": {{{input}}},
+            "content_type": "text/csv", "accept": "text/csv"}}"#
+        )
+    }
+
+    #[test]
+    fn a_member_given_twice_at_any_depth_is_malformed_json_naming_it_and_its_path() {
+        let cases = [
+            (
+                raw(r#""token": "other","#, r#""text": "x""#),
+                "token",
+                "token",
+            ),
+            (raw("", r#""text": "x", "text": "y""#), "input.text", "text"),
+            (
+                raw("", r#""text": "x", "s3_key": "b1/inputs/a", "text": "y""#),
+                "input.text",
+                "text",
+            ),
+            // The same name once escaped: serde_json reads both as `token`.
+            (
+                raw(r#""tok\u0065n": "other","#, r#""text": "x""#),
+                "token",
+                "token",
+            ),
+            // Otherwise the last one wins and this reads as an unsupported version.
+            (
+                raw(r#""version": 2,"#, r#""text": "x""#),
+                "version",
+                "version",
+            ),
+            (
+                raw(
+                    r#""x": [{"a": 1}, {"b": {"a": 1, "a": 2}}],"#,
+                    r#""text": "x""#,
+                ),
+                "x[1].b.a",
+                "a",
+            ),
+        ];
+        for (json, field, name) in &cases {
+            let err = RequestObject::parse(json.as_bytes()).err();
+            assert_eq!(
+                err.as_ref().map(|e| (e.reason, e.field.as_str())),
+                Some((Reason::MalformedJson, *field)),
+                "{json}"
+            );
+            let rule = err.map(|e| e.rule).unwrap_or_default();
+            assert!(
+                rule.contains(&format!("duplicate member `{name}`")),
+                "{rule}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_name_in_different_objects_is_not_a_duplicate() {
+        let json = r#"{"version": 2, "a": {"k": 1}, "b": {"k": 1}, "c": [{"k": 1}, {"k": 2}]}"#;
+        assert_eq!(
+            RequestObject::parse(json.as_bytes()).map_err(|e| e.reason),
+            Err(Reason::UnsupportedVersion)
+        );
+        let ok = raw("", r#""text": "x""#);
+        assert!(RequestObject::parse(ok.as_bytes()).is_ok(), "{ok}");
+    }
+
+    #[test]
+    fn a_duplicate_name_is_echoed_escaped_and_cut_short() {
+        let long = "k".repeat(100);
+        let json = format!(
+            r#"{{"version": 1, "a\u001b[31m": 1, "a\u001b[31m": 2, "{long}": 1, "{long}": 2}}"#
+        );
+        let err = RequestObject::parse(json.as_bytes()).err();
+        let (field, rule) = err.map(|e| (e.field, e.rule)).unwrap_or_default();
+        assert_eq!(field, r"a\u{1b}[31m");
+        assert!(!rule.chars().any(char::is_control), "{rule:?}");
+        let json = format!(r#"{{"version": 1, "{long}": 1, "{long}": 2}}"#);
+        let field = RequestObject::parse(json.as_bytes())
+            .err()
+            .map(|e| e.field)
+            .unwrap_or_default();
+        assert_eq!(field, format!("{}…", "k".repeat(64)));
+    }
+
+    #[test]
+    fn parsing_reads_every_value_as_serde_json_does() {
+        let json = r#"{"version": 1, "request_id": "r-1", "token": "t\u00e9\n",
+            "input": {"base64": "eA=="}, "content_type": "text/csv", "accept": "application/json",
+            "custom_attributes": "a=1", "ttl_seconds": 3600, "split": "line"}"#;
+        let plain: Result<RequestObject, _> = serde_json::from_slice(json.as_bytes());
+        assert_eq!(RequestObject::parse(json.as_bytes()).ok(), plain.ok());
+        for (version, got) in [
+            ("1.0", "1.0"),
+            ("-1", "-1"),
+            ("[1]", "[1]"),
+            ("null", "null"),
+        ] {
+            let json = format!(r#"{{"version": {version}}}"#);
+            let err = RequestObject::parse(json.as_bytes()).err();
+            assert_eq!(
+                err.map(|e| (e.reason, e.rule)),
+                Some((Reason::UnsupportedVersion, format!("must be 1, got {got}"))),
+                "{json}"
+            );
+        }
+        for bad in [
+            raw("", r#""text": "x""#) + " x",
+            "{\"version\": 1".into(),
+            String::new(),
+        ] {
+            assert_eq!(
+                RequestObject::parse(bad.as_bytes()).map_err(|e| (e.reason, e.field)),
+                Err((Reason::MalformedJson, "request".to_owned())),
+                "{bad}"
             );
         }
     }
