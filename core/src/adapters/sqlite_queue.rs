@@ -2,7 +2,16 @@
 //! timeouts, receive counts, delays and a dead-letter queue after too many receives.
 //!
 //! Every operation is one transaction, so a `kill -9` loses nothing committed and duplicates
-//! nothing: a message is either in the table or deleted.
+//! nothing: a message is either in the table or deleted. A transaction that reads then writes
+//! begins `IMMEDIATE`: it takes the write lock first, so another writer (another process on the
+//! same file) makes it wait up to the busy timeout instead of failing with `SQLITE_BUSY`, as a
+//! read transaction upgraded to a write would.
+//!
+//! `send_if_new` remembers each dedup key it is given (the inbox watcher's (key, ETag)) with
+//! the time it last saw it, and sends only keys it has never seen. The inbox watcher forgets
+//! the keys a complete scan of the inbox did not see again ([`SqliteQueue::forget_unseen_since`]):
+//! their request objects are gone or replaced, so the table stays as large as the inbox, and a
+//! request object still in the inbox is never announced twice, however long it stays.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +38,11 @@ pub struct QueueDb {
 /// Poll interval of a long poll, for messages sent by other processes or becoming visible.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Dedup keys forgotten per transaction.
+const PRUNE_BATCH: usize = 500;
+/// How long a busy database is waited for.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -51,8 +65,8 @@ impl QueueDb {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL + NORMAL: a committed transaction survives a crash of the process (the WAL is
         // written before commit returns); only a power loss may roll back the last commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -74,9 +88,12 @@ impl QueueDb {
              CREATE TABLE IF NOT EXISTS dedup (
                  queue TEXT NOT NULL,
                  key TEXT NOT NULL,
+                 sent_at INTEGER NOT NULL DEFAULT 0,
                  PRIMARY KEY (queue, key)
              ) WITHOUT ROWID;",
         )?;
+        add_dedup_sent_at(&mut conn)?;
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS dedup_age ON dedup (sent_at);")?;
         // Checkpoints fsync the database: run them off the request path, from their own
         // connection, so no send or receive ever waits for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -125,10 +142,34 @@ impl QueueDb {
     }
 }
 
+/// Adds `sent_at` (when a key was last seen) to a dedup table of an earlier build. The keys
+/// already there count as seen now.
+fn add_dedup_sent_at(conn: &mut Connection) -> Result<()> {
+    let has = |conn: &Connection| -> Result<bool> {
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('dedup') WHERE name = 'sent_at'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    };
+    if has(conn)? {
+        return Ok(());
+    }
+    // Immediate, and look again: another process may be adding it too.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !has(&tx)? {
+        tx.execute_batch("ALTER TABLE dedup ADD COLUMN sent_at INTEGER NOT NULL DEFAULT 0")?;
+        tx.execute("UPDATE dedup SET sent_at = ?1", params![now_ms()])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Checkpoints the WAL every half second while the database is open.
 fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<Mutex<Connection>>) -> Result<()> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
@@ -197,11 +238,23 @@ impl SqliteQueue {
             .db
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = now_ms();
                 let mut sent = 0;
                 for (key, body) in &messages {
+                    // Seen again: remember when, so a complete scan knows it is still there.
+                    let seen = tx
+                        .prepare_cached(
+                            "UPDATE dedup SET sent_at = ?3 WHERE queue = ?1 AND key = ?2",
+                        )?
+                        .execute(params![&*name, key, now])?;
+                    if seen > 0 {
+                        continue;
+                    }
                     let fresh = tx
-                        .prepare_cached("INSERT OR IGNORE INTO dedup (queue, key) VALUES (?1, ?2)")?
-                        .execute(params![&*name, key])?;
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO dedup (queue, key, sent_at) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![&*name, key, now])?;
                     if fresh == 1 {
                         insert(&tx, &name, body, Duration::ZERO)?;
                         sent += 1;
@@ -215,6 +268,33 @@ impl SqliteQueue {
             self.notify.notify_waiters();
         }
         Ok(sent)
+    }
+
+    /// Forgets the dedup keys of this queue last seen before `since` (a complete scan of the
+    /// inbox that began then saw every key still there), a small transaction at a time;
+    /// returns how many.
+    pub async fn forget_unseen_since(&self, since: SystemTime) -> Result<u64> {
+        let cutoff = since.duration_since(UNIX_EPOCH).map(|d| ms(d)).unwrap_or(0);
+        let mut forgotten = 0;
+        loop {
+            let name = self.name.clone();
+            let n = self
+                .db
+                .run(move |conn| {
+                    Ok(conn
+                        .prepare_cached(
+                            "DELETE FROM dedup WHERE (queue, key) IN
+                               (SELECT queue, key FROM dedup
+                                WHERE queue = ?1 AND sent_at < ?2 LIMIT ?3)",
+                        )?
+                        .execute(params![&*name, cutoff, PRUNE_BATCH as i64])?)
+                })
+                .await?;
+            forgotten += n as u64;
+            if n < PRUNE_BATCH {
+                return Ok(forgotten);
+            }
+        }
     }
 
     /// Makes every received-but-not-deleted message visible at once. Called at start-up by the
@@ -239,9 +319,19 @@ impl SqliteQueue {
         redrive: Option<&RedrivePolicy>,
         opts: ReceiveOptions,
     ) -> Result<Vec<ReceivedMessage>> {
+        // An empty poll stays a read: it takes no write lock and waits for no writer.
+        let any: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)",
+            )?
+            .query_row(params![name, now_ms()], |r| r.get(0))?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        // Immediate: the write lock first, waiting for another writer (busy timeout), then the
+        // read. A deferred read upgraded to a write would fail at once with SQLITE_BUSY.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
-        // Deferred: an empty poll stays a read and costs no write to the WAL.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let mut out = Vec::new();
         // Rows already handled in this receive (a zero visibility timeout leaves them visible).
         let mut seen = std::collections::HashSet::new();
@@ -615,5 +705,198 @@ mod tests {
             1
         );
         assert_eq!(q.stats().await.unwrap().visible, 2);
+    }
+
+    /// The other writer of the receive test, committed by the receive's own busy handler: the
+    /// handler runs only if the receive waits for the lock, which a deferred transaction
+    /// upgraded from a read never does.
+    static OTHER_WRITER: Mutex<Option<Connection>> = Mutex::new(None);
+
+    fn commit_the_other_writer(_attempts: i32) -> bool {
+        if let Ok(mut other) = OTHER_WRITER.lock()
+            && let Some(c) = other.take()
+        {
+            c.execute_batch("COMMIT").unwrap();
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn a_receive_waits_for_a_concurrent_writer_instead_of_failing_busy() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("q.db");
+        let db = QueueDb::open(&path).unwrap();
+        let q = db.queue("jobs", None);
+        q.send_batch(&[OutgoingMessage::new("a".into())])
+            .await
+            .unwrap();
+        db.run(|conn| {
+            conn.busy_handler(Some(commit_the_other_writer))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        // A second connection (another process, say) holds the write lock, mid-transaction.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO messages (queue, body, sent_at, visible_at) VALUES ('other', 'x', 0, 0);",
+            )
+            .unwrap();
+        *OTHER_WRITER.lock().unwrap() = Some(other);
+        let got = q.receive(opts(10, 30_000)).await;
+        if let Some(c) = OTHER_WRITER.lock().unwrap().take() {
+            c.execute_batch("COMMIT").unwrap();
+        }
+        let got = got.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "a");
+        assert_eq!(q.stats().await.unwrap().in_flight, 1);
+    }
+
+    #[test]
+    fn two_connections_on_one_file_share_the_messages_without_busy_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("q.db");
+        let first = QueueDb::open(&path).unwrap();
+        let second = QueueDb::open(&path).unwrap();
+        for db in [&first, &second] {
+            let timeout: i64 = db
+                .lock()
+                .unwrap()
+                .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
+        }
+        const EACH: usize = 200;
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let workers: Vec<_> = [first, second]
+            .into_iter()
+            .enumerate()
+            .map(|(w, db)| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async move {
+                        let q = db.queue("jobs", None);
+                        start.wait();
+                        let mut got = Vec::new();
+                        for i in 0..EACH {
+                            q.send_batch(&[OutgoingMessage::new(format!("{w}-{i}"))])
+                                .await
+                                .unwrap();
+                            for m in q.receive(opts(10, 60_000)).await.unwrap() {
+                                q.delete_batch(&[m.receipt_handle]).await.unwrap();
+                                got.push(m.body);
+                            }
+                        }
+                        got
+                    })
+                })
+            })
+            .collect();
+        let mut all: Vec<String> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        let reopened = QueueDb::open(&path).unwrap().queue("jobs", None);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            loop {
+                let rest = reopened.receive(opts(10, 60_000)).await.unwrap();
+                if rest.is_empty() {
+                    break;
+                }
+                all.extend(rest.into_iter().map(|m| m.body));
+            }
+        });
+        let received = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(received, 2 * EACH, "a message was received twice");
+        assert_eq!(all.len(), 2 * EACH);
+    }
+
+    async fn age_dedup_keys(db: &QueueDb, keys: &[&str], age: Duration) {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        db.run(move |conn| {
+            for k in &keys {
+                conn.execute(
+                    "UPDATE dedup SET sent_at = ?2 WHERE key = ?1",
+                    params![k, now_ms() - ms(age)],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    fn batch(keys: &[&str]) -> Vec<(String, String)> {
+        keys.iter()
+            .map(|k| (k.to_string(), k.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn dedup_keys_a_complete_scan_did_not_see_again_are_forgotten_and_only_those() {
+        let (_d, db) = db();
+        let q = db.queue("events", None);
+        let other = db.queue("other", None);
+        assert_eq!(q.send_if_new(batch(&["gone", "kept"])).await.unwrap(), 2);
+        other.send_if_new(batch(&["gone"])).await.unwrap();
+        age_dedup_keys(&db, &["gone", "kept"], Duration::from_secs(3600)).await;
+        // A scan begins and sees only "kept" again: nothing is sent, but it is remembered.
+        let scan_began = SystemTime::now() - Duration::from_secs(1);
+        assert_eq!(q.send_if_new(batch(&["kept"])).await.unwrap(), 0);
+        assert_eq!(q.forget_unseen_since(scan_began).await.unwrap(), 1);
+        assert_eq!(q.forget_unseen_since(scan_began).await.unwrap(), 0);
+        // A forgotten key is new again; a kept one is not; another queue's keys are its own.
+        assert_eq!(q.send_if_new(batch(&["gone", "kept"])).await.unwrap(), 1);
+        assert_eq!(other.send_if_new(batch(&["gone"])).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn dedup_keys_are_forgotten_a_small_batch_per_transaction() {
+        let (_d, db) = db();
+        let q = db.queue("events", None);
+        let keys: Vec<String> = (0..PRUNE_BATCH * 2 + 7).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        q.send_if_new(batch(&refs)).await.unwrap();
+        let later = SystemTime::now() + Duration::from_secs(1);
+        assert_eq!(
+            q.forget_unseen_since(later).await.unwrap(),
+            keys.len() as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dedup_table_from_before_last_seen_times_keeps_its_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("q.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE dedup (queue TEXT NOT NULL, key TEXT NOT NULL,
+                     PRIMARY KEY (queue, key)) WITHOUT ROWID;
+                 INSERT INTO dedup (queue, key) VALUES ('events', 'k');",
+            )
+            .unwrap();
+        }
+        let db = QueueDb::open(&path).unwrap();
+        let q = db.queue("events", None);
+        assert_eq!(q.send_if_new(batch(&["k"])).await.unwrap(), 0);
+        // Opening again finds the column and changes nothing.
+        drop(db);
+        let db = QueueDb::open(&path).unwrap();
+        let q = db.queue("events", None);
+        assert_eq!(q.send_if_new(batch(&["k"])).await.unwrap(), 0);
     }
 }
