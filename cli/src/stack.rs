@@ -16,7 +16,7 @@ use sealbox_core::adapters::fs_store::FsObjectStore;
 use sealbox_core::adapters::http_endpoint::HttpEndpoint;
 use sealbox_core::adapters::inbox_watcher::{InboxScanner, InboxWatcher};
 use sealbox_core::adapters::sqlite_queue::{QueueDb, RedrivePolicy, SqliteQueue};
-use sealbox_core::adapters::webhook::Webhook;
+use sealbox_core::adapters::webhook::{Webhook, WebhookConfig};
 use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, Notification};
 use sealbox_core::layout::{INBOX, OUTBOX};
 use sealbox_ingest::{Ingest, IngestConfig};
@@ -269,6 +269,7 @@ impl Stack {
         // match none of them.
         opts.data_dir = std::path::absolute(&opts.data_dir)
             .with_context(|| format!("resolving {}", opts.data_dir.display()))?;
+        check_urls(&opts)?;
         let paths = Paths::new(&opts.data_dir);
         std::fs::create_dir_all(&paths.data_dir)
             .with_context(|| format!("creating {}", paths.data_dir.display()))?;
@@ -343,7 +344,10 @@ impl Stack {
 
         let mut log = EventLog::open(&paths.events, opts.durable)?;
         if let Some(url) = &opts.webhook {
-            log = log.with_webhook(Webhook::start(url.clone(), 100_000));
+            let cursor = paths.data_dir.join("webhook.cursor");
+            let hook = Webhook::start(WebhookConfig::new(url.clone(), cursor), &log)
+                .context("starting the webhook")?;
+            log = log.with_webhook(hook);
         }
         if let Some(o) = observers.notifications {
             log = log.with_observer(o);
@@ -507,6 +511,31 @@ async fn reload_keys(path: PathBuf, keyset: SharedKeyset, mut shutdown: watch::R
     }
 }
 
+/// Refuses a `--webhook` or `--model-url` that is not an http:// or https:// URL with a host:
+/// the stack would start ready, then fail every delivery or every job.
+fn check_urls(opts: &StackOptions) -> anyhow::Result<()> {
+    let model = match &opts.model {
+        ModelSource::Url(url) => Some(("--model-url", url)),
+        ModelSource::InProcess { .. } => None,
+    };
+    let webhook = opts.webhook.as_ref().map(|url| ("--webhook", url));
+    for (flag, url) in model.into_iter().chain(webhook) {
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            anyhow::anyhow!(
+                "{flag} {url:?} is not a URL ({e}); want http://HOST[:PORT][/PATH] or https://..."
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none_or(str::is_empty)
+        {
+            anyhow::bail!(
+                "{flag} {url:?} is not an http:// or https:// URL with a host; want http://HOST[:PORT][/PATH] or https://..."
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Refuses key refresh settings that would refuse tokens while nothing is wrong: a refresh
 /// interval of zero (a busy loop), or a staleness limit the refreshes cannot stay under.
 fn check_key_refresh(opts: &StackOptions) -> anyhow::Result<()> {
@@ -633,6 +662,34 @@ mod tests {
             "keys/jwks.json".parse(),
             Ok(KeysSource::File("keys/jwks.json".into()))
         );
+    }
+
+    #[test]
+    fn webhook_and_model_urls_that_are_not_http_urls_with_a_host_are_refused_naming_the_flag() {
+        let mut opts = StackOptions::new(Path::new("/nowhere"));
+        assert!(check_urls(&opts).is_ok());
+        for bad in [
+            "notaurl",
+            "ftp://host/x",
+            "http://",
+            "file:///tmp/hook",
+            "localhost:8080",
+        ] {
+            opts.webhook = Some(bad.into());
+            let e = check_urls(&opts).unwrap_err().to_string();
+            assert!(e.starts_with("--webhook"), "{bad}: {e}");
+            opts.webhook = None;
+            opts.model = ModelSource::Url(bad.into());
+            let e = check_urls(&opts).unwrap_err().to_string();
+            assert!(e.starts_with("--model-url"), "{bad}: {e}");
+            opts.model = ModelSource::InProcess {
+                latency: Duration::ZERO,
+                port: 0,
+            };
+        }
+        opts.webhook = Some("https://hooks.example/sealbox".into());
+        opts.model = ModelSource::Url("http://127.0.0.1:8080".into());
+        assert!(check_urls(&opts).is_ok());
     }
 
     #[test]

@@ -137,6 +137,15 @@ impl Error {
         }
     }
 
+    /// True for a fault of the pipeline's own storage (files, queue database, event log):
+    /// nothing about the job, so holding the job and trying again must not count against it.
+    pub fn is_own_storage(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. } | Error::Database(_) | Error::Notify(_)
+        )
+    }
+
     /// True if trying again later can succeed (transient storage, queue or endpoint faults).
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -60,7 +60,8 @@ pub fn parse_request_key(key: &str) -> Option<RequestKey<'_>> {
         return None;
     }
     let name = file.strip_suffix(".json")?;
-    if name.is_empty() || name.starts_with('.') {
+    // A request id may start with `.`; only the store's own temporary files are not requests.
+    if name.is_empty() || file.starts_with(TEMP_PREFIX) {
         return None;
     }
     Some(RequestKey { buyer, name })
@@ -147,9 +148,18 @@ mod tests {
             "b1/requests/x.txt",
             "b1/requests/a/b.json",
             "b1/requests/.json",
+            "b1/requests/.sbx-1-2.json",
         ] {
             assert_eq!(parse_request_key(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_request_id_starting_with_a_dot_is_a_request() {
+        assert_eq!(
+            parse_request_key("b1/requests/.hidden.json").map(|k| k.name),
+            Some(".hidden")
+        );
     }
 
     #[test]

@@ -1,19 +1,40 @@
-//! Outcomes: exactly one result, failure or rejection per (buyer, request_id), written with a
-//! conditional create, and the notification that announces it (same `event_id` on a repeat).
+//! Outcomes: exactly one result, failure or rejection per (buyer, request_id), and the
+//! notification that announces it (same `event_id` on a repeat).
+//!
+//! One claim per request decides who may write the outcome: `<buyer>/claims/<request_id>.json`
+//! in the outbox, created with create-new (`If-None-Match: *` on S3) before any outcome is
+//! written. The attempt that created it owns the request (a job and its redeliveries, or ingest
+//! rejecting one version of the request object); every other attempt only announces the owner's
+//! outcome once it exists, or leaves the request to the owner. An ingest claim carries its whole
+//! rejection document, so anyone who finds it without the document can finish writing it.
 
 use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::contract::{
-    CONTRACT_VERSION, EventKind, Notification, OutcomeDocument, OutcomeKind, event_id,
+    CONTRACT_VERSION, ClaimDocument, EventKind, Notification, OutcomeDocument, OutcomeKind,
+    event_id,
 };
 use crate::error::{Error, Result};
-use crate::layout::{failed_key, location, rejected_key, result_key};
+use crate::layout::{claim_key, failed_key, location, rejected_key, result_key};
 use crate::ports::notifier::Notifier;
 use crate::ports::object_store::{ObjectMeta, ObjectStore, PutMode};
 
-/// Largest outcome document read back when announcing it again.
+/// Largest outcome or claim document read back.
 const MAX_DOCUMENT_BYTES: u64 = 64 * 1024;
+
+/// What an attempt to claim a request found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This attempt owns the request. `fresh`: it created the claim just now; otherwise an
+    /// earlier delivery of the same owner did, and may have written the outcome already.
+    Owned {
+        /// Created by this call.
+        fresh: bool,
+    },
+    /// Another attempt owns the request.
+    OwnedBy(Box<ClaimDocument>),
+}
 
 /// Where outcomes go and how they are announced.
 #[derive(Clone, Copy)]
@@ -87,6 +108,59 @@ fn document_notification(
 }
 
 impl Outcomes<'_> {
+    /// Claims the request for `claim.owner`, unless someone else holds the claim.
+    pub async fn claim(&self, claim: &ClaimDocument) -> Result<Claim> {
+        let key = claim_key(&claim.buyer, &claim.request_id);
+        let body = serde_json::to_vec(claim).map_err(|e| Error::json("encoding a claim", e))?;
+        match self
+            .store
+            .put(self.outbox, &key, Bytes::from(body), PutMode::CreateNew)
+            .await
+        {
+            Ok(_) => Ok(Claim::Owned { fresh: true }),
+            Err(Error::AlreadyExists { .. }) => {
+                match self.read_claim(&claim.buyer, &claim.request_id).await? {
+                    Some(held) if held.owner == claim.owner => Ok(Claim::Owned { fresh: false }),
+                    Some(held) => Ok(Claim::OwnedBy(Box::new(held))),
+                    None => Err(Error::Task(format!("{key} vanished after a conflict"))),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The claim of (buyer, request_id), if there is one.
+    pub async fn read_claim(&self, buyer: &str, request_id: &str) -> Result<Option<ClaimDocument>> {
+        let key = claim_key(buyer, request_id);
+        match self.store.get(self.outbox, &key, MAX_DOCUMENT_BYTES).await {
+            Ok((_, body)) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| Error::json(format!("reading claim {key}"), e)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// For an attempt that does not own the request: announces the owner's outcome again if
+    /// it exists (finishing an ingest rejection whose owner stopped before writing it), or
+    /// returns `None` while the owner is still at work.
+    pub async fn follow(
+        &self,
+        held: &ClaimDocument,
+        result: &ResultInfo<'_>,
+    ) -> Result<Option<Notification>> {
+        if let Some(rejection) = &held.rejection {
+            return self.settle_document(rejection).await.map(Some);
+        }
+        match self.existing(result).await? {
+            Some(n) => {
+                self.notifier.publish(&n).await?;
+                Ok(Some(n))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The notification of an outcome already written for (buyer, request_id), if any.
     /// `result` describes a result object, should that be the outcome found.
     pub async fn existing(&self, result: &ResultInfo<'_>) -> Result<Option<Notification>> {

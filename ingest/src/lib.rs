@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use sealbox_authz::Authorizer;
 use sealbox_core::contract::{
-    CONTRACT_VERSION, EventKind, InboxEvent, Input, InputRef, JobMessage, MAX_REQUEST_OBJECT_BYTES,
-    OutcomeDocument, OutcomeKind, Reason, RequestObject, Split, Violation,
+    CONTRACT_VERSION, ClaimDocument, InboxEvent, Input, InputRef, JobMessage,
+    MAX_REQUEST_OBJECT_BYTES, OutcomeDocument, OutcomeKind, Reason, RequestObject, Split,
+    Violation,
 };
 use sealbox_core::layout::{is_valid_buyer, parse_request_key};
-use sealbox_core::outcome::{Outcomes, ResultInfo};
+use sealbox_core::outcome::{Claim, Outcomes};
 use sealbox_core::ports::{JobQueue, Notifier, ObjectStore, OutgoingMessage};
 use time::OffsetDateTime;
 
@@ -67,6 +68,7 @@ enum Decision {
         buyer: String,
         name: String,
         key: String,
+        etag: String,
         received_at: OffsetDateTime,
         violation: Violation,
     },
@@ -101,15 +103,21 @@ impl Ingest {
         for ev in events {
             decisions.push(self.decide(ev).await);
         }
-        let jobs: Vec<OutgoingMessage> = decisions
-            .iter()
-            .filter_map(|d| match d {
-                Ok(Decision::Accept(job)) => {
-                    serde_json::to_string(job).ok().map(OutgoingMessage::new)
+        let mut jobs = Vec::new();
+        for d in &mut decisions {
+            if let Ok(Decision::Accept(job)) = d {
+                match serde_json::to_string(job) {
+                    Ok(body) => jobs.push(OutgoingMessage::new(body)),
+                    // Not sent, so not accepted: the event comes back.
+                    Err(e) => {
+                        *d = Err(IngestError::Transient(sealbox_core::Error::json(
+                            "encoding a job",
+                            e,
+                        )))
+                    }
                 }
-                _ => None,
-            })
-            .collect();
+            }
+        }
         let sent = if jobs.is_empty() {
             Ok(())
         } else {
@@ -133,9 +141,13 @@ impl Ingest {
                     buyer,
                     name,
                     key,
+                    etag,
                     received_at,
                     violation,
-                }) => self.reject(&buyer, &name, &key, received_at, &violation).await,
+                }) => {
+                    self.reject(&buyer, &name, &key, &etag, received_at, &violation)
+                        .await
+                }
             });
         }
         out
@@ -161,6 +173,7 @@ impl Ingest {
                 buyer: rk.buyer.to_owned(),
                 name: rk.name.to_owned(),
                 key: ev.key.clone(),
+                etag: ev.etag.clone(),
                 received_at: ev.event_time,
                 violation,
             })
@@ -184,7 +197,22 @@ impl Ingest {
         {
             Ok(got) => got,
             Err(sealbox_core::Error::NotFound { .. }) => {
+                self.finish_own_rejection(ev).await?;
                 return Ok(Decision::Ignore("request object deleted before ingest"));
+            }
+            Err(sealbox_core::Error::NotAFile { what, .. }) => {
+                return reject(Violation::new(
+                    Reason::RequestNotAFile,
+                    "request",
+                    format!("is {what}; a request object must be a regular file"),
+                ));
+            }
+            Err(sealbox_core::Error::InvalidKey { rule, .. }) => {
+                return reject(Violation::new(
+                    Reason::RequestNotAFile,
+                    "request",
+                    format!("{rule}; a request object must be a regular file"),
+                ));
             }
             Err(sealbox_core::Error::TooLarge { size, limit, .. }) => {
                 return reject(Violation::new(
@@ -196,6 +224,7 @@ impl Ingest {
             Err(e) => return Err(e.into()),
         };
         if meta.etag != ev.etag {
+            self.finish_own_rejection(ev).await?;
             // Overwritten since this event (or read half-written): the version now stored has
             // an event of its own, and answering this one would judge bytes it never announced.
             return Ok(Decision::Ignore(
@@ -213,15 +242,32 @@ impl Ingest {
         }
         let input = match &request.input {
             Input::Inline(_) => InputRef::Inline,
-            Input::Object(key) => match self.store.head(&self.config.inbox, key).await? {
-                None => {
+            Input::Object(key) => match self.store.head(&self.config.inbox, key).await {
+                Err(sealbox_core::Error::NotAFile { what, .. }) => {
+                    return reject(Violation::new(
+                        Reason::InputNotAFile,
+                        "input.s3_key",
+                        format!("{key} is {what}, not a regular file"),
+                    ));
+                }
+                Err(sealbox_core::Error::InvalidKey { rule, .. }) => {
+                    return reject(Violation::new(
+                        Reason::InputNotAFile,
+                        "input.s3_key",
+                        format!("{key}: {rule}"),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+                Ok(None) => {
                     return reject(Violation::new(
                         Reason::InputNotFound,
                         "input.s3_key",
                         format!("no object at {key}"),
                     ));
                 }
-                Some(m) if request.split == Split::None && m.size > self.config.payload_limit => {
+                Ok(Some(m))
+                    if request.split == Split::None && m.size > self.config.payload_limit =>
+                {
                     return reject(Violation::new(
                         Reason::InputTooLarge,
                         "input.s3_key",
@@ -231,7 +277,7 @@ impl Ingest {
                         ),
                     ));
                 }
-                Some(_) => InputRef::Object { key: key.clone() },
+                Ok(Some(_)) => InputRef::Object { key: key.clone() },
             },
         };
         let now = OffsetDateTime::now_utc();
@@ -257,44 +303,80 @@ impl Ingest {
         })))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn reject(
         &self,
         buyer: &str,
         name: &str,
         key: &str,
+        etag: &str,
         received_at: OffsetDateTime,
         violation: &Violation,
     ) -> Result<IngestOutcome, IngestError> {
-        let outcomes = Outcomes {
+        let mut doc = OutcomeDocument::new(OutcomeKind::Rejected, buyer, name, key, violation);
+        doc.received_at = received_at;
+        // The claim comes first and carries the whole rejection: a job that runs for this
+        // request id, or a rejection of another version, can no longer write a second outcome.
+        let claim = ClaimDocument {
+            version: CONTRACT_VERSION,
+            buyer: buyer.to_owned(),
+            request_id: name.to_owned(),
+            owner: ingest_owner(etag),
+            request_etag: etag.to_owned(),
+            claimed_at: OffsetDateTime::now_utc(),
+            rejection: Some(doc.clone()),
+        };
+        let outcomes = self.outcomes();
+        match outcomes.claim(&claim).await? {
+            Claim::Owned { .. } => {
+                outcomes.settle_document(&doc).await?;
+                tracing::info!(buyer, request_id = name, reason = %violation.reason, field = %violation.field, detail = %violation.rule, "rejected");
+                Ok(IngestOutcome::Rejected {
+                    request_id: name.to_owned(),
+                    reason: violation.reason,
+                })
+            }
+            Claim::OwnedBy(held) => {
+                // Another version owns the id. Its rejection is finished and announced again
+                // (its writer may have stopped after the claim); a job's outcome is the job's
+                // to announce.
+                if let Some(rejection) = &held.rejection {
+                    outcomes.settle_document(rejection).await?;
+                }
+                tracing::info!(buyer, request_id = name, reason = %violation.reason, owner = %held.owner, "request id already claimed; this copy changes nothing");
+                Ok(IngestOutcome::AlreadyAnswered)
+            }
+        }
+    }
+
+    fn outcomes(&self) -> Outcomes<'_> {
+        Outcomes {
             store: self.store.as_ref(),
             outbox: &self.config.outbox,
             notifier: self.notifier.as_ref(),
-        };
-        // A bad copy of a request that already has an outcome must not add a second one.
-        let probe = ResultInfo {
-            buyer,
-            request_id: name,
-            content_type: "application/octet-stream",
-            received_at,
-            attempts: 0,
-        };
-        // Only the same rejection may be announced again; any other outcome stands alone.
-        if let Some(existing) = outcomes.existing(&probe).await?
-            && (existing.event != EventKind::RequestRejected
-                || existing.reason != Some(violation.reason))
-        {
-            tracing::info!(buyer, request_id = name, reason = %violation.reason, "request id already answered; copy ignored");
-            return Ok(IngestOutcome::AlreadyAnswered);
         }
-        let mut doc = OutcomeDocument::new(OutcomeKind::Rejected, buyer, name, key, violation);
-        doc.received_at = received_at;
-        outcomes.settle_document(&doc).await?;
-        tracing::info!(buyer, request_id = name, reason = %violation.reason, field = %violation.field, detail = %violation.rule, "rejected");
-        Ok(IngestOutcome::Rejected {
-            request_id: name.to_owned(),
-            reason: violation.reason,
-        })
     }
+
+    /// An event ingest will not answer (its version is gone): if ingest claimed this very
+    /// version before and stopped before writing the rejection, write it now.
+    async fn finish_own_rejection(&self, ev: &InboxEvent) -> Result<(), IngestError> {
+        let Some(rk) = parse_request_key(&ev.key) else {
+            return Ok(());
+        };
+        let outcomes = self.outcomes();
+        if let Some(held) = outcomes.read_claim(rk.buyer, rk.name).await?
+            && held.owner == ingest_owner(&ev.etag)
+            && let Some(rejection) = &held.rejection
+        {
+            outcomes.settle_document(rejection).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The owner ingest names in the claim of a version it rejects.
+fn ingest_owner(etag: &str) -> String {
+    format!("ingest:{etag}")
 }
 
 #[cfg(test)]
@@ -306,7 +388,7 @@ mod tests {
     use sealbox_core::adapters::event_log::EventLog;
     use sealbox_core::adapters::fs_store::FsObjectStore;
     use sealbox_core::adapters::sqlite_queue::{QueueDb, SqliteQueue};
-    use sealbox_core::layout::{rejected_key, request_key, result_key};
+    use sealbox_core::layout::{claim_key, rejected_key, request_key, result_key};
     use sealbox_core::ports::{PutMode, ReceiveOptions};
 
     use super::*;
@@ -469,6 +551,25 @@ mod tests {
     #[tokio::test]
     async fn a_bad_copy_of_an_answered_request_adds_no_second_outcome() {
         let f = fixture();
+        // A job owned the request and answered it.
+        let claim = ClaimDocument {
+            version: CONTRACT_VERSION,
+            buyer: "b1".into(),
+            request_id: "r1".into(),
+            owner: "job:1".into(),
+            request_etag: "e1".into(),
+            claimed_at: OffsetDateTime::now_utc(),
+            rejection: None,
+        };
+        f.store
+            .put(
+                "outbox",
+                &claim_key("b1", "r1"),
+                Bytes::from(serde_json::to_vec(&claim).unwrap()),
+                PutMode::CreateNew,
+            )
+            .await
+            .unwrap();
         f.store
             .put(
                 "outbox",

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealbox_core::contract::InboxEvent;
-use sealbox_core::ports::{JobQueue, ReceiveOptions};
+use sealbox_core::ports::{JobQueue, ReceiveOptions, ReceivedMessage};
 use tokio::sync::watch;
 
-use crate::Ingest;
+use crate::{Ingest, IngestError};
 
 /// How the poller receives.
 #[derive(Debug, Clone, Copy)]
@@ -81,23 +81,63 @@ pub async fn run(
                 }
             }
         }
-        let evs: Vec<InboxEvent> = parsed.iter().map(|(_, e)| e.clone()).collect();
-        let results = ingest.handle_batch(&evs).await;
-        for ((m, ev), r) in parsed.iter().zip(results) {
-            match r {
-                Ok(_) => done.push(m.receipt_handle.clone()),
-                Err(e) => {
-                    let delay = retry_delay(m.receive_count);
-                    tracing::warn!(key = %ev.key, error = %e, retry_in_ms = delay.as_millis() as u64, "ingest will retry");
-                    if let Err(e) = events.change_visibility(&m.receipt_handle, delay).await {
-                        tracing::warn!(error = %e, "could not back off; the visibility timeout will");
+        let mut pending = parsed;
+        let mut attempt = 0u32;
+        loop {
+            let evs: Vec<InboxEvent> = pending.iter().map(|(_, e)| e.clone()).collect();
+            let results = ingest.handle_batch(&evs).await;
+            let mut held = Vec::new();
+            for ((m, ev), r) in pending.into_iter().zip(results) {
+                match r {
+                    Ok(_) => done.push(m.receipt_handle.clone()),
+                    // Our own disk or database failing says nothing about the request: hold
+                    // the event and try again, so an outage spends none of its receives.
+                    Err(IngestError::Transient(e)) if e.is_own_storage() && !*shutdown.borrow() => {
+                        tracing::warn!(key = %ev.key, error = %e, "storage failed; holding the inbox event without spending a receive");
+                        held.push((m, ev));
                     }
+                    Err(e) => release(events.as_ref(), m, &ev, &e).await,
                 }
             }
+            if held.is_empty() {
+                break;
+            }
+            attempt += 1;
+            for (m, _) in &held {
+                if let Err(e) = events
+                    .change_visibility(&m.receipt_handle, config.visibility_timeout)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not extend a held inbox event");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(storage_retry_delay(attempt)) => {}
+                _ = shutdown.changed() => {}
+            }
+            pending = held;
         }
         if let Err(e) = events.delete_batch(&done).await {
             // The events come back and are handled again: idempotent, so only slower.
             tracing::error!(error = %e, "deleting handled inbox events failed");
         }
+    }
+}
+
+/// Delay before the `attempt`-th retry of events held through a fault of our own storage.
+pub fn storage_retry_delay(attempt: u32) -> Duration {
+    sealbox_core::retry::redelivery_delay(
+        attempt,
+        Duration::from_millis(250),
+        Duration::from_secs(15),
+    )
+}
+
+/// Gives a transiently failed event back to the queue after a jittered delay.
+async fn release(events: &dyn JobQueue, m: &ReceivedMessage, ev: &InboxEvent, e: &IngestError) {
+    let delay = retry_delay(m.receive_count);
+    tracing::warn!(key = %ev.key, error = %e, retry_in_ms = delay.as_millis() as u64, "ingest will retry");
+    if let Err(e) = events.change_visibility(&m.receipt_handle, delay).await {
+        tracing::warn!(error = %e, "could not back off; the visibility timeout will");
     }
 }

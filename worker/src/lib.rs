@@ -10,11 +10,12 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use sealbox_core::Error;
 use sealbox_core::contract::{
-    Input, InputRef, JobMessage, MAX_REQUEST_OBJECT_BYTES, Notification, OutcomeDocument,
-    OutcomeKind, Reason, RequestObject, Split, Violation,
+    CONTRACT_VERSION, ClaimDocument, Input, InputRef, JobMessage, MAX_REQUEST_OBJECT_BYTES,
+    Notification, OutcomeDocument, OutcomeKind, Reason, RequestObject, Split, ValidRequest,
+    Violation,
 };
 use sealbox_core::layout::result_key;
-use sealbox_core::outcome::{Outcomes, ResultInfo};
+use sealbox_core::outcome::{Claim, Outcomes, ResultInfo};
 use sealbox_core::ports::{ByteStream, Endpoint, Invocation, Notifier, ObjectStore, PutMode};
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -37,8 +38,11 @@ pub enum JobOutcome {
     Completed(Notification),
     /// A failure document was written (or was already there) and announced.
     Failed(Notification),
-    /// The request object was replaced after it was authorized; the new one has its own job.
+    /// The request object was replaced before the job ran; the new version has its own job.
     Superseded,
+    /// Another attempt owns the request (its claim came first): its outcome, announced again if
+    /// it exists yet.
+    OwnedElsewhere(Option<Notification>),
 }
 
 /// Settings of the worker handler.
@@ -80,6 +84,16 @@ pub struct Worker {
 
 struct Failure(Violation);
 
+/// What a job finds of the request object it was accepted for.
+enum Authorized {
+    /// Still the authorized version; its inline input, if the input is inline.
+    Input(Option<Vec<u8>>),
+    /// Replaced by a newer version since it was authorized.
+    Replaced,
+    /// Cannot run, for this reason.
+    Gone(Violation),
+}
+
 impl Worker {
     /// Wires the handler.
     pub fn new(
@@ -106,6 +120,10 @@ impl Worker {
     }
 
     /// Runs the job in `body`, delivered for the `receive_count`-th time.
+    ///
+    /// Claims the request before writing any outcome: only the claim's owner (this job and its
+    /// redeliveries) writes one; any other job for the same request id announces the owner's
+    /// outcome once it exists, or leaves the request to the owner.
     pub async fn process(
         &self,
         body: &str,
@@ -126,20 +144,61 @@ impl Worker {
             received_at: job.received_at,
             attempts: receive_count,
         };
-        // A redelivery or a duplicate upload: announce what is there, do not invoke again.
-        if let Some(n) = self.outcomes().existing(&info).await? {
-            self.notifier.publish(&n).await?;
-            return Ok((classify(n), report));
-        }
-        let ran = self.run(&job, &mut report).await;
-        let outcome = match ran {
-            Ok(Some(meta)) => {
-                let n = self.outcomes().settle_result(&info, Ok(meta)).await?;
-                JobOutcome::Completed(n)
+        let owner = job.owner();
+        // Look before claiming: a request replaced before its job ran is answered in its newer
+        // version, which has a job of its own and may claim the id instead.
+        let input = match self.authorized_input(&job).await? {
+            Authorized::Replaced => {
+                let held = self
+                    .outcomes()
+                    .read_claim(&job.buyer, &job.request_id)
+                    .await?;
+                if held.is_none_or(|c| c.owner != owner) {
+                    tracing::info!(buyer = %job.buyer, request_id = %job.request_id, "request object replaced before its job ran; superseded");
+                    return Ok((JobOutcome::Superseded, report));
+                }
+                // This job owns the id already (a redelivery) and must answer it.
+                Err(Failure(Violation::new(
+                    Reason::RequestReplaced,
+                    "request",
+                    "the request object was replaced while its job was in progress; a request id \
+                     is answered once, so submit the new version under a new request id",
+                )))
             }
-            Ok(None) => {
-                tracing::info!(buyer = %job.buyer, request_id = %job.request_id, "request object replaced; job superseded");
-                JobOutcome::Superseded
+            Authorized::Input(input) => Ok(input),
+            Authorized::Gone(v) => Err(Failure(v)),
+        };
+        let claim = ClaimDocument {
+            version: CONTRACT_VERSION,
+            buyer: job.buyer.clone(),
+            request_id: job.request_id.clone(),
+            owner,
+            request_etag: job.request_etag.clone(),
+            claimed_at: OffsetDateTime::now_utc(),
+            rejection: None,
+        };
+        match self.outcomes().claim(&claim).await? {
+            Claim::Owned { fresh: true } => {}
+            Claim::Owned { fresh: false } => {
+                // A redelivery: the first delivery may have written the outcome already.
+                if let Some(n) = self.outcomes().existing(&info).await? {
+                    self.notifier.publish(&n).await?;
+                    return Ok((classify(n), report));
+                }
+            }
+            Claim::OwnedBy(held) => {
+                let announced = self.outcomes().follow(&held, &info).await?;
+                tracing::info!(buyer = %job.buyer, request_id = %job.request_id, owner = %held.owner, announced = announced.is_some(), "request owned by another attempt; left to it");
+                return Ok((JobOutcome::OwnedElsewhere(announced), report));
+            }
+        }
+        let ran = match input {
+            Ok(input) => self.run(&job, input, &mut report).await,
+            Err(failure) => Err(RunError::Fail(failure)),
+        };
+        let outcome = match ran {
+            Ok(meta) => {
+                JobOutcome::Completed(self.outcomes().settle_result(&info, Ok(meta)).await?)
             }
             Err(RunError::Conflict) => {
                 let e = Error::AlreadyExists {
@@ -166,12 +225,68 @@ impl Worker {
         Ok((outcome, report))
     }
 
-    /// Reads the input, invokes, writes the result. `Ok(None)`: superseded.
+    /// Whether the request object the job was accepted for is still the one stored, and its
+    /// inline input if it has one.
+    async fn authorized_input(&self, job: &JobMessage) -> Result<Authorized, WorkerError> {
+        if job.input != InputRef::Inline {
+            // A deleted request object stays authorized: the job was accepted before it went.
+            return match self.store.head(&self.config.inbox, &job.request_key).await {
+                Ok(meta) if meta.as_ref().is_none_or(|m| m.etag == job.request_etag) => {
+                    Ok(Authorized::Input(None))
+                }
+                Ok(_) => Ok(Authorized::Replaced),
+                Err(e) if e.is_retryable() => Err(WorkerError::Retryable(e)),
+                // Now a link or a FIFO: a new version, with an event of its own.
+                Err(_) => Ok(Authorized::Replaced),
+            };
+        }
+        let (meta, body) = match self
+            .store
+            .get(
+                &self.config.inbox,
+                &job.request_key,
+                MAX_REQUEST_OBJECT_BYTES,
+            )
+            .await
+        {
+            Ok(got) => got,
+            Err(Error::NotFound { .. }) => {
+                return Ok(Authorized::Gone(Violation::new(
+                    Reason::InputNotFound,
+                    "input",
+                    "the request object was deleted before it ran",
+                )));
+            }
+            Err(e) if e.is_retryable() => return Err(WorkerError::Retryable(e)),
+            Err(_) => return Ok(Authorized::Replaced),
+        };
+        if meta.etag != job.request_etag {
+            return Ok(Authorized::Replaced);
+        }
+        let request =
+            RequestObject::parse(&body).and_then(|r| r.validate(&job.buyer, &job.request_id));
+        Ok(match request {
+            Ok(ValidRequest {
+                input: Input::Inline(bytes),
+                ..
+            }) => Authorized::Input(Some(bytes)),
+            // Not what ingest accepted under this ETag: answer rather than guess.
+            Ok(_) => Authorized::Gone(Violation::new(
+                Reason::MalformedJob,
+                "input",
+                "the job says inline input but the request object names an input object",
+            )),
+            Err(v) => Authorized::Gone(v),
+        })
+    }
+
+    /// Reads the object input (inline input is given), invokes, writes the result.
     async fn run(
         &self,
         job: &JobMessage,
+        inline: Option<Vec<u8>>,
         report: &mut JobReport,
-    ) -> Result<Option<sealbox_core::ports::ObjectMeta>, RunError> {
+    ) -> Result<sealbox_core::ports::ObjectMeta, RunError> {
         if OffsetDateTime::now_utc() > job.deadline {
             return Err(fail(
                 Reason::DeadlineExceeded,
@@ -184,11 +299,9 @@ impl Worker {
         }
         let key = result_key(&job.buyer, &job.request_id);
         let outbox = &self.config.outbox;
-        match (&job.input, job.split) {
-            (InputRef::Inline, split) => {
-                let Some(input) = self.inline_input(job).await? else {
-                    return Ok(None);
-                };
+        match (&job.input, job.split, inline) {
+            (InputRef::Inline, split, input) => {
+                let input = input.unwrap_or_default();
                 if split == Split::Line {
                     let reader: ByteStream = Box::pin(std::io::Cursor::new(input));
                     return self.run_split(job, reader, report).await;
@@ -196,8 +309,7 @@ impl Worker {
                 let out = self.invoke(job, Bytes::from(input), report).await?;
                 put_result(self.store.put(outbox, &key, out, PutMode::CreateNew).await)
             }
-            (InputRef::Object { .. }, _) if !self.still_current(job).await? => Ok(None),
-            (InputRef::Object { key: input_key }, Split::None) => {
+            (InputRef::Object { key: input_key }, Split::None, _) => {
                 let limit = self.endpoint.payload_limit();
                 let input = match self.store.get(&self.config.inbox, input_key, limit).await {
                     Ok((_, b)) => b,
@@ -206,58 +318,13 @@ impl Worker {
                 let out = self.invoke(job, input, report).await?;
                 put_result(self.store.put(outbox, &key, out, PutMode::CreateNew).await)
             }
-            (InputRef::Object { key: input_key }, Split::Line) => {
+            (InputRef::Object { key: input_key }, Split::Line, _) => {
                 let reader = match self.store.get_stream(&self.config.inbox, input_key).await {
                     Ok((_, r)) => r,
                     Err(e) => return Err(input_error(e, input_key)),
                 };
                 self.run_split(job, reader, report).await
             }
-        }
-    }
-
-    /// False if the request object was replaced since it was authorized (a deleted one stays
-    /// authorized: the job was accepted before it went).
-    async fn still_current(&self, job: &JobMessage) -> Result<bool, RunError> {
-        let meta = self
-            .store
-            .head(&self.config.inbox, &job.request_key)
-            .await?;
-        Ok(meta.is_none_or(|m| m.etag == job.request_etag))
-    }
-
-    /// The inline input of the authorized request object, or `None` if it was replaced since.
-    async fn inline_input(&self, job: &JobMessage) -> Result<Option<Vec<u8>>, RunError> {
-        let (meta, body) = match self
-            .store
-            .get(
-                &self.config.inbox,
-                &job.request_key,
-                MAX_REQUEST_OBJECT_BYTES,
-            )
-            .await
-        {
-            Ok(got) => got,
-            Err(Error::NotFound { .. }) => {
-                return Err(fail(
-                    Reason::InputNotFound,
-                    "input",
-                    "the request object was deleted before it ran",
-                ));
-            }
-            Err(e) if e.is_retryable() => return Err(RunError::Retry(e)),
-            Err(e) => return Err(fail(Reason::InputNotFound, "input", e.to_string())),
-        };
-        if meta.etag != job.request_etag {
-            return Ok(None);
-        }
-        let buyer = job.buyer.as_str();
-        let request = RequestObject::parse(&body)
-            .and_then(|r| r.validate(buyer, &job.request_id))
-            .map_err(|v| RunError::Fail(Failure(v)))?;
-        match request.input {
-            Input::Inline(bytes) => Ok(Some(bytes)),
-            Input::Object(_) => Ok(None),
         }
     }
 
@@ -308,6 +375,16 @@ impl Worker {
                 "input",
                 format!("the model answered {status}: {message}"),
             )),
+            Err(Error::ModelFailed { status, message }) => Err(fail(
+                Reason::ModelError,
+                "model",
+                format!("the model failed with {status}: {message}"),
+            )),
+            Err(Error::ResponseTooLarge { limit }) => Err(fail(
+                Reason::ModelResponseTooLarge,
+                "model",
+                format!("the model answered more than {limit} bytes"),
+            )),
             Err(Error::PayloadTooLarge { size, limit }) => Err(fail(
                 Reason::InputTooLarge,
                 "input",
@@ -342,7 +419,7 @@ impl Worker {
         job: &JobMessage,
         reader: ByteStream,
         report: &mut JobReport,
-    ) -> Result<Option<sealbox_core::ports::ObjectMeta>, RunError> {
+    ) -> Result<sealbox_core::ports::ObjectMeta, RunError> {
         let limit = self.endpoint.payload_limit() as usize;
         let spool = tempfile::tempfile()
             .map_err(|e| RunError::Retry(Error::io("creating a spool file", e)))?;
@@ -457,15 +534,25 @@ fn input_error(e: Error, key: &str) -> RunError {
             "input.s3_key",
             format!("{size} bytes is over the endpoint limit of {limit}; use split: line"),
         ),
+        Error::NotAFile { what, .. } => fail(
+            Reason::InputNotAFile,
+            "input.s3_key",
+            format!("{key} is {what}, not a regular file"),
+        ),
+        Error::InvalidKey { rule, .. } => fail(
+            Reason::InputNotAFile,
+            "input.s3_key",
+            format!("{key}: {rule}"),
+        ),
         e => RunError::Retry(e),
     }
 }
 
 fn put_result(
     r: sealbox_core::Result<sealbox_core::ports::ObjectMeta>,
-) -> Result<Option<sealbox_core::ports::ObjectMeta>, RunError> {
+) -> Result<sealbox_core::ports::ObjectMeta, RunError> {
     match r {
-        Ok(meta) => Ok(Some(meta)),
+        Ok(meta) => Ok(meta),
         Err(Error::AlreadyExists { .. }) => Err(RunError::Conflict),
         Err(e) => Err(RunError::Retry(e)),
     }

@@ -91,6 +91,7 @@ pub async fn run(
                 observer.clone(),
                 running.clone(),
             );
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let visibility = config.visibility_timeout;
                 run_one(
@@ -101,6 +102,7 @@ pub async fn run(
                     visibility,
                     &done,
                     observer,
+                    shutdown,
                 )
                 .await;
                 drop(permit);
@@ -114,6 +116,16 @@ pub async fn run(
     let _ = deleter.await;
 }
 
+/// Delay before the `attempt`-th retry of a job held through a fault of our own storage.
+pub fn storage_retry_delay(attempt: u32) -> Duration {
+    sealbox_core::retry::redelivery_delay(
+        attempt,
+        Duration::from_millis(250),
+        Duration::from_secs(15),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
     worker: &Worker,
     jobs: &dyn JobQueue,
@@ -122,10 +134,31 @@ async fn run_one(
     visibility: Duration,
     done: &mpsc::UnboundedSender<String>,
     observer: Option<mpsc::UnboundedSender<JobReport>>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let work = async {
-        let _slot = running.acquire().await;
-        worker.process(&message.body, message.receive_count).await
+        let mut attempt = 0u32;
+        loop {
+            let result = {
+                let _slot = running.acquire().await;
+                worker.process(&message.body, message.receive_count).await
+            };
+            // Our own disk or database failing says nothing about the job: hold the message
+            // (the heartbeat keeps it ours) and try again, so an outage spends no receives
+            // and dead-letters nothing. Shutdown lets it go.
+            match &result {
+                Err(WorkerError::Retryable(e)) if e.is_own_storage() && !*shutdown.borrow() => {
+                    attempt += 1;
+                    let delay = storage_retry_delay(attempt);
+                    tracing::warn!(message_id = %message.message_id, error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "storage failed; holding the job without spending a receive");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                _ => break result,
+            }
+        }
     };
     tokio::pin!(work);
     let mut heartbeat = tokio::time::interval(visibility / 2);
@@ -178,5 +211,200 @@ async fn delete_in_batches(jobs: Arc<dyn JobQueue>, mut rx: mpsc::UnboundedRecei
             tracing::error!(error = %e, count = batch.len(), "deleting finished jobs failed");
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use sealbox_core::adapters::event_log::{EventLog, read_event_log};
+    use sealbox_core::adapters::fs_store::FsObjectStore;
+    use sealbox_core::adapters::sqlite_queue::{QueueDb, RedrivePolicy};
+    use sealbox_core::contract::{CONTRACT_VERSION, EventKind, InputRef, JobMessage, Split};
+    use sealbox_core::layout::request_key;
+    use sealbox_core::ports::{
+        ByteStream, DeadLetterQueue, Endpoint, Invocation, InvocationOutput, ObjectMeta,
+        ObjectStore, OutgoingMessage, PutMode,
+    };
+
+    use super::*;
+    use crate::WorkerConfig;
+
+    /// The file store, with its first `failures` writes failing as a full disk would.
+    struct FullDisk {
+        inner: FsObjectStore,
+        failures: AtomicUsize,
+    }
+
+    impl FullDisk {
+        fn fail(&self) -> sealbox_core::Result<()> {
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                let e = std::io::Error::from(std::io::ErrorKind::StorageFull);
+                return Err(sealbox_core::Error::io("writing the outbox", e));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for FullDisk {
+        async fn put(
+            &self,
+            bucket: &str,
+            key: &str,
+            body: Bytes,
+            mode: PutMode,
+        ) -> sealbox_core::Result<ObjectMeta> {
+            self.fail()?;
+            self.inner.put(bucket, key, body, mode).await
+        }
+        async fn put_stream(
+            &self,
+            bucket: &str,
+            key: &str,
+            body: ByteStream,
+            mode: PutMode,
+        ) -> sealbox_core::Result<ObjectMeta> {
+            self.fail()?;
+            self.inner.put_stream(bucket, key, body, mode).await
+        }
+        async fn get(
+            &self,
+            bucket: &str,
+            key: &str,
+            max: u64,
+        ) -> sealbox_core::Result<(ObjectMeta, Bytes)> {
+            self.inner.get(bucket, key, max).await
+        }
+        async fn get_stream(
+            &self,
+            bucket: &str,
+            key: &str,
+        ) -> sealbox_core::Result<(ObjectMeta, ByteStream)> {
+            self.inner.get_stream(bucket, key).await
+        }
+        async fn head(&self, bucket: &str, key: &str) -> sealbox_core::Result<Option<ObjectMeta>> {
+            self.inner.head(bucket, key).await
+        }
+        async fn list(
+            &self,
+            bucket: &str,
+            prefix: &str,
+            start_after: Option<&str>,
+            max: usize,
+        ) -> sealbox_core::Result<Vec<ObjectMeta>> {
+            self.inner.list(bucket, prefix, start_after, max).await
+        }
+        async fn delete(&self, bucket: &str, key: &str) -> sealbox_core::Result<()> {
+            self.inner.delete(bucket, key).await
+        }
+    }
+
+    struct Echo;
+
+    #[async_trait]
+    impl Endpoint for Echo {
+        async fn invoke(&self, inv: Invocation) -> sealbox_core::Result<InvocationOutput> {
+            Ok(InvocationOutput {
+                body: inv.body,
+                content_type: inv.accept,
+                custom_attributes: None,
+            })
+        }
+        fn payload_limit(&self) -> u64 {
+            1 << 20
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_of_our_own_storage_holds_the_job_without_spending_receives() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = FsObjectStore::new(dir.path().join("buckets"), false);
+        inner
+            .put(
+                "inbox",
+                "b1/inputs/x.csv",
+                Bytes::from("1,2,3,4"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let store = Arc::new(FullDisk {
+            inner,
+            failures: AtomicUsize::new(2),
+        });
+        let events = dir.path().join("events.ndjson");
+        let worker = Arc::new(Worker::new(
+            store,
+            Arc::new(Echo),
+            Arc::new(EventLog::open(&events, false).unwrap()),
+            WorkerConfig {
+                inbox: "inbox".into(),
+                outbox: "outbox".into(),
+                invoke_attempts: 1,
+                max_concurrent_invocations: 1,
+            },
+        ));
+        // One receive only: a job that went back to the queue even once would dead-letter.
+        let jobs = QueueDb::open(&dir.path().join("q.db")).unwrap().queue(
+            "jobs",
+            Some(RedrivePolicy {
+                dead_letter_queue: "jobs-dlq".into(),
+                max_receives: 1,
+            }),
+        );
+        let now = time::OffsetDateTime::now_utc();
+        let job = JobMessage {
+            version: CONTRACT_VERSION,
+            job_id: JobMessage::new_job_id(),
+            buyer: "b1".into(),
+            request_id: "r1".into(),
+            request_key: request_key("b1", "r1"),
+            request_etag: String::new(),
+            input: InputRef::Object {
+                key: "b1/inputs/x.csv".into(),
+            },
+            content_type: "text/csv".into(),
+            accept: "text/csv".into(),
+            custom_attributes: None,
+            split: Split::None,
+            received_at: now,
+            accepted_at: now,
+            deadline: now + time::Duration::hours(1),
+        };
+        jobs.send_batch(&[OutgoingMessage::new(serde_json::to_string(&job).unwrap())])
+            .await
+            .unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let poller = tokio::spawn(run(
+            worker,
+            Arc::new(jobs.clone()),
+            PollerConfig {
+                concurrency: 1,
+                wait: Duration::from_millis(100),
+                visibility_timeout: Duration::from_secs(2),
+            },
+            stopped,
+            None,
+        ));
+        let mut notes = Vec::new();
+        for _ in 0..600 {
+            notes = read_event_log(&events).unwrap_or_default();
+            if !notes.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(true).unwrap();
+        poller.await.unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].event, EventKind::InferenceCompleted);
+        assert_eq!(notes[0].attempts, 1, "no receive was spent on the outage");
+        assert_eq!(jobs.dead_count().await.unwrap(), 0);
     }
 }

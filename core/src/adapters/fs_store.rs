@@ -145,8 +145,10 @@ impl FsObjectStore {
                     sweep(&path, removed);
                 } else if let Some(rest) = name.strip_prefix(TEMP_PREFIX) {
                     let pid = rest.split('-').next().unwrap_or("");
-                    let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
-                    if !alive && fs::remove_file(&path).is_ok() {
+                    if !writer_is_dead(pid) {
+                        continue;
+                    }
+                    if fs::remove_file(&path).is_ok() {
                         *removed += 1;
                     }
                 }
@@ -225,20 +227,103 @@ impl FsObjectStore {
                 rule,
             })?;
         }
-        let mut keys = Vec::new();
         let start = if dir_part.is_empty() {
             base.clone()
         } else {
             base.join(dir_part)
         };
-        walk(&base, &start, prefix, &mut keys)?;
-        keys.sort_by(|a: &ObjectMeta, b| a.key.cmp(&b.key));
-        Ok(keys
-            .into_iter()
-            .filter(|m| start_after.is_none_or(|s| m.key.as_str() > s))
-            .take(max)
-            .collect())
+        let mut page = Vec::new();
+        let walk = Walk {
+            base: &base,
+            prefix,
+            start_after,
+            max,
+        };
+        walk.dir(&start, &mut page)?;
+        Ok(page)
     }
+}
+
+/// One listing page: a walk in key order that skips what lies before `start_after` without
+/// reading it and stops once `max` keys are found, so each page costs about its own size.
+struct Walk<'a> {
+    base: &'a Path,
+    prefix: &'a str,
+    start_after: Option<&'a str>,
+    max: usize,
+}
+
+impl Walk<'_> {
+    fn dir(&self, dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        };
+        // (key, or key + "/" for a folder): sorting by that is sorting by the keys beneath.
+        let mut children = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let path = entry.path();
+            let Some(key) = path.strip_prefix(self.base).ok().and_then(|r| r.to_str()) else {
+                continue;
+            };
+            let ft = entry
+                .file_type()
+                .map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
+            if ft.is_dir() {
+                let as_prefix = format!("{key}/");
+                let wanted =
+                    as_prefix.starts_with(self.prefix) || self.prefix.starts_with(&as_prefix);
+                // Everything beneath lies before `start_after`: skip without reading it.
+                let passed = self
+                    .start_after
+                    .is_some_and(|s| !s.starts_with(&as_prefix) && as_prefix.as_str() < s);
+                if wanted && !passed {
+                    children.push((as_prefix, path, true));
+                }
+            } else if ft.is_file()
+                && key.starts_with(self.prefix)
+                && self.start_after.is_none_or(|s| key > s)
+            {
+                children.push((key.to_owned(), path, false));
+            }
+        }
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, path, is_dir) in children {
+            if out.len() >= self.max {
+                break;
+            }
+            if is_dir {
+                self.dir(&path, out)?;
+            } else if let Ok(md) = fs::metadata(&path) {
+                out.push(FsObjectStore::meta_of(&key, &md));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True only if the process named by a temporary file's `pid` is known to be gone. Asks the
+/// kernel (signal 0) rather than `/proc`, which a container may not mount; a name that is not a
+/// pid, or any doubt (`EPERM`: alive under another user), keeps the file.
+fn writer_is_dead(pid: &str) -> bool {
+    let Some(pid) = pid
+        .parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    matches!(
+        rustix::process::test_kill_process(pid),
+        Err(e) if e == rustix::io::Errno::SRCH
+    )
 }
 
 /// Renames `from` to `to` unless `to` exists (EEXIST): the local `If-None-Match: *`.
@@ -270,6 +355,24 @@ fn check_bucket(bucket: &str) -> Result<()> {
     }
 }
 
+/// Names what a file that is not a regular file is, for error messages.
+pub fn file_kind(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a folder"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// `ELOOP`: what a refused symbolic link reports.
 fn eloop() -> i32 {
     rustix::io::Errno::LOOP.raw_os_error()
@@ -294,11 +397,15 @@ impl FsObjectStore {
     /// Opens `bucket/key` for reading without leaving the store's root and without following
     /// a symbolic link on the way: a buyer who can create links must not read another buyer's
     /// objects through them. (Keys never hold `..`, so beneath the root is beneath the bucket.)
+    ///
+    /// The open never blocks: `O_NONBLOCK` keeps a FIFO (which a buyer can name as its input)
+    /// from waiting for a writer, and the caller refuses anything but a regular file after
+    /// `fstat`, before reading a byte.
     fn open_beneath(&self, bucket: &str, key: &str) -> std::io::Result<fs::File> {
         use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
         let rel = format!("{bucket}/{key}");
         let dir = self.root_dir()?;
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
         match openat2(dir.as_ref(), rel.as_str(), flags, Mode::empty(), resolve) {
             Ok(fd) => Ok(fs::File::from(fd)),
@@ -308,73 +415,53 @@ impl FsObjectStore {
                 if path.canonicalize()? != self.root.canonicalize()?.join(&rel) {
                     return Err(std::io::Error::from_raw_os_error(eloop()));
                 }
-                fs::File::open(path)
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(OFlags::NONBLOCK.bits() as i32 | OFlags::NOCTTY.bits() as i32)
+                    .open(path)
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Opens an object and reads its metadata; folders are not objects.
+    /// Opens an object and reads its metadata. Only regular files are objects: anything else
+    /// is [`Error::NotAFile`] (permanent), decided by `fstat` before any read.
     fn open_object(&self, bucket: &str, key: &str) -> Result<(fs::File, fs::Metadata)> {
-        let not_found = || Error::NotFound {
+        let not_a_file = |what| Error::NotAFile {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
+            what,
         };
         match self.open_beneath(bucket, key) {
             Ok(f) => match f.metadata() {
                 Ok(md) if md.is_file() => Ok((f, md)),
-                Ok(_) => Err(not_found()),
+                Ok(md) => Err(not_a_file(file_kind(&md.file_type()))),
                 Err(e) => Err(Error::io(format!("reading {bucket}/{key}"), e)),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            }),
             Err(e)
                 if e.raw_os_error() == Some(eloop())
                     || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
             {
-                Err(Error::InvalidKey {
+                Err(not_a_file(
+                    "a symbolic link, or reached through one (links are never followed)",
+                ))
+            }
+            // A path through something that is not a folder (`a.json/x` where `a.json` is a
+            // file) names no object, as on S3.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+                Err(Error::NotFound {
+                    bucket: bucket.to_owned(),
                     key: key.to_owned(),
-                    rule: "must not pass through a symbolic link",
                 })
             }
             Err(e) => Err(Error::io(format!("opening {bucket}/{key}"), e)),
         }
     }
-}
-
-fn walk(base: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with(TEMP_PREFIX) {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(rel) = path.strip_prefix(base) else {
-            continue;
-        };
-        let Some(key) = rel.to_str() else { continue };
-        let ft = entry
-            .file_type()
-            .map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
-        if ft.is_dir() {
-            let as_prefix = format!("{key}/");
-            if as_prefix.starts_with(prefix) || prefix.starts_with(&as_prefix) {
-                walk(base, &path, prefix, out)?;
-            }
-        } else if ft.is_file()
-            && key.starts_with(prefix)
-            && let Ok(md) = entry.metadata()
-        {
-            out.push(FsObjectStore::meta_of(key, &md));
-        }
-    }
-    Ok(())
 }
 
 /// Runs blocking file work off the async threads.
@@ -644,13 +731,75 @@ mod tests {
         std::os::unix::fs::symlink(d.path().join("inbox/b2/inputs"), b1.join("linked")).unwrap();
         for key in ["b1/inputs/x", "b1/linked/secret"] {
             let got = s.get("inbox", key, 100).await;
-            assert!(
-                matches!(got, Err(Error::InvalidKey { .. })),
-                "{key}: {got:?}"
-            );
+            assert!(matches!(got, Err(Error::NotAFile { .. })), "{key}: {got:?}");
+            assert!(!got.is_err_and(|e| e.is_retryable()), "{key}: permanent");
             assert!(s.head("inbox", key).await.is_err(), "{key}");
             assert!(s.get_stream("inbox", key).await.is_err(), "{key}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_fifo_is_refused_as_not_a_file_without_waiting_for_a_writer() {
+        let (d, s) = store();
+        let dir = d.path().join("inbox/b1/inputs");
+        fs::create_dir_all(&dir).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, dir.join("pipe"), rustix::fs::Mode::RUSR).unwrap();
+        fs::create_dir_all(dir.join("folder")).unwrap();
+        // Without O_NONBLOCK the open would wait forever for a writer: this test would hang.
+        for key in ["b1/inputs/pipe", "b1/inputs/folder"] {
+            let got = s.get("inbox", key, 100).await;
+            assert!(matches!(got, Err(Error::NotAFile { .. })), "{key}: {got:?}");
+            assert!(
+                matches!(
+                    s.get_stream("inbox", key).await,
+                    Err(Error::NotAFile { .. })
+                ),
+                "{key}"
+            );
+            assert!(matches!(
+                s.head("inbox", key).await,
+                Err(Error::NotAFile { .. })
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_of_a_listing_cover_every_key_once_in_key_order() {
+        let (_d, s) = store();
+        // "a.b" sorts before "a/x" ('.' < '/') although the folder "a" sorts before "a.b".
+        let mut keys = vec!["p/a.b", "p/a/x", "p/a/y/z", "p/a0", "p/b", "q/c"];
+        for i in 0..25 {
+            keys.push(Box::leak(format!("p/n/{i:03}").into_boxed_str()));
+        }
+        for k in &keys {
+            s.put("outbox", k, Bytes::from("x"), PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+        let mut expected: Vec<String> = keys
+            .iter()
+            .filter(|k| k.starts_with("p/"))
+            .map(|k| k.to_string())
+            .collect();
+        expected.sort();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = s.list("outbox", "p/", after.as_deref(), 4).await.unwrap();
+            let Some(last) = page.last() else { break };
+            assert!(page.len() <= 4);
+            after = Some(last.key.clone());
+            seen.extend(page.into_iter().map(|m| m.key));
+        }
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn temp_files_are_kept_unless_their_writer_is_known_to_be_gone() {
+        assert!(!writer_is_dead(&std::process::id().to_string()));
+        assert!(!writer_is_dead("not-a-pid"));
+        assert!(!writer_is_dead("1"), "init is alive (or not ours to judge)");
+        assert!(writer_is_dead("999999999") || !Path::new("/proc/sys").exists());
     }
 
     #[tokio::test]

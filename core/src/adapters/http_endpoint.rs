@@ -45,10 +45,7 @@ pub const MAX_RESPONSE_BYTES: usize = 12 * 1000 * 1000;
 /// Reads a response body, refusing one larger than `cap` before holding it all.
 async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<bytes::Bytes> {
     if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(unavailable(
-            format!("the model answered more than {cap} bytes"),
-            None,
-        ));
+        return Err(Error::ResponseTooLarge { limit: cap as u64 });
     }
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = resp
@@ -57,10 +54,7 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<bytes::B
         .map_err(|e| unavailable(format!("reading the response: {e}"), None))?
     {
         if body.len() + chunk.len() > cap {
-            return Err(unavailable(
-                format!("the model answered more than {cap} bytes"),
-                None,
-            ));
+            return Err(Error::ResponseTooLarge { limit: cap as u64 });
         }
         body.extend_from_slice(&chunk);
     }
@@ -125,6 +119,14 @@ impl Endpoint for HttpEndpoint {
         let message = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
         if status.as_u16() == 429 {
             Err(unavailable(format!("throttled: {message}"), retry_after))
+        } else if status.as_u16() == 424 {
+            // SageMaker's ModelError status: the model's own failure, not the input's.
+            Err(Error::ModelFailed {
+                status: status.as_u16(),
+                message,
+            })
+        } else if status.as_u16() == 408 {
+            Err(unavailable(format!("timed out: {message}"), retry_after))
         } else if status.is_client_error() {
             Err(Error::ModelRejected {
                 status: status.as_u16(),

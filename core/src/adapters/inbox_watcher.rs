@@ -1,17 +1,23 @@
 //! Inbox notifications for the embedded stack: a request object that lands in
-//! `<inbox>/<buyer>/requests/` by any means becomes an [`InboxEvent`] on the inbox-events queue,
-//! the way S3 notifies SQS.
+//! `<inbox>/<buyer>/requests/` by any means (a rename, a write in place, `ln`, `linkat`)
+//! becomes an [`InboxEvent`] on the inbox-events queue, the way S3 notifies SQS.
 //!
-//! A file-system watcher reports finished writes (close after write, rename into place); a scan
-//! at start-up and after a watcher overflow picks up what was missed. Each (key, ETag) is sent
+//! Only three levels are watched, each folder on its own (never recursively, never through a
+//! symbolic link): the bucket, each `<buyer>/` and each `<buyer>/requests/`. What a buyer puts
+//! under `inputs/`, however deep, costs no watch. A rename into place is whole and taken at
+//! once; a file created or written in place is taken once it has been left alone for
+//! [`SETTLE`] (a save in several writes gets one event, for the finished file); a scan at
+//! start-up and after a watcher overflow picks up what was missed. Each (key, ETag) is sent
 //! once, recorded in the queue's own transaction, so nothing is ingested twice.
 //!
-//! A file system, unlike S3, shows a file while it is being written. A file the watcher reports
-//! closed or renamed is whole; a file a scan finds may not be, so a scan takes only files left
-//! alone for [`SETTLE`] and looks at the others again once that has passed.
+//! What S3 could never hold gets an event all the same when it is named like a request object
+//! (a symbolic link, a FIFO, a folder named `x.json`: ingest rejects it as `request_not_a_file`)
+//! or a log line otherwise (a `requests` folder that is a symbolic link, a folder nested under
+//! `requests/`, a name that is not UTF-8).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
@@ -24,20 +30,28 @@ use crate::contract::InboxEvent;
 use crate::error::{Error, Result};
 use crate::layout::{TEMP_PREFIX, parse_request_key};
 
-/// How long a file a scan finds must have been left unmodified before it is taken as whole.
+/// How long a file written in place must have been left unmodified before it is taken whole.
 pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// How often the whole inbox is scanned while watching.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(3600);
+
+/// Events recorded per queue transaction, and per message of a scan to the recorder.
+const CHUNK: usize = 256;
 
 /// A running inbox watcher; dropping it stops watching.
 pub struct InboxWatcher {
-    _watcher: notify::RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
 
 enum Signal {
-    /// Paths the watcher reported.
-    Paths(Vec<PathBuf>),
-    /// A new folder, or a file still being written, to look at again.
-    Recheck(Vec<PathBuf>),
+    /// Renamed into place: whole now.
+    Whole(Vec<PathBuf>),
+    /// Created or written in place: taken once settled.
+    Look(Vec<PathBuf>),
+    /// New folders: watch them, and look again shortly (what lands before the watch is added
+    /// has no event).
+    NewDirs(Vec<PathBuf>),
     /// The watcher lost events: scan everything.
     Rescan,
 }
@@ -48,6 +62,17 @@ pub struct InboxScanner {
     bucket: String,
     dir: PathBuf,
     events: SqliteQueue,
+}
+
+/// Where a path lies in the bucket.
+enum Level<'a> {
+    Root,
+    Buyer,
+    Requests,
+    /// An entry of `<buyer>/requests/`, with its key.
+    Entry(&'a str),
+    /// Anything else (inputs, nested folders, files at the top).
+    Other,
 }
 
 impl InboxScanner {
@@ -62,14 +87,47 @@ impl InboxScanner {
         }
     }
 
-    /// The event for one file, if it is a request object.
-    fn event_for(&self, path: &Path, md: &fs::Metadata) -> Option<(String, String)> {
-        let rel = path.strip_prefix(&self.dir).ok()?.to_str()?;
-        let name = path.file_name()?.to_str()?;
-        if name.starts_with(TEMP_PREFIX) || parse_request_key(rel).is_none() {
+    fn level<'a>(&self, path: &'a Path) -> Level<'a> {
+        let Ok(rel) = path.strip_prefix(&self.dir) else {
+            return Level::Other;
+        };
+        let parts: Vec<Component<'_>> = rel.components().collect();
+        match parts.as_slice() {
+            [] => Level::Root,
+            [Component::Normal(_)] => Level::Buyer,
+            [Component::Normal(_), Component::Normal(r)] if *r == "requests" => Level::Requests,
+            [
+                Component::Normal(_),
+                Component::Normal(r),
+                Component::Normal(_),
+            ] if *r == "requests" => match rel.to_str() {
+                Some(key) => Level::Entry(key),
+                None => {
+                    tracing::warn!(path = %path.display(), "inbox name is not UTF-8 (S3 keys always are); ignored");
+                    Level::Other
+                }
+            },
+            _ => Level::Other,
+        }
+    }
+
+    /// The event for an entry of `requests/` named like a request object. Entries that are
+    /// not regular files get one too: ingest answers them with `request_not_a_file`.
+    fn event_for(&self, key: &str, md: &fs::Metadata) -> Option<(String, String)> {
+        let name = key.rsplit('/').next()?;
+        if name.starts_with(TEMP_PREFIX) {
             return None;
         }
-        let meta = FsObjectStore::meta_of(rel, md);
+        if parse_request_key(key).is_none() {
+            if md.is_dir() {
+                tracing::warn!(
+                    key,
+                    "a folder under requests/ is not a request object; nothing in it is read"
+                );
+            }
+            return None;
+        }
+        let meta = FsObjectStore::meta_of(key, md);
         let event = InboxEvent {
             bucket: self.bucket.clone(),
             key: meta.key.clone(),
@@ -83,65 +141,172 @@ impl InboxScanner {
         Some((format!("{}|{}", meta.key, meta.etag), body))
     }
 
-    /// Collects the events under `path`; files that may still be written go to `unsettled`
-    /// unless `whole` says the watcher saw this very file closed or renamed.
+    /// Collects what is under `path` (blocking). Files that may still be written go to
+    /// `found.unsettled` unless `whole` says the watcher saw this very file renamed into place.
     fn collect(&self, path: &Path, whole: bool, found: &mut Found) {
-        match fs::symlink_metadata(path) {
-            Ok(md) if md.is_dir() => {
-                if let Ok(entries) = fs::read_dir(path) {
-                    for entry in entries.flatten() {
-                        self.collect(&entry.path(), false, found);
+        let Ok(md) = fs::symlink_metadata(path) else {
+            return;
+        };
+        let level = self.level(path);
+        if md.is_symlink() && matches!(level, Level::Buyer | Level::Requests) {
+            tracing::warn!(path = %path.display(), "a symbolic link in the inbox is never followed; nothing behind it is read");
+            return;
+        }
+        match level {
+            Level::Root | Level::Buyer | Level::Requests if md.is_dir() => {
+                found.dirs.push(path.to_owned());
+                let Ok(entries) = fs::read_dir(path) else {
+                    return;
+                };
+                for entry in entries.flatten() {
+                    let child = entry.path();
+                    // A buyer's folder holds requests/ and inputs/; only requests/ is read.
+                    if matches!(level, Level::Buyer) && entry.file_name() != "requests" {
+                        continue;
                     }
+                    self.collect(&child, false, found);
                 }
             }
-            Ok(md) if md.is_file() => {
-                if whole || settled(&md, SystemTime::now()) {
-                    found.events.extend(self.event_for(path, &md));
-                } else {
+            Level::Entry(key) => {
+                // Temporary files of the store's own writes are renamed into place shortly.
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()))
+                {
+                    return;
+                }
+                if md.is_file() && parse_request_key(key).is_none() {
+                    return;
+                }
+                if md.is_file() && !whole && !settled(&md, SystemTime::now()) {
                     found.unsettled.push(path.to_owned());
+                } else if let Some(event) = self.event_for(key, &md) {
+                    found.push(event);
                 }
             }
             _ => {}
         }
     }
 
+    /// The folders to watch: the bucket, each buyer's and each `requests/` (blocking; reads
+    /// no request folder).
+    fn watched_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.dir.clone()];
+        let Ok(buyers) = fs::read_dir(&self.dir) else {
+            return dirs;
+        };
+        for buyer in buyers.flatten() {
+            if !buyer.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let requests = buyer.path().join("requests");
+            dirs.push(buyer.path());
+            if fs::symlink_metadata(&requests).is_ok_and(|m| m.is_dir()) {
+                dirs.push(requests);
+            }
+        }
+        dirs
+    }
+
     /// Sends an event for every request object under `paths` not sent before. `whole` says the
-    /// watcher reported these paths as finished writes. Returns how many were sent and the
-    /// files to look at again after [`SETTLE`].
-    async fn scan(&self, paths: Vec<PathBuf>, whole: bool) -> Result<(usize, Vec<PathBuf>)> {
+    /// watcher reported these paths renamed into place. Returns how many were sent, the files
+    /// to look at again after [`SETTLE`] and the folders that want a watch.
+    async fn scan(&self, paths: Vec<PathBuf>, whole: bool) -> Result<Scanned> {
+        // The walk streams its events in chunks: a scan of a full inbox never holds them all.
+        let (tx, mut rx) = mpsc::channel::<Vec<(String, String)>>(4);
         let this = self.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            let mut found = Found::default();
+        let walk = tokio::task::spawn_blocking(move || {
+            let mut found = Found {
+                chunk: Vec::new(),
+                unsettled: Vec::new(),
+                dirs: Vec::new(),
+                tx,
+            };
             for p in &paths {
                 this.collect(p, whole, &mut found);
             }
-            found
-        })
-        .await?;
-        // Small transactions: a scan of a full folder must not hold the queue for long.
+            found.flush();
+            (found.unsettled, found.dirs)
+        });
         let mut sent = 0;
-        let mut events = found.events.into_iter().peekable();
-        while events.peek().is_some() {
-            let chunk: Vec<_> = events.by_ref().take(256).collect();
-            sent += self.events.send_if_new(chunk).await?;
+        let mut failed = None;
+        while let Some(chunk) = rx.recv().await {
+            if failed.is_none() {
+                match self.events.send_if_new(chunk).await {
+                    Ok(n) => sent += n,
+                    Err(e) => failed = Some(e),
+                }
+            }
         }
-        Ok((sent, found.unsettled))
+        let (unsettled, dirs) = walk.await?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(Scanned {
+                sent,
+                unsettled,
+                dirs,
+            }),
+        }
     }
 
     /// Scans the whole bucket; returns how many events were sent and the files still being
     /// written.
     pub async fn scan_all(&self) -> Result<(usize, Vec<PathBuf>)> {
-        self.scan(vec![self.dir.clone()], false).await
+        let s = self.full_scan().await?;
+        Ok((s.sent, s.unsettled))
+    }
+
+    /// Scans the whole bucket, then forgets the (key, ETag) records of request objects it no
+    /// longer holds, so the record stays as large as the inbox.
+    async fn full_scan(&self) -> Result<Scanned> {
+        let began = SystemTime::now();
+        let scanned = self.scan(vec![self.dir.clone()], false).await?;
+        match self.events.forget_unseen_since(began).await {
+            Ok(n) if n > 0 => tracing::debug!(
+                forgotten = n,
+                "forgot events of request objects no longer in the inbox"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not forget events of removed request objects")
+            }
+        }
+        Ok(scanned)
     }
 }
 
-/// What a scan found.
-#[derive(Default)]
+/// What a scan found, as the walk goes.
 struct Found {
-    /// (dedup id, event body) per request object.
-    events: Vec<(String, String)>,
+    /// Events not yet handed to the recorder: (dedup id, event body).
+    chunk: Vec<(String, String)>,
     /// Files modified too recently to be taken as whole.
     unsettled: Vec<PathBuf>,
+    /// Folders of the three watched levels.
+    dirs: Vec<PathBuf>,
+    tx: mpsc::Sender<Vec<(String, String)>>,
+}
+
+impl Found {
+    fn push(&mut self, event: (String, String)) {
+        self.chunk.push(event);
+        if self.chunk.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.chunk.is_empty() {
+            // A closed channel means the recorder failed; the caller reports that.
+            let _ = self.tx.blocking_send(std::mem::take(&mut self.chunk));
+        }
+    }
+}
+
+/// The outcome of one scan.
+struct Scanned {
+    sent: usize,
+    unsettled: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 /// Whether a file was left alone long enough to be taken as whole. A modification time in the
@@ -152,13 +317,35 @@ fn settled(md: &fs::Metadata, now: SystemTime) -> bool {
         .unwrap_or(true)
 }
 
-fn relevant(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Modify(ModifyKind::Name(_))
-            | EventKind::Create(CreateKind::Folder)
-    )
+/// The signal a file-system event gives, if any.
+fn signal_of(event: notify::Event) -> Option<Signal> {
+    if event.need_rescan() {
+        return Some(Signal::Rescan);
+    }
+    match event.kind {
+        EventKind::Create(CreateKind::Folder) => Some(Signal::NewDirs(event.paths)),
+        EventKind::Modify(ModifyKind::Name(_)) => Some(Signal::Whole(event.paths)),
+        // A hard link or `linkat` shows only as a creation; a write in place as a creation
+        // and a close.
+        EventKind::Create(_) | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+            Some(Signal::Look(event.paths))
+        }
+        _ => None,
+    }
+}
+
+type SharedWatcher = Arc<Mutex<notify::RecommendedWatcher>>;
+
+/// Watches each folder on its own; a failure (the watch limit) is logged with the remedy.
+fn watch_dirs(watcher: &SharedWatcher, dirs: &[PathBuf]) {
+    let Ok(mut w) = watcher.lock() else {
+        return;
+    };
+    for dir in dirs {
+        if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot watch an inbox folder; its requests are found at the next restart (raise fs.inotify.max_user_watches if the limit is reached)");
+        }
+    }
 }
 
 impl InboxWatcher {
@@ -168,66 +355,107 @@ impl InboxWatcher {
             .map_err(|e| Error::io(format!("creating {}", scanner.dir.display()), e))?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
         let later = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let handler = move |res: notify::Result<notify::Event>| {
             let signal = match res {
-                Ok(ev) if ev.need_rescan() => Signal::Rescan,
-                Ok(ev) if relevant(&ev.kind) => Signal::Paths(ev.paths),
-                Ok(_) => return,
+                Ok(ev) => signal_of(ev),
                 Err(e) => {
                     tracing::warn!(error = %e, "inbox watcher error; rescanning");
-                    Signal::Rescan
+                    Some(Signal::Rescan)
                 }
             };
-            let _ = tx.send(signal);
-        })
-        .map_err(|e| Error::Task(format!("starting the inbox watcher: {e}")))?;
-        watcher
-            .watch(&scanner.dir, RecursiveMode::Recursive)
-            .map_err(|e| Error::Task(format!("watching {}: {e}", scanner.dir.display())))?;
+            if let Some(signal) = signal {
+                let _ = tx.send(signal);
+            }
+        };
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let watcher = notify::RecommendedWatcher::new(handler, config)
+            .map_err(|e| Error::Task(format!("starting the inbox watcher: {e}")))?;
+        let watcher: SharedWatcher = Arc::new(Mutex::new(watcher));
         // Watch first, then scan: a file landing in between is seen twice and sent once.
-        let (found, unsettled) = scanner.scan_all().await?;
-        tracing::info!(found, dir = %scanner.dir.display(), "inbox scanned");
-        recheck_later(&later, unsettled, SETTLE);
+        let dirs = {
+            let scanner = scanner.clone();
+            tokio::task::spawn_blocking(move || scanner.watched_dirs()).await?
+        };
+        watch_dirs(&watcher, &dirs);
+        let first = scanner.full_scan().await?;
+        // Folders made during the scan have their watch from their creation event on.
+        watch_dirs(&watcher, &first.dirs);
+        tracing::info!(found = first.sent, dir = %scanner.dir.display(), "inbox scanned");
+        recheck_later(&later, first.unsettled, SETTLE);
+        // A periodic full scan finds what a lost watch missed and keeps the record trimmed.
+        let periodic = {
+            let later = later.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(FULL_SCAN_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if later.send(Signal::Rescan).is_err() {
+                        return;
+                    }
+                }
+            })
+        };
         let task = tokio::spawn(async move {
+            let _periodic = AbortOnDrop(periodic);
             while let Some(first) = rx.recv().await {
                 let mut rescan = false;
-                let mut reported = Vec::new();
-                let mut again = Vec::new();
-                let mut new_dirs = Vec::new();
+                let (mut whole, mut look, mut new_dirs) = (Vec::new(), Vec::new(), Vec::new());
                 let mut next = Some(first);
                 while let Some(signal) = next.take() {
                     match signal {
-                        Signal::Paths(p) => {
-                            new_dirs.extend(p.iter().filter(|p| p.is_dir()).cloned());
-                            reported.extend(p);
-                        }
-                        Signal::Recheck(p) => again.extend(p),
+                        Signal::Whole(p) => whole.extend(p),
+                        Signal::Look(p) => look.extend(p),
+                        Signal::NewDirs(p) => new_dirs.extend(p),
                         Signal::Rescan => rescan = true,
                     }
-                    if reported.len() + again.len() < 4096 {
+                    if whole.len() + look.len() + new_dirs.len() < 4096 {
                         next = rx.try_recv().ok();
                     }
                 }
-                // The watch on a new folder is added after the folder appears: what lands in
-                // it meanwhile has no event. Scan new folders again once the watch is in place.
-                for wait in [50, 1000] {
-                    recheck_later(&later, new_dirs.clone(), Duration::from_millis(wait));
-                }
                 let scanned = if rescan {
-                    scanner.scan_all().await
+                    scanner.full_scan().await
                 } else {
-                    match scanner.scan(reported, true).await {
-                        Ok((n, mut unsettled)) => {
-                            scanner.scan(again, false).await.map(|(m, more)| {
-                                unsettled.extend(more);
-                                (n + m, unsettled)
-                            })
+                    let mut all = Scanned {
+                        sent: 0,
+                        unsettled: Vec::new(),
+                        dirs: Vec::new(),
+                    };
+                    let mut result = Ok(());
+                    // Folders new or renamed into place want a watch and a second look.
+                    for (paths, is_whole, fresh) in [
+                        (whole, true, true),
+                        (new_dirs, false, true),
+                        (look, false, false),
+                    ] {
+                        if paths.is_empty() || result.is_err() {
+                            continue;
                         }
-                        Err(e) => Err(e),
+                        match scanner.scan(paths, is_whole).await {
+                            Ok(s) => {
+                                all.sent += s.sent;
+                                all.unsettled.extend(s.unsettled);
+                                if fresh {
+                                    all.dirs.extend(s.dirs);
+                                } else {
+                                    watch_dirs(&watcher, &s.dirs);
+                                }
+                            }
+                            Err(e) => result = Err(e),
+                        }
                     }
+                    result.map(|()| all)
                 };
                 match scanned {
-                    Ok((_, unsettled)) => recheck_later(&later, unsettled, SETTLE),
+                    Ok(s) => {
+                        watch_dirs(&watcher, &s.dirs);
+                        recheck_later(&later, s.unsettled, SETTLE);
+                        if !rescan {
+                            for wait in [50, 1000] {
+                                recheck_later(&later, s.dirs.clone(), Duration::from_millis(wait));
+                            }
+                        }
+                    }
                     Err(e) => {
                         // The files stay in the inbox: look at everything again shortly.
                         tracing::error!(error = %e, "could not record inbox events; rescanning in 1 s");
@@ -240,10 +468,16 @@ impl InboxWatcher {
                 }
             }
         });
-        Ok(InboxWatcher {
-            _watcher: watcher,
-            task,
-        })
+        Ok(InboxWatcher { task })
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -255,7 +489,7 @@ fn recheck_later(later: &mpsc::UnboundedSender<Signal>, paths: Vec<PathBuf>, wai
     let later = later.clone();
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
-        let _ = later.send(Signal::Recheck(paths));
+        let _ = later.send(Signal::Look(paths));
     });
 }
 
@@ -316,18 +550,22 @@ mod tests {
         assert!(got[0].contains("b1/requests/old.json"));
 
         age(&fresh, SETTLE * 2);
-        let (sent, unsettled) = scanner.scan(vec![fresh], false).await.unwrap();
+        let Scanned {
+            sent, unsettled, ..
+        } = scanner.scan(vec![fresh], false).await.unwrap();
         assert_eq!((sent, unsettled.len()), (1, 0));
     }
 
     #[tokio::test]
-    async fn a_file_the_watcher_saw_closed_is_taken_at_once_and_sent_once() {
+    async fn a_file_renamed_into_place_is_taken_at_once_and_sent_once() {
         let dir = tempfile::tempdir().unwrap();
         let (scanner, _events) = fixture(dir.path());
         let closed = request_file(&scanner, "closed.json");
-        let (sent, unsettled) = scanner.scan(vec![closed.clone()], true).await.unwrap();
+        let Scanned {
+            sent, unsettled, ..
+        } = scanner.scan(vec![closed.clone()], true).await.unwrap();
         assert_eq!((sent, unsettled.len()), (1, 0));
-        let (sent, _) = scanner.scan(vec![closed], true).await.unwrap();
+        let Scanned { sent, .. } = scanner.scan(vec![closed], true).await.unwrap();
         assert_eq!(sent, 0, "the same (key, ETag) is sent once");
     }
 
@@ -372,5 +610,104 @@ mod tests {
             (event.key.as_str(), event.size),
             ("b1/requests/r1.json", size)
         );
+    }
+
+    /// Collects the inbox events the queue receives within `window`.
+    async fn events_within(events: &SqliteQueue, window: Duration) -> Vec<InboxEvent> {
+        let mut bodies = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while tokio::time::Instant::now() < deadline {
+            bodies.extend(received(events).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_request_placed_by_a_hard_link_is_announced_while_watching() {
+        let dir = tempfile::tempdir().unwrap();
+        let (scanner, events) = fixture(dir.path());
+        let requests = scanner.dir.join("b1/requests");
+        fs::create_dir_all(&requests).unwrap();
+        let outside = dir.path().join("prepared.json");
+        fs::write(&outside, b"{}").unwrap();
+        age(&outside, SETTLE * 2);
+        let _watcher = InboxWatcher::start(scanner).await.unwrap();
+        // `ln` emits only a creation: no close, no rename.
+        fs::hard_link(&outside, requests.join("linked.json")).unwrap();
+        let got = events_within(&events, SETTLE * 4).await;
+        let keys: Vec<_> = got.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["b1/requests/linked.json"]);
+    }
+
+    #[tokio::test]
+    async fn a_save_in_several_writes_is_announced_once_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (scanner, events) = fixture(dir.path());
+        let requests = scanner.dir.join("b1/requests");
+        fs::create_dir_all(&requests).unwrap();
+        let _watcher = InboxWatcher::start(scanner).await.unwrap();
+        let path = requests.join("r1.json");
+        // Write and close, then open again and append: two closes of two versions.
+        fs::write(&path, b"{\"version\":").unwrap();
+        {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(b" 1}").unwrap();
+        }
+        let size = fs::metadata(&path).unwrap().len();
+        let got = events_within(&events, SETTLE * 4).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].size, size);
+    }
+
+    #[tokio::test]
+    async fn entries_that_are_not_files_are_announced_for_rejection_and_nested_folders_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (scanner, events) = fixture(dir.path());
+        let requests = scanner.dir.join("b1/requests");
+        fs::create_dir_all(&requests).unwrap();
+        let _watcher = InboxWatcher::start(scanner).await.unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", requests.join("link.json")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            requests.join("pipe.json"),
+            rustix::fs::Mode::RUSR,
+        )
+        .unwrap();
+        fs::create_dir(requests.join("folder.json")).unwrap();
+        fs::create_dir_all(requests.join("nested")).unwrap();
+        fs::write(requests.join("nested/deep.json"), b"{}").unwrap();
+        fs::write(requests.join(".dotted.json"), b"{}").unwrap();
+        let got = events_within(&events, SETTLE * 4).await;
+        let mut keys: Vec<_> = got.iter().map(|e| e.key.clone()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "b1/requests/.dotted.json",
+                "b1/requests/folder.json",
+                "b1/requests/link.json",
+                "b1/requests/pipe.json"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requests_folder_that_is_a_symbolic_link_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (scanner, events) = fixture(dir.path());
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(elsewhere.join("r1.json"), b"{}").unwrap();
+        age(&elsewhere.join("r1.json"), SETTLE * 2);
+        fs::create_dir_all(scanner.dir.join("b1")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, scanner.dir.join("b1/requests")).unwrap();
+        let _watcher = InboxWatcher::start(scanner).await.unwrap();
+        fs::write(elsewhere.join("r2.json"), b"{}").unwrap();
+        assert!(events_within(&events, SETTLE * 3).await.is_empty());
     }
 }
