@@ -801,4 +801,68 @@ mod tests {
         let r = f.worker.process("{\"version\": 1}", 1).await;
         assert!(matches!(r, Err(WorkerError::MalformedJob(_))), "{r:?}");
     }
+
+    /// A model that always fails the same way.
+    struct Failing(fn() -> Error);
+
+    #[async_trait]
+    impl Endpoint for Failing {
+        async fn invoke(&self, _: Invocation) -> sealbox_core::Result<InvocationOutput> {
+            Err((self.0)())
+        }
+        fn payload_limit(&self) -> u64 {
+            1000
+        }
+    }
+
+    #[tokio::test]
+    async fn a_model_fault_of_its_own_fails_the_job_once_with_its_own_reason() {
+        let cases: [(fn() -> Error, Reason); 2] = [
+            (
+                || Error::ResponseTooLarge { limit: 12 },
+                Reason::ModelResponseTooLarge,
+            ),
+            (
+                || Error::ModelFailed {
+                    status: 424,
+                    message: "dependency".into(),
+                },
+                Reason::ModelError,
+            ),
+        ];
+        for (error, reason) in cases {
+            let f = fixture(1000);
+            let worker = Worker::new(
+                Arc::new(f.store.clone()),
+                Arc::new(Failing(error)),
+                Arc::new(EventLog::open(&f.events, false).unwrap()),
+                WorkerConfig {
+                    inbox: "inbox".into(),
+                    outbox: "outbox".into(),
+                    invoke_attempts: 3,
+                    max_concurrent_invocations: 1,
+                },
+            );
+            f.store
+                .put(
+                    "inbox",
+                    "b1/inputs/x.csv",
+                    Bytes::from("1,2,3,4"),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
+            let key = "b1/inputs/x.csv".into();
+            let j = job(InputRef::Object { key }, Split::None, "");
+            let (outcome, report) = worker
+                .process(&serde_json::to_string(&j).unwrap(), 1)
+                .await
+                .unwrap();
+            let JobOutcome::Failed(n) = outcome else {
+                panic!("{outcome:?}")
+            };
+            assert_eq!(n.reason, Some(reason));
+            assert_eq!(report.invocations, 1, "permanent: not retried");
+        }
+    }
 }

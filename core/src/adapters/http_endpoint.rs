@@ -144,3 +144,91 @@ impl Endpoint for HttpEndpoint {
         self.payload_limit
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, StatusCode};
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// A model that answers with the status its caller names in the custom attributes
+    /// (`status=424`), or with `size=N` bytes.
+    async fn model() -> String {
+        async fn invocations(headers: HeaderMap) -> (StatusCode, Vec<u8>) {
+            let asked = headers
+                .get(CUSTOM_ATTRIBUTES)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(size) = asked.strip_prefix("size=") {
+                return (StatusCode::OK, vec![b'x'; size.parse().unwrap_or(0)]);
+            }
+            let status = asked
+                .strip_prefix("status=")
+                .and_then(|s| s.parse().ok())
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::OK);
+            (status, b"answer".to_vec())
+        }
+        let app = axum::Router::new().route("/invocations", axum::routing::post(invocations));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    async fn call(url: &str, asked: &str) -> Result<InvocationOutput> {
+        let endpoint = HttpEndpoint::new(url, Duration::from_secs(10), 1000).unwrap();
+        endpoint
+            .invoke(Invocation {
+                body: Bytes::from("1,2,3,4"),
+                content_type: "text/csv".into(),
+                accept: "text/csv".into(),
+                custom_attributes: Some(asked.into()),
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_424_is_the_models_own_failure_not_a_rejected_input() {
+        let url = model().await;
+        let got = call(&url, "status=424").await;
+        assert!(
+            matches!(got, Err(Error::ModelFailed { status: 424, .. })),
+            "{got:?}"
+        );
+        assert!(!got.is_err_and(|e| e.is_retryable()));
+    }
+
+    #[tokio::test]
+    async fn a_4xx_is_a_rejected_input_and_throttling_timeouts_and_5xx_are_retried() {
+        let url = model().await;
+        let got = call(&url, "status=400").await;
+        assert!(
+            matches!(got, Err(Error::ModelRejected { status: 400, .. })),
+            "{got:?}"
+        );
+        for status in [408, 429, 500, 503] {
+            let got = call(&url, &format!("status={status}")).await;
+            assert!(got.is_err_and(|e| e.is_retryable()), "{status}");
+        }
+        assert!(call(&url, "status=200").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_a_permanent_failure_not_an_unavailable_endpoint() {
+        let url = model().await;
+        let got = call(&url, &format!("size={}", MAX_RESPONSE_BYTES + 1)).await;
+        assert!(
+            matches!(got, Err(Error::ResponseTooLarge { .. })),
+            "{got:?}"
+        );
+        assert!(!got.is_err_and(|e| e.is_retryable()));
+        assert!(
+            call(&url, &format!("size={MAX_RESPONSE_BYTES}"))
+                .await
+                .is_ok()
+        );
+    }
+}
