@@ -17,11 +17,12 @@ use sealbox_core::ports::{ObjectStore, PutMode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::commands::{Table, emit, existing_data, io_sentence};
 use crate::stack::Paths;
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     sealbox_authz::private_file::write(path, bytes)
-        .with_context(|| format!("writing {}", path.display()))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), io_sentence(&e)))
 }
 
 /// `--until`: an RFC 3339 time, or a date meaning through the end of that day (UTC).
@@ -42,7 +43,7 @@ pub(crate) fn registry(data: &Path) -> anyhow::Result<SqliteSubscriptions> {
     Ok(SqliteSubscriptions::open(&Paths::new(data).subscriptions)?)
 }
 
-fn check_buyer(buyer: &str) -> anyhow::Result<()> {
+pub(crate) fn check_buyer(buyer: &str) -> anyhow::Result<()> {
     if !is_valid_id(buyer) {
         bail!("invalid buyer id {buyer:?}: 1-64 of [A-Za-z0-9._-]");
     }
@@ -107,6 +108,14 @@ pub async fn grant(
 /// `sealbox seller revoke`.
 pub async fn revoke(data: &Path, buyer: &str, product: &str) -> anyhow::Result<()> {
     check_buyer(buyer)?;
+    let paths = existing_data(data)?;
+    if !paths.subscriptions.exists() {
+        bail!(
+            "buyer {buyer} has no subscription to {product}: no buyer was ever granted one in {}; \
+             see `sealbox seller subscriptions`",
+            data.display()
+        );
+    }
     registry(data)?.revoke(buyer, product).await?;
     println!(
         "revoked {buyer}'s subscription to {product}: no new tokens; tokens already issued stop \
@@ -118,44 +127,68 @@ pub async fn revoke(data: &Path, buyer: &str, product: &str) -> anyhow::Result<(
 /// `sealbox seller subscriptions`.
 pub async fn subscriptions(data: &Path, json: bool) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
-    let subs = registry(data)?.list().await?;
+    let paths = existing_data(data)?;
+    // No registry yet: nobody was granted, and opening it would create it.
+    let subs = if paths.subscriptions.exists() {
+        registry(data)?.list().await?
+    } else {
+        Vec::new()
+    };
+    if subs.is_empty() {
+        eprintln!("no subscriptions yet: `sealbox seller grant BUYER` subscribes a buyer");
+    }
     if json {
+        let mut out = String::new();
         for s in &subs {
             let mut v = serde_json::to_value(s)?;
             v["status"] = s.status_at(now).into();
-            println!("{v}");
+            out.push_str(&format!("{v}\n"));
         }
+        return emit(&out);
+    }
+    if subs.is_empty() {
         return Ok(());
     }
-    println!(
-        "{:<20} {:<20} {:<8} {:<22} {:<22} updated",
-        "buyer", "product", "status", "expires", "created"
-    );
-    for s in &subs {
-        println!(
-            "{:<20} {:<20} {:<8} {:<22} {:<22} {}",
-            s.buyer,
-            s.product,
-            s.status_at(now),
-            s.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
-            rfc3339(s.created_at),
-            rfc3339(s.updated_at)
-        );
-    }
-    Ok(())
+    let rows: Vec<Vec<String>> = subs
+        .iter()
+        .map(|s| {
+            vec![
+                s.buyer.clone(),
+                s.product.clone(),
+                s.status_at(now).to_string(),
+                s.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
+                rfc3339(s.created_at),
+                rfc3339(s.updated_at),
+            ]
+        })
+        .collect();
+    let table = Table::new(&[
+        ("buyer", false),
+        ("product", false),
+        ("status", false),
+        ("expires", false),
+        ("created", false),
+        ("updated", false),
+    ]);
+    emit(&table.render(&rows))
 }
 
 /// `sealbox seller keys jwks`: the published document (keys and deny list), printed or put
 /// into an object of the embedded store (`BUCKET/KEY`) for buyers who read it from there.
 pub async fn publish_keys(data: &Path, product: &str, object: Option<&str>) -> anyhow::Result<()> {
-    let paths = Paths::new(data);
+    let paths = existing_data(data)?;
     let mut keyset = Keyset::load(&paths.keyset)?;
     let now = OffsetDateTime::now_utc();
     keyset.retire_expired(now);
-    let denied = registry(data)?.denials(product, now).await?;
+    // No registry yet: nobody is denied, and opening it would create it.
+    let denied = if paths.subscriptions.exists() {
+        registry(data)?.denials(product, now).await?
+    } else {
+        Default::default()
+    };
     let doc = serde_json::to_string_pretty(&publish(&keyset, &denied)?)?;
     match object {
-        None => println!("{doc}"),
+        None => emit(&format!("{doc}\n"))?,
         Some(location) => {
             let location = location.strip_prefix("s3://").unwrap_or(location);
             let Some((bucket, key)) = location.split_once('/') else {
@@ -188,8 +221,13 @@ pub struct BuyerCredentials {
 impl BuyerCredentials {
     fn secret(&self) -> anyhow::Result<String> {
         if let Some(f) = &self.secret_file {
-            let s = std::fs::read_to_string(f)
-                .with_context(|| format!("reading the buyer secret from {}", f.display()))?;
+            let s = std::fs::read_to_string(f).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the buyer secret from {}: {}",
+                    f.display(),
+                    io_sentence(&e)
+                )
+            })?;
             return Ok(s.trim().to_owned());
         }
         match std::env::var("SEALBOX_BUYER_SECRET") {
@@ -206,13 +244,20 @@ impl BuyerCredentials {
             return Ok(u.trim_end_matches('/').to_owned());
         }
         let file = Paths::new(data).token_url;
-        let url = std::fs::read_to_string(&file).with_context(|| {
-            format!(
-                "no token service URL: is `sealbox up` running on {}? (or pass --token-url)",
-                data.display()
-            )
-        })?;
-        Ok(url.trim().to_owned())
+        match std::fs::read_to_string(&file) {
+            Ok(url) => Ok(url.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no token service: `sealbox up` is not running on {} (there is no {}); start \
+                 it, or pass --token-url URL",
+                data.display(),
+                file.display()
+            ),
+            Err(e) => bail!(
+                "cannot read the token service URL from {}: {}",
+                file.display(),
+                io_sentence(&e)
+            ),
+        }
     }
 }
 
@@ -250,8 +295,9 @@ pub async fn buyer_token(
     fresh: bool,
 ) -> anyhow::Result<String> {
     check_buyer(buyer)?;
-    let url = creds.url(data)?;
+    // The secret first: a mistyped --secret-file is the user's to fix, whatever runs.
     let secret = creds.secret()?;
+    let url = creds.url(data)?;
     let digest = secret_digest(&secret);
     let lifetime_seconds = lifetime.map(|l| l.as_secs());
     let cache = Paths::new(data).buyers.join(buyer).join("token.json");
@@ -278,7 +324,16 @@ pub async fn buyer_token(
         .json(&body)
         .send()
         .await
-        .with_context(|| format!("asking {url} for a token"))?;
+        .map_err(|e| {
+            let why = if e.is_connect() {
+                "nothing answers there; is `sealbox up` running? (or pass --token-url URL)"
+            } else if e.is_timeout() {
+                "it did not answer within 30 s; try again"
+            } else {
+                "the request failed; check the URL"
+            };
+            anyhow::anyhow!("cannot get a token from the token service at {url}: {why}")
+        })?;
     let status = resp.status();
     let answer: serde_json::Value = resp
         .json()

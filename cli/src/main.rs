@@ -284,12 +284,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Resolved once: a relative path must mean the folder it meant when the command started,
     // and the inbox watcher reports absolute paths.
-    let data = std::path::absolute(&cli.data_dir).with_context(|| {
-        format!(
-            "resolving the data directory {}",
-            cli.data_dir.display()
-        )
-    })?;
+    let data = std::path::absolute(&cli.data_dir)
+        .with_context(|| format!("resolving the data directory {}", cli.data_dir.display()))?;
     match cli.command {
         Command::Up(a) => {
             let mut opts = StackOptions::new(&data);

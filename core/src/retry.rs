@@ -19,6 +19,12 @@ pub fn redelivery_delay(receive_count: u32, min: Duration, max: Duration) -> Dur
         .unwrap_or(max)
 }
 
+/// Delay before the `attempt`-th retry of a message held through a fault of the pipeline's own
+/// storage (the message is kept, not given back, so this spends none of its receives).
+pub fn storage_retry_delay(attempt: u32) -> Duration {
+    redelivery_delay(attempt, Duration::from_millis(250), Duration::from_secs(15))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

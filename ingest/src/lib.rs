@@ -200,20 +200,6 @@ impl Ingest {
                 self.finish_own_rejection(ev).await?;
                 return Ok(Decision::Ignore("request object deleted before ingest"));
             }
-            Err(sealbox_core::Error::NotAFile { what, .. }) => {
-                return reject(Violation::new(
-                    Reason::RequestNotAFile,
-                    "request",
-                    format!("is {what}; a request object must be a regular file"),
-                ));
-            }
-            Err(sealbox_core::Error::InvalidKey { rule, .. }) => {
-                return reject(Violation::new(
-                    Reason::RequestNotAFile,
-                    "request",
-                    format!("{rule}; a request object must be a regular file"),
-                ));
-            }
             Err(sealbox_core::Error::TooLarge { size, limit, .. }) => {
                 return reject(Violation::new(
                     Reason::RequestTooLarge,
@@ -221,7 +207,12 @@ impl Ingest {
                     format!("is {size} bytes; must be at most {limit}"),
                 ));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return match not_a_file(&e, Reason::RequestNotAFile, "request", &ev.key) {
+                    Some(v) => reject(v),
+                    None => Err(e.into()),
+                };
+            }
         };
         if meta.etag != ev.etag {
             self.finish_own_rejection(ev).await?;
@@ -243,21 +234,12 @@ impl Ingest {
         let input = match &request.input {
             Input::Inline(_) => InputRef::Inline,
             Input::Object(key) => match self.store.head(&self.config.inbox, key).await {
-                Err(sealbox_core::Error::NotAFile { what, .. }) => {
-                    return reject(Violation::new(
-                        Reason::InputNotAFile,
-                        "input.s3_key",
-                        format!("{key} is {what}, not a regular file"),
-                    ));
+                Err(e) => {
+                    return match not_a_file(&e, Reason::InputNotAFile, "input.s3_key", key) {
+                        Some(v) => reject(v),
+                        None => Err(e.into()),
+                    };
                 }
-                Err(sealbox_core::Error::InvalidKey { rule, .. }) => {
-                    return reject(Violation::new(
-                        Reason::InputNotAFile,
-                        "input.s3_key",
-                        format!("{key}: {rule}"),
-                    ));
-                }
-                Err(e) => return Err(e.into()),
                 Ok(None) => {
                     return reject(Violation::new(
                         Reason::InputNotFound,
@@ -372,6 +354,24 @@ impl Ingest {
         }
         Ok(())
     }
+}
+
+/// The rejection of an object that is not a regular file (a link, a FIFO, a folder: only a
+/// file system can hold them), or `None` for any other error.
+fn not_a_file(
+    e: &sealbox_core::Error,
+    reason: Reason,
+    field: &str,
+    key: &str,
+) -> Option<Violation> {
+    let rule = match e {
+        sealbox_core::Error::NotAFile { what, .. } => {
+            format!("{key} is {what}, not a regular file")
+        }
+        sealbox_core::Error::InvalidKey { rule, .. } => format!("{key}: {rule}"),
+        _ => return None,
+    };
+    Some(Violation::new(reason, field, rule))
 }
 
 /// The owner ingest names in the claim of a version it rejects.

@@ -112,7 +112,7 @@ pub async fn run(
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(storage_retry_delay(attempt)) => {}
+                _ = tokio::time::sleep(sealbox_core::retry::storage_retry_delay(attempt)) => {}
                 _ = shutdown.changed() => {}
             }
             pending = held;
@@ -122,15 +122,6 @@ pub async fn run(
             tracing::error!(error = %e, "deleting handled inbox events failed");
         }
     }
-}
-
-/// Delay before the `attempt`-th retry of events held through a fault of our own storage.
-pub fn storage_retry_delay(attempt: u32) -> Duration {
-    sealbox_core::retry::redelivery_delay(
-        attempt,
-        Duration::from_millis(250),
-        Duration::from_secs(15),
-    )
 }
 
 /// Gives a transiently failed event back to the queue after a jittered delay.

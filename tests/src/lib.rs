@@ -62,6 +62,29 @@ pub fn sealbox(data_dir: &std::path::Path) -> Command {
     c
 }
 
+/// Subscribes `buyer` (`seller grant`) and returns a token the seller signs for it.
+pub fn granted_token(data_dir: &std::path::Path, buyer: &str) -> String {
+    let grant = sealbox(data_dir)
+        .args(["seller", "grant", buyer])
+        .output()
+        .expect("running seller grant");
+    assert!(
+        grant.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grant.stderr)
+    );
+    let token = sealbox(data_dir)
+        .args(["seller", "token", "--buyer", buyer])
+        .output()
+        .expect("running seller token");
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    String::from_utf8_lossy(&token.stdout).trim().to_owned()
+}
+
 /// Starts `sealbox up` with extra arguments and waits for its ready line.
 pub fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> Child {
     let mut child = sealbox(data_dir)

@@ -39,6 +39,7 @@ fn seller_token_prints_the_token_alone_and_bad_arguments_get_clear_errors() {
         !again.status.success(),
         "a second init must not replace the keyset"
     );
+    assert!(run(&["seller", "grant", "b1"]).status.success());
     let token = run(&["seller", "token", "--buyer", "b1", "--ttl", "30m"]);
     assert!(token.status.success());
     let text = String::from_utf8_lossy(&token.stdout);
@@ -66,8 +67,7 @@ fn a_buyer_submits_files_to_a_running_daemon_and_reads_each_outcome() {
     let data = dir.path().join("data");
     let mut up = sealbox_tests::start_up(&data, &[]);
     let run = |args: &[&str]| sealbox_tests::sealbox(&data).args(args).output().unwrap();
-    let token = run(&["seller", "token", "--buyer", "111122223333"]);
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let token = sealbox_tests::granted_token(&data, "111122223333");
     let good = dir.path().join("flowers.csv");
     std::fs::write(&good, "5.1,3.5,1.4,0.2\n6.3,3.3,6.0,2.5\n").unwrap();
     let bad = dir.path().join("garbage.csv");

@@ -40,12 +40,7 @@ fn a_sigkilled_daemon_restarts_without_losing_or_duplicating_outcomes() {
     // to be killed in the middle of it even on a loaded machine.
     let slow = ["--model-latency-ms", "20", "--concurrency", "2"];
     let mut up = start_up(data, &slow);
-    let token = sealbox(data)
-        .args(["seller", "token", "--buyer", BUYER])
-        .output()
-        .unwrap();
-    assert!(token.status.success());
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let token = sealbox_tests::granted_token(data, BUYER);
 
     let requests = data.join("buckets/inbox").join(BUYER).join("requests");
     std::fs::create_dir_all(&requests).unwrap();
@@ -156,11 +151,7 @@ fn requests_dropped_while_the_daemon_was_down_are_picked_up_at_start() {
             .unwrap()
             .success()
     );
-    let token = sealbox(data)
-        .args(["seller", "token", "--buyer", BUYER])
-        .output()
-        .unwrap();
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let token = sealbox_tests::granted_token(data, BUYER);
     let requests = data.join("buckets/inbox").join(BUYER).join("requests");
     std::fs::create_dir_all(&requests).unwrap();
     let ids: Vec<String> = (0..50).map(|i| format!("offline-{i:03}")).collect();

@@ -94,14 +94,7 @@ fn a_hostile_inbox_gets_reasons_quickly_while_another_buyer_is_served_and_up_sto
     let run = |args: &[&str]| sealbox_tests::sealbox(&data).args(args).output().unwrap();
     let mut tokens = Vec::new();
     for buyer in [HOSTILE, GOOD, LINKED] {
-        assert!(run(&["seller", "grant", buyer]).status.success());
-        let out = run(&["seller", "token", "--buyer", buyer]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokens.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        tokens.push(sealbox_tests::granted_token(&data, buyer));
     }
     let (t, good_token) = (tokens[0].clone(), tokens[1].clone());
     let inbox = data.join("buckets/inbox");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sealbox::cases::good_cases;
 use sealbox_core::contract::event_id;
-use sealbox_core::layout::OUTBOX;
+use sealbox_core::layout::{OUTBOX, claim_key};
 use sealbox_core::ports::ObjectStore;
 use sealbox_tests::Embedded;
 
@@ -30,12 +30,19 @@ async fn the_same_request_object_uploaded_twice_yields_one_outcome() {
             .iter()
             .all(|n| n.event_id == event_id(&c.buyer, &c.request_id))
     );
-    let outcomes = e
+    let stored: Vec<String> = e
         .stack
         .store
         .list(OUTBOX, &format!("{}/", c.buyer), None, 100)
         .await
-        .unwrap();
-    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    // One claim and one outcome.
+    let claim = claim_key(&c.buyer, &c.request_id);
+    let outcomes: Vec<_> = stored.iter().filter(|k| **k != claim).collect();
+    assert_eq!(outcomes.len(), 1, "{stored:?}");
+    assert!(stored.contains(&claim), "{stored:?}");
     e.stack.stop().await;
 }

@@ -178,6 +178,28 @@ impl Rig {
         self.model.entered.acquire().await.unwrap().forget();
     }
 
+    /// Writes a claim as an attempt that then died would have left it.
+    async fn put_claim(&self, owner: &str, etag: &str, rejection: Option<OutcomeDocument>) {
+        let claim = ClaimDocument {
+            version: CONTRACT_VERSION,
+            buyer: BUYER.into(),
+            request_id: ID.into(),
+            owner: owner.into(),
+            request_etag: etag.into(),
+            claimed_at: time::OffsetDateTime::now_utc(),
+            rejection,
+        };
+        self.store
+            .put(
+                "outbox",
+                &claim_key(BUYER, ID),
+                Bytes::from(serde_json::to_vec(&claim).unwrap()),
+                PutMode::CreateNew,
+            )
+            .await
+            .unwrap();
+    }
+
     /// Outcome objects of the request (claims excluded).
     async fn outcome_keys(&self) -> Vec<String> {
         let mut found = Vec::new();
@@ -342,24 +364,7 @@ async fn a_rejection_whose_writer_stopped_after_claiming_is_finished_by_the_next
         &Violation::new(Reason::TokenMalformed, "token", "not a JWT"),
     );
     doc.attempts = 0;
-    let claim = ClaimDocument {
-        version: CONTRACT_VERSION,
-        buyer: BUYER.into(),
-        request_id: ID.into(),
-        owner: "ingest:\"gone\"".into(),
-        request_etag: "\"gone\"".into(),
-        claimed_at: time::OffsetDateTime::now_utc(),
-        rejection: Some(doc),
-    };
-    r.store
-        .put(
-            "outbox",
-            &claim_key(BUYER, ID),
-            Bytes::from(serde_json::to_vec(&claim).unwrap()),
-            PutMode::CreateNew,
-        )
-        .await
-        .unwrap();
+    r.put_claim("ingest:\"gone\"", "\"gone\"", Some(doc)).await;
     let ev = r.put_version("5.1,3.5,1.4,0.2", true).await;
     let job = r.accept(&ev).await;
     let (outcome, _) = r.worker.process(&job, 1).await.unwrap();
@@ -379,24 +384,7 @@ async fn an_owner_whose_request_was_replaced_after_it_claimed_answers_with_a_rea
     let body = r.accept(&ev).await;
     let job: JobMessage = serde_json::from_str(&body).unwrap();
     // The first delivery claimed the id and died; then the buyer replaced the request.
-    let claim = ClaimDocument {
-        version: CONTRACT_VERSION,
-        buyer: BUYER.into(),
-        request_id: ID.into(),
-        owner: job.owner(),
-        request_etag: job.request_etag.clone(),
-        claimed_at: time::OffsetDateTime::now_utc(),
-        rejection: None,
-    };
-    r.store
-        .put(
-            "outbox",
-            &claim_key(BUYER, ID),
-            Bytes::from(serde_json::to_vec(&claim).unwrap()),
-            PutMode::CreateNew,
-        )
-        .await
-        .unwrap();
+    r.put_claim(&job.owner(), &job.request_etag, None).await;
     r.put_version("6.3,3.3,6.0,2.5", true).await;
     let (outcome, _) = r.worker.process(&body, 2).await.unwrap();
     let JobOutcome::Failed(n) = outcome else {

@@ -638,6 +638,17 @@ mod tests {
     }
 
     impl Fixture {
+        /// The same store and event log, another model.
+        fn with_model(mut self, endpoint: Arc<dyn Endpoint>) -> Self {
+            self.worker = Worker::new(
+                Arc::new(self.store.clone()),
+                endpoint,
+                Arc::new(EventLog::open(&self.events, false).unwrap()),
+                self.worker.config.clone(),
+            );
+            self
+        }
+
         /// Stores `input` as `b1/inputs/x.csv` and runs a job on it.
         async fn run_on_object(&self, input: &str, split: Split) -> (JobOutcome, JobReport) {
             self.store
@@ -831,33 +842,8 @@ mod tests {
             ),
         ];
         for (error, reason) in cases {
-            let f = fixture(1000);
-            let worker = Worker::new(
-                Arc::new(f.store.clone()),
-                Arc::new(Failing(error)),
-                Arc::new(EventLog::open(&f.events, false).unwrap()),
-                WorkerConfig {
-                    inbox: "inbox".into(),
-                    outbox: "outbox".into(),
-                    invoke_attempts: 3,
-                    max_concurrent_invocations: 1,
-                },
-            );
-            f.store
-                .put(
-                    "inbox",
-                    "b1/inputs/x.csv",
-                    Bytes::from("1,2,3,4"),
-                    PutMode::Overwrite,
-                )
-                .await
-                .unwrap();
-            let key = "b1/inputs/x.csv".into();
-            let j = job(InputRef::Object { key }, Split::None, "");
-            let (outcome, report) = worker
-                .process(&serde_json::to_string(&j).unwrap(), 1)
-                .await
-                .unwrap();
+            let f = fixture(1000).with_model(Arc::new(Failing(error)));
+            let (outcome, report) = f.run_on_object("1,2,3,4", Split::None).await;
             let JobOutcome::Failed(n) = outcome else {
                 panic!("{outcome:?}")
             };

@@ -116,15 +116,6 @@ pub async fn run(
     let _ = deleter.await;
 }
 
-/// Delay before the `attempt`-th retry of a job held through a fault of our own storage.
-pub fn storage_retry_delay(attempt: u32) -> Duration {
-    sealbox_core::retry::redelivery_delay(
-        attempt,
-        Duration::from_millis(250),
-        Duration::from_secs(15),
-    )
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn run_one(
     worker: &Worker,
@@ -149,7 +140,7 @@ async fn run_one(
             match &result {
                 Err(WorkerError::Retryable(e)) if e.is_own_storage() && !*shutdown.borrow() => {
                     attempt += 1;
-                    let delay = storage_retry_delay(attempt);
+                    let delay = sealbox_core::retry::storage_retry_delay(attempt);
                     tracing::warn!(message_id = %message.message_id, error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "storage failed; holding the job without spending a receive");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}

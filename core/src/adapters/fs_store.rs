@@ -25,6 +25,7 @@ pub struct FsObjectStore {
     counter: Arc<AtomicU64>,
     // The root folder, opened once: every read resolves beneath it.
     root_fd: Arc<std::sync::Mutex<Option<Arc<rustix::fd::OwnedFd>>>>,
+    listings: Arc<ListingCache>,
 }
 
 impl FsObjectStore {
@@ -36,6 +37,7 @@ impl FsObjectStore {
             durable,
             counter: Arc::new(AtomicU64::new(0)),
             root_fd: Arc::default(),
+            listings: Arc::default(),
         }
     }
 
@@ -238,74 +240,150 @@ impl FsObjectStore {
             prefix,
             start_after,
             max,
+            listings: &self.listings,
         };
         walk.dir(&start, &mut page)?;
         Ok(page)
     }
 }
 
-/// One listing page: a walk in key order that skips what lies before `start_after` without
-/// reading it and stops once `max` keys are found, so each page costs about its own size.
+/// One listing page: a walk in key order that starts at `start_after` by binary search in each
+/// folder's sorted listing and stops once `max` keys are found.
 struct Walk<'a> {
     base: &'a Path,
     prefix: &'a str,
     start_after: Option<&'a str>,
     max: usize,
+    listings: &'a ListingCache,
+}
+
+/// An entry of a folder, by the key it stands for (a folder's ends in `/`): sorting by that is
+/// sorting by the keys beneath.
+#[derive(Debug)]
+struct Child {
+    sort_key: String,
+    is_dir: bool,
 }
 
 impl Walk<'_> {
     fn dir(&self, dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<()> {
+        let Some(children) = self.listings.sorted(self.base, dir)? else {
+            return Ok(());
+        };
+        // Everything up to here lies at or before `start_after` (a folder only if the key is
+        // not beneath it): skip it without reading it.
+        let first = self.start_after.map_or(0, |s| {
+            children.partition_point(|c| {
+                c.sort_key.as_str() <= s && !(c.is_dir && s.starts_with(c.sort_key.as_str()))
+            })
+        });
+        for child in &children[first..] {
+            if out.len() >= self.max {
+                break;
+            }
+            let key = child.sort_key.as_str();
+            if child.is_dir {
+                if key.starts_with(self.prefix) || self.prefix.starts_with(key) {
+                    self.dir(&self.base.join(key), out)?;
+                }
+            } else if key.starts_with(self.prefix)
+                && let Ok(md) = fs::metadata(self.base.join(key))
+                && md.is_file()
+            {
+                out.push(FsObjectStore::meta_of(key, &md));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sorted listings of the largest folders, reused while a folder is unchanged: paging through
+/// a folder of n objects reads it once, not once per page.
+#[derive(Debug, Default)]
+struct ListingCache {
+    entries: std::sync::Mutex<std::collections::VecDeque<Listing>>,
+}
+
+#[derive(Debug)]
+struct Listing {
+    dir: PathBuf,
+    mtime: std::time::SystemTime,
+    children: Arc<Vec<Child>>,
+}
+
+/// Folders with fewer entries are read again each time: cheap, and nothing to keep.
+const CACHED_FROM: usize = 1024;
+/// Listings kept.
+const CACHED_LISTINGS: usize = 8;
+/// A folder changed less than this before it was read may change again within the same tick
+/// of its modification time; its listing is not kept.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl ListingCache {
+    /// The entries of `dir` (objects and folders, not temporary files or non-UTF-8 names),
+    /// sorted; `None` if there is no such folder.
+    fn sorted(&self, base: &Path, dir: &Path) -> Result<Option<Arc<Vec<Child>>>> {
+        let listing_error = |e| Error::io(format!("listing {}", dir.display()), e);
+        let mtime = match fs::metadata(dir) {
+            Ok(md) if md.is_dir() => md.modified().map_err(listing_error)?,
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(listing_error(e)),
+        };
+        if let Ok(entries) = self.entries.lock()
+            && let Some(hit) = entries.iter().find(|l| l.dir == dir && l.mtime == mtime)
+        {
+            return Ok(Some(hit.children.clone()));
+        }
+        let read_at = std::time::SystemTime::now();
+        let mut children = Vec::new();
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(listing_error(e)),
         };
-        // (key, or key + "/" for a folder): sorting by that is sorting by the keys beneath.
-        let mut children = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let entry = entry.map_err(listing_error)?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with(TEMP_PREFIX) {
                 continue;
             }
             let path = entry.path();
-            let Some(key) = path.strip_prefix(self.base).ok().and_then(|r| r.to_str()) else {
+            let Some(key) = path.strip_prefix(base).ok().and_then(|r| r.to_str()) else {
                 continue;
             };
-            let ft = entry
-                .file_type()
-                .map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
+            let ft = entry.file_type().map_err(listing_error)?;
             if ft.is_dir() {
-                let as_prefix = format!("{key}/");
-                let wanted =
-                    as_prefix.starts_with(self.prefix) || self.prefix.starts_with(&as_prefix);
-                // Everything beneath lies before `start_after`: skip without reading it.
-                let passed = self
-                    .start_after
-                    .is_some_and(|s| !s.starts_with(&as_prefix) && as_prefix.as_str() < s);
-                if wanted && !passed {
-                    children.push((as_prefix, path, true));
-                }
-            } else if ft.is_file()
-                && key.starts_with(self.prefix)
-                && self.start_after.is_none_or(|s| key > s)
-            {
-                children.push((key.to_owned(), path, false));
+                children.push(Child {
+                    sort_key: format!("{key}/"),
+                    is_dir: true,
+                });
+            } else if ft.is_file() {
+                children.push(Child {
+                    sort_key: key.to_owned(),
+                    is_dir: false,
+                });
             }
         }
-        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, path, is_dir) in children {
-            if out.len() >= self.max {
-                break;
+        children.sort_unstable_by(|a, b| a.sort_key.cmp(&b.sort_key));
+        let children = Arc::new(children);
+        let quiet = read_at.duration_since(mtime).is_ok_and(|d| d >= QUIET);
+        if children.len() >= CACHED_FROM
+            && quiet
+            && let Ok(mut entries) = self.entries.lock()
+        {
+            entries.retain(|l| l.dir != dir);
+            if entries.len() >= CACHED_LISTINGS {
+                entries.pop_front();
             }
-            if is_dir {
-                self.dir(&path, out)?;
-            } else if let Ok(md) = fs::metadata(&path) {
-                out.push(FsObjectStore::meta_of(&key, &md));
-            }
+            entries.push_back(Listing {
+                dir: dir.to_owned(),
+                mtime,
+                children: children.clone(),
+            });
         }
-        Ok(())
+        Ok(Some(children))
     }
 }
 
@@ -792,6 +870,39 @@ mod tests {
             seen.extend(page.into_iter().map(|m| m.key));
         }
         assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn a_listing_kept_for_later_pages_sees_objects_added_and_removed_since() {
+        let (d, s) = store();
+        let dir = d.path().join("outbox/b/results");
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..CACHED_FROM + 10 {
+            fs::write(dir.join(format!("{i:05}.out")), b"x").unwrap();
+        }
+        // Old enough to be kept: the folder is quiet.
+        let old = std::time::SystemTime::now() - QUIET * 4;
+        fs::File::open(&dir).unwrap().set_modified(old).unwrap();
+        let page = |after: Option<String>| {
+            let s = s.clone();
+            async move {
+                s.list("outbox", "b/results/", after.as_deref(), 1000)
+                    .await
+                    .unwrap()
+            }
+        };
+        let first = page(None).await;
+        assert_eq!(first.len(), 1000);
+        fs::remove_file(dir.join("01001.out")).unwrap();
+        fs::write(dir.join("99999.out"), b"x").unwrap();
+        let rest: Vec<String> = page(first.last().map(|m| m.key.clone()))
+            .await
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(rest.len(), CACHED_FROM + 10 - 1000);
+        assert!(!rest.contains(&"b/results/01001.out".to_owned()));
+        assert_eq!(rest.last().map(String::as_str), Some("b/results/99999.out"));
     }
 
     #[test]
