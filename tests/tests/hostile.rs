@@ -4,6 +4,8 @@
 //! answered all the while, and `up` stops on SIGTERM within seconds.
 //!
 //! Run with `--nocapture` to see the table: case, expected, outcome, time to the outcome.
+// Test support: a panic is how a test reports a broken precondition.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

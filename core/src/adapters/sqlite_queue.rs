@@ -274,7 +274,7 @@ impl SqliteQueue {
     /// inbox that began then saw every key still there), a small transaction at a time;
     /// returns how many.
     pub async fn forget_unseen_since(&self, since: SystemTime) -> Result<u64> {
-        let cutoff = since.duration_since(UNIX_EPOCH).map(|d| ms(d)).unwrap_or(0);
+        let cutoff = since.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0);
         let mut forgotten = 0;
         loop {
             let name = self.name.clone();
