@@ -18,7 +18,7 @@ use sealbox_core::layout::result_key;
 use sealbox_core::outcome::{Claim, Outcomes, ResultInfo};
 use sealbox_core::ports::{ByteStream, Endpoint, Invocation, Notifier, ObjectStore, PutMode};
 use time::OffsetDateTime;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Why a job could not finish now; its message comes back later (or goes to the DLQ).
 #[derive(Debug, thiserror::Error)]
@@ -421,9 +421,12 @@ impl Worker {
         report: &mut JobReport,
     ) -> Result<sealbox_core::ports::ObjectMeta, RunError> {
         let limit = self.endpoint.payload_limit() as usize;
-        let spool = tempfile::tempfile()
-            .map_err(|e| RunError::Retry(Error::io("creating a spool file", e)))?;
         let spool_err = |e| RunError::Retry(Error::io("writing the spool file", e));
+        // Creating a file blocks: not on the async workers.
+        let spool = tokio::task::spawn_blocking(tempfile::tempfile)
+            .await
+            .map_err(|e| RunError::Retry(e.into()))?
+            .map_err(|e| RunError::Retry(Error::io("creating a spool file", e)))?;
         let mut out = tokio::fs::File::from_std(spool);
         let mut lines = tokio::io::BufReader::new(reader);
         let mut batch: Vec<u8> = Vec::new();
@@ -463,9 +466,8 @@ impl Worker {
             batch.extend_from_slice(&line);
         }
         out.flush().await.map_err(spool_err)?;
-        let mut file = out.into_std().await;
-        std::io::Seek::rewind(&mut file).map_err(spool_err)?;
-        let body: ByteStream = Box::pin(tokio::fs::File::from_std(file));
+        out.rewind().await.map_err(spool_err)?;
+        let body: ByteStream = Box::pin(out);
         let key = result_key(&job.buyer, &job.request_id);
         put_result(
             self.store
