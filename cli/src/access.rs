@@ -17,7 +17,7 @@ use sealbox_core::ports::{ObjectStore, PutMode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::commands::{Table, emit, existing_data, io_sentence};
+use crate::output::{Table, emit, existing_data, io_sentence};
 use crate::stack::Paths;
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

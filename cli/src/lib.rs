@@ -5,4 +5,7 @@ pub mod bench;
 pub mod cases;
 pub mod commands;
 pub mod demo;
+pub mod output;
+pub mod results;
 pub mod stack;
+pub mod submit;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sealbox::stack::{DEFAULT_ISSUER, DEFAULT_PRODUCT, ModelSource, StackOptions};
-use sealbox::{access, bench, commands, demo};
+use sealbox::{access, bench, commands, demo, results, submit};
 
 /// Subscription-gated asynchronous model serving, embedded on one machine or on AWS.
 #[derive(Parser)]
@@ -220,9 +220,9 @@ enum BuyerCommand {
         credentials: sealbox::access::BuyerCredentials,
     },
     /// Upload each input and a request object for it.
-    Submit(commands::SubmitArgs),
+    Submit(submit::SubmitArgs),
     /// List outcomes, optionally fetching them.
-    Results(commands::ResultsArgs),
+    Results(results::ResultsArgs),
 }
 
 #[derive(Subcommand)]
@@ -416,8 +416,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{token}");
                 Ok(ExitCode::SUCCESS)
             }
-            BuyerCommand::Submit(a) => commands::submit(&data, a).await,
-            BuyerCommand::Results(a) => commands::results(&data, a).await,
+            BuyerCommand::Submit(a) => submit::submit(&data, a).await,
+            BuyerCommand::Results(a) => results::results(&data, a).await,
         },
         Command::Status { json } => {
             commands::status(&data, json).await?;

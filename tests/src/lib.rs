@@ -85,8 +85,34 @@ pub fn granted_token(data_dir: &std::path::Path, buyer: &str) -> String {
     String::from_utf8_lossy(&token.stdout).trim().to_owned()
 }
 
+/// A running `sealbox up` that a test owns: killed if the test ends (or panics) without
+/// stopping it, so a failed test leaves no daemon behind.
+pub struct Daemon(pub Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `sealbox up` with extra arguments and waits for its ready line.
-pub fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> Child {
+pub fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> Daemon {
     let mut child = sealbox(data_dir)
         .arg("up")
         .args(extra)
@@ -100,11 +126,12 @@ pub fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> Child {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
         .expect("reading the ready line");
+    let daemon = Daemon(child);
     assert!(
         line.starts_with("sealbox ready"),
         "unexpected first line: {line:?}"
     );
-    child
+    daemon
 }
 
 /// Sends SIGTERM to a child (how a service manager stops `sealbox up`).

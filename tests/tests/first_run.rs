@@ -47,11 +47,13 @@ fn the_readme_first_flow_answers_at_once_in_a_fresh_folder_with_the_default_data
 
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    let mut up = sealbox(cwd, &["up", "--log", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut up = sealbox_tests::Daemon(
+        sealbox(cwd, &["up", "--log", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = up.stdout.take().unwrap();
     let mut ready = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut ready).unwrap();
