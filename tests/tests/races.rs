@@ -221,6 +221,17 @@ impl Rig {
         read_event_log(&self.dir.path().join("events.ndjson")).unwrap()
     }
 
+    /// The job announced the rejection that owns the request, and the model was never called.
+    async fn assert_only_the_rejection_announced(&self, outcome: &JobOutcome) {
+        assert!(
+            matches!(outcome, JobOutcome::OwnedElsewhere(Some(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(self.model.calls.load(Ordering::SeqCst), 0);
+        self.assert_one_outcome(&rejected_key(BUYER, ID), EventKind::RequestRejected)
+            .await;
+    }
+
     /// One outcome of this kind, and every notification of the request announces it.
     async fn assert_one_outcome(&self, key: &str, event: EventKind) {
         assert_eq!(self.outcome_keys().await, [key.to_owned()]);
@@ -345,13 +356,7 @@ async fn a_job_after_an_ingest_rejection_announces_the_rejection_and_never_invok
     let again = r.put_version("6.3,3.3,6.0,2.5", true).await;
     let later = r.accept(&again).await;
     let (outcome, _) = r.worker.process(&later, 1).await.unwrap();
-    assert!(
-        matches!(outcome, JobOutcome::OwnedElsewhere(Some(_))),
-        "{outcome:?}"
-    );
-    assert_eq!(r.model.calls.load(Ordering::SeqCst), 0);
-    r.assert_one_outcome(&rejected_key(BUYER, ID), EventKind::RequestRejected)
-        .await;
+    r.assert_only_the_rejection_announced(&outcome).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,13 +375,7 @@ async fn a_rejection_whose_writer_stopped_after_claiming_is_finished_by_the_next
     let ev = r.put_version("5.1,3.5,1.4,0.2", true).await;
     let job = r.accept(&ev).await;
     let (outcome, _) = r.worker.process(&job, 1).await.unwrap();
-    assert!(
-        matches!(outcome, JobOutcome::OwnedElsewhere(Some(_))),
-        "{outcome:?}"
-    );
-    assert_eq!(r.model.calls.load(Ordering::SeqCst), 0);
-    r.assert_one_outcome(&rejected_key(BUYER, ID), EventKind::RequestRejected)
-        .await;
+    r.assert_only_the_rejection_announced(&outcome).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -220,28 +220,10 @@ mod tests {
     use std::io::Read;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use time::OffsetDateTime;
-
     use super::*;
-    use crate::contract::{EventKind, event_id};
 
     fn note(request_id: &str) -> Notification {
-        let now = OffsetDateTime::now_utc();
-        Notification {
-            version: 1,
-            event_id: event_id("b", request_id),
-            event: EventKind::TestNotification,
-            buyer: "b".into(),
-            request_id: request_id.into(),
-            output_location: None,
-            failure_location: None,
-            content_type: "application/json".into(),
-            bytes: 0,
-            received_at: now,
-            completed_at: now,
-            attempts: 0,
-            reason: None,
-        }
+        crate::contract::test_notification(request_id)
     }
 
     #[tokio::test]

@@ -488,29 +488,14 @@ mod tests {
     use tokio::sync::{Mutex, Notify, mpsc};
 
     use super::*;
-    use crate::contract::{EventKind, Notification, event_id};
+    use crate::contract::Notification;
     use crate::ports::notifier::Notifier;
 
     /// A watchdog so a broken build fails instead of hanging; passing runs never get near it.
     const WATCHDOG: Duration = Duration::from_secs(30);
 
     fn note(request_id: &str) -> Notification {
-        let now = time::OffsetDateTime::now_utc();
-        Notification {
-            version: 1,
-            event_id: event_id("b", request_id),
-            event: EventKind::TestNotification,
-            buyer: "b".into(),
-            request_id: request_id.into(),
-            output_location: None,
-            failure_location: None,
-            content_type: "application/json".into(),
-            bytes: 0,
-            received_at: now,
-            completed_at: now,
-            attempts: 0,
-            reason: None,
-        }
+        crate::contract::test_notification(request_id)
     }
 
     type Answered = std::pin::Pin<Box<dyn std::future::Future<Output = StatusCode> + Send>>;
