@@ -64,6 +64,16 @@ impl JwksVerifier {
         self.fetch_and_load().await
     }
 
+    /// Refreshes when the keys are absent or older than the refresh interval: for hosts that
+    /// cannot keep a background task running between requests, such as a Lambda function.
+    pub async fn refresh_if_due(&self) -> Result<(), AuthzError> {
+        let due = self
+            .verifier
+            .keys_age()
+            .is_none_or(|age| age >= self.policy.interval);
+        if due { self.refresh().await } else { Ok(()) }
+    }
+
     async fn fetch_and_load(&self) -> Result<(), AuthzError> {
         let bytes = self.source.fetch().await?;
         let published = PublishedKeys::parse(&bytes)?;

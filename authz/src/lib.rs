@@ -9,9 +9,9 @@ pub mod jwks_source;
 pub mod jwks_verifier;
 pub mod keyset;
 pub mod private_file;
-pub mod sqlite_subscriptions;
 pub mod subscriptions;
 pub mod token;
+#[cfg(feature = "token-service")]
 pub mod token_service;
 pub mod verify;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::error::AuthzError;
@@ -12,26 +12,7 @@ use crate::keyset::{KeyAlg, Keyset};
 /// Longest token lifetime the contract allows.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
-/// The claims of a sealbox token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Seller.
-    pub iss: String,
-    /// Buyer id.
-    pub sub: String,
-    /// Product id.
-    pub aud: String,
-    /// Issued at (seconds since the epoch).
-    pub iat: i64,
-    /// Not before.
-    pub nbf: i64,
-    /// Expires.
-    pub exp: i64,
-    /// Unique token id.
-    pub jti: String,
-    /// Space-separated scopes; must contain `invoke`.
-    pub scope: String,
-}
+pub use sealbox_core::contract::Claims;
 
 /// Signs tokens with the keyset's current key.
 pub struct TokenIssuer {

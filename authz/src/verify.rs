@@ -49,15 +49,7 @@ impl VerifierConfig {
     }
 }
 
-/// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}: {detail}")]
-pub struct TokenRejection {
-    /// The reason code.
-    pub reason: Reason,
-    /// What exactly, in words (never key material).
-    pub detail: String,
-}
+pub use sealbox_core::ports::TokenRejection;
 
 fn reject(reason: Reason, detail: impl Into<String>) -> TokenRejection {
     TokenRejection {

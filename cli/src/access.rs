@@ -10,10 +10,10 @@ use clap::Args;
 use sealbox_authz::Keyset;
 use sealbox_authz::buyer_secret::{hash_secret, new_secret};
 use sealbox_authz::jwks::publish;
-use sealbox_authz::sqlite_subscriptions::SqliteSubscriptions;
 use sealbox_authz::subscriptions::{Subscription, SubscriptionRegistry};
 use sealbox_core::contract::{is_valid_id, rfc3339};
 use sealbox_core::ports::{ObjectStore, PutMode};
+use sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 

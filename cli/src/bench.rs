@@ -1,13 +1,22 @@
 //! `sealbox bench`: drives request objects through the same path `up` uses (written into the
 //! inbox, until the notification) and reports throughput, overhead and endpoint utilisation.
+//! With `--backend aws`, the same on S3, SQS, SNS and SageMaker Runtime (whatever endpoint the
+//! AWS environment names), with the AWS calls the pipeline makes per job.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher as _, Hasher as _};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::Bytes;
-use clap::Args;
-use sealbox_authz::Keyset;
+use clap::{Args, ValueEnum};
+use sealbox_authz::{KeyAlg, Keyset};
+use sealbox_aws::config::{Settings, Var};
+use sealbox_aws::s3::S3ObjectStore;
+use sealbox_aws::sdk::{Clients, load_config};
+use sealbox_core::contract::{EventKind, Notification};
 use sealbox_core::layout::INBOX;
 use sealbox_core::ports::{ObjectStore, PutMode};
 use serde::Serialize;
@@ -15,24 +24,42 @@ use tokio::sync::mpsc;
 
 use crate::cases::{CaseContext, SAMPLE_ROWS, text_request};
 use crate::demo::percentile;
-use crate::stack::{ModelSource, Observers, Stack, StackOptions};
+use crate::stack::{DEFAULT_ISSUER, DEFAULT_PRODUCT, ModelSource, Observers, Stack, StackOptions};
+
+/// Where `sealbox bench` runs the pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum BenchBackend {
+    /// The embedded stack in a fresh data directory.
+    #[default]
+    Embedded,
+    /// S3, SQS, SNS and SageMaker Runtime at whatever endpoint the AWS environment names
+    /// (AWS_ENDPOINT_URL for an emulator): a fresh development stack `bench-<random>`, the
+    /// sample model served in this process as the SageMaker Runtime API, and the pipeline of
+    /// `up --backend aws` in this process.
+    Aws,
+}
 
 /// Arguments of `sealbox bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Jobs in the throughput run of each scenario.
+    /// Where the pipeline runs.
+    #[arg(long, value_enum, default_value_t = BenchBackend::Embedded)]
+    pub backend: BenchBackend,
+    /// Jobs in the throughput run of each scenario (aws: all jobs, the first tenth a warm-up).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub jobs: u32,
-    /// Model latency scenarios in milliseconds (repeat the flag; default: 0 and 20).
+    /// Model latency scenarios in milliseconds (repeat the flag; default: 0 and 20; aws: one
+    /// scenario, default 0).
     #[arg(long = "model-latency-ms")]
     pub model_latency_ms: Vec<u64>,
     /// Model invocations in flight at once (the worker's cap).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
-    /// Seconds of the half-load run that measures overhead.
+    /// Seconds of the half-load run that measures overhead (embedded only).
     #[arg(long, default_value_t = 3.0)]
     pub half_load_seconds: f64,
-    /// Put the scenarios' data directories under this folder (default: the system temp folder).
+    /// Put the scenarios' data directories under this folder (default: the system temp folder;
+    /// embedded only).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
     /// Print JSON.
@@ -92,15 +119,18 @@ struct Run {
     seconds: f64,
     e2e: HashMap<String, Duration>,
     invoke: HashMap<String, Duration>,
+    /// The first notification's kind, by request id.
+    kinds: HashMap<String, EventKind>,
 }
 
-/// Writes `ids` into the inbox (at `rate` per second, or as fast as possible) and waits for
-/// every notification.
+/// Writes `bodies` into `bucket` of `store` (at `rate` per second, or as fast as possible) and
+/// waits for every notification.
 async fn drive(
-    stack: &Stack,
+    store: Arc<dyn ObjectStore>,
+    bucket: &str,
     bodies: Vec<(String, Vec<u8>)>,
     rate: Option<f64>,
-    notes: &mut mpsc::UnboundedReceiver<sealbox_core::contract::Notification>,
+    notes: &mut mpsc::UnboundedReceiver<Notification>,
     reports: &mut mpsc::UnboundedReceiver<sealbox_worker::JobReport>,
 ) -> anyhow::Result<Run> {
     let n = bodies.len();
@@ -113,7 +143,8 @@ async fn drive(
     }
     let mut tasks = Vec::new();
     for chunk in chunks {
-        let store = stack.store.clone();
+        let store = store.clone();
+        let bucket = bucket.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut written = HashMap::with_capacity(chunk.len());
             let mut tick = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r)));
@@ -122,7 +153,7 @@ async fn drive(
                     t.tick().await;
                 }
                 store
-                    .put(INBOX, &key, Bytes::from(body), PutMode::Overwrite)
+                    .put(&bucket, &key, Bytes::from(body), PutMode::Overwrite)
                     .await?;
                 written.insert(key, Instant::now());
             }
@@ -130,10 +161,12 @@ async fn drive(
         }));
     }
     let mut arrived = HashMap::with_capacity(n);
+    let mut kinds = HashMap::with_capacity(n);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     while arrived.len() < n {
         match tokio::time::timeout_at(deadline, notes.recv()).await {
             Ok(Some(note)) => {
+                kinds.entry(note.request_id.clone()).or_insert(note.event);
                 arrived.entry(note.request_id).or_insert_with(Instant::now);
             }
             _ => anyhow::bail!("only {} of {n} jobs finished in time", arrived.len()),
@@ -161,6 +194,7 @@ async fn drive(
         seconds,
         e2e,
         invoke,
+        kinds,
     })
 }
 
@@ -200,11 +234,21 @@ pub async fn scenario(
             .collect()
     };
     // Warm up connections, caches and the page cache of the queue database.
-    drive(&stack, make("warm", 200), None, &mut notes, &mut reports).await?;
+    let store: Arc<dyn ObjectStore> = Arc::new(stack.store.clone());
+    drive(
+        store.clone(),
+        INBOX,
+        make("warm", 200),
+        None,
+        &mut notes,
+        &mut reports,
+    )
+    .await?;
 
     let cpu0 = cpu_time();
     let full = drive(
-        &stack,
+        store.clone(),
+        INBOX,
         make("full", args.jobs as usize),
         None,
         &mut notes,
@@ -219,7 +263,8 @@ pub async fn scenario(
     let rate = (jobs_per_sec / 2.0).max(1.0);
     let half_jobs = ((rate * args.half_load_seconds) as usize).max(50);
     let half = drive(
-        &stack,
+        store,
+        INBOX,
         make("half", half_jobs),
         Some(rate),
         &mut notes,
@@ -248,6 +293,9 @@ pub async fn scenario(
 
 /// `sealbox bench`.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.backend == BenchBackend::Aws {
+        return run_aws(&args).await;
+    }
     if args.model_latency_ms.is_empty() {
         args.model_latency_ms = vec![0, 20];
     }
@@ -281,6 +329,298 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The numbers of `sealbox bench --backend aws`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsBenchResult {
+    /// Always `aws`.
+    pub backend: &'static str,
+    /// The endpoint every AWS client used (`AWS_ENDPOINT_URL`), if one was set.
+    pub endpoint_url: Option<String>,
+    /// The development stack bootstrapped for this run (left in place).
+    pub stack: String,
+    /// Model latency.
+    pub model_latency_ms: u64,
+    /// Worker concurrency cap.
+    pub concurrency: u16,
+    /// Request objects written in all (warm-up included).
+    pub jobs: u32,
+    /// The first jobs, run to the end before the measured ones: not measured.
+    pub warmup_jobs: u32,
+    /// Jobs measured (written after the warm-up finished).
+    pub measured_jobs: u32,
+    /// Jobs announced `InferenceCompleted` (all jobs).
+    pub completed: usize,
+    /// Jobs announced `InferenceFailed` (all jobs).
+    pub failed: usize,
+    /// Jobs announced `RequestRejected` (all jobs).
+    pub rejected: usize,
+    /// Seconds from the first measured write to the last notification.
+    pub seconds: f64,
+    /// Measured jobs per second.
+    pub jobs_per_sec: f64,
+    /// Median time from a request object's write to its notification (all measured jobs
+    /// written at once, so queueing is included).
+    pub latency_ms_p50: f64,
+    /// 99th percentile of the same.
+    pub latency_ms_p99: f64,
+    /// Median of that time minus the time inside endpoint calls.
+    pub overhead_ms_p50: f64,
+    /// 99th percentile of the same.
+    pub overhead_ms_p99: f64,
+    /// Time inside endpoint calls / (concurrency cap x wall time).
+    pub endpoint_busy_ratio: f64,
+    /// This process's CPU time per measured job (the pipeline and the model; not the emulator).
+    pub cpu_ms_per_job: f64,
+    /// Peak resident set of the process.
+    pub peak_rss_mb: f64,
+    /// AWS calls (attempts) the pipeline made between the end of the warm-up and the end.
+    pub aws_calls: u64,
+    /// `aws_calls` / measured jobs.
+    pub aws_calls_per_job: f64,
+    /// The same per job, by `service.Operation` as the SDK names them (`S3.PutObject`).
+    pub aws_calls_by_operation: BTreeMap<String, f64>,
+    /// Calls in the same window that are not counted above: the buyer's uploads of the request
+    /// objects, made by the benchmark through clients of their own.
+    pub excluded_buyer_calls: BTreeMap<String, u64>,
+}
+
+/// The sample model's endpoint name (it answers any).
+const AWS_ENDPOINT_NAME: &str = "bench";
+/// Where the benchmark publishes the seller's keys in the outbox bucket.
+const AWS_JWKS_KEY: &str = "seller/jwks.json";
+
+/// Calls in `after` that were not in `before`, by operation.
+fn calls_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0).min(*n)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// A stack name no earlier run used: `bench-` and 8 random hex digits.
+fn fresh_stack_name() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    format!("bench-{:08x}", h.finish() as u32)
+}
+
+/// `sealbox bench --backend aws`: bootstraps a fresh stack, publishes a new keyset's JWKS to its
+/// outbox, serves the sample model in-process as the SageMaker Runtime API, runs the pipeline of
+/// `up --backend aws` in-process, writes `--jobs` request objects (inline text) as a buyer
+/// would, and reports throughput, latency and the AWS calls per job after the warm-up.
+pub async fn aws_scenario(args: &BenchArgs) -> anyhow::Result<AwsBenchResult> {
+    let latency_ms = match args.model_latency_ms.as_slice() {
+        [] => 0,
+        [one] => *one,
+        _ => anyhow::bail!("--backend aws runs one scenario: give --model-latency-ms at most once"),
+    };
+    if args.dir.is_some() {
+        anyhow::bail!("--dir is for the embedded backend; --backend aws keeps no data directory");
+    }
+    let config = load_config().await;
+    let (model_url, model_stop, model_task) =
+        crate::stack::start_model(Duration::from_millis(latency_ms), 0).await?;
+    // The pipeline's clients count every call; the buyer's uploads go through clients (and a
+    // counter) of their own, so they are not counted as the pipeline's.
+    let clients = Clients::with_sagemaker_endpoint(&config, &model_url);
+    let buyer_clients = Clients::new(&config);
+    let name = fresh_stack_name();
+    let made = sealbox_aws::bootstrap::bootstrap(&clients, &name)
+        .await
+        .with_context(|| format!("bootstrapping the stack {name:?} (is the AWS environment set, e.g. AWS_ENDPOINT_URL for an emulator?)"))?;
+    let mut values: HashMap<&'static str, String> =
+        made.into_iter().map(|(k, v)| (k.name(), v)).collect();
+    let outbox = values
+        .get(Var::OutboxBucket.name())
+        .cloned()
+        .unwrap_or_default();
+    values.insert(Var::EndpointName.name(), AWS_ENDPOINT_NAME.into());
+    values.insert(Var::Jwks.name(), format!("s3://{outbox}/{AWS_JWKS_KEY}"));
+    values.insert(Var::Product.name(), DEFAULT_PRODUCT.into());
+    values.insert(Var::Issuer.name(), DEFAULT_ISSUER.into());
+    let settings = Settings::from_lookup(&Var::ALL, |n| values.get(n).cloned())?;
+
+    // The seller: a new keyset, its published keys written with the S3 store.
+    let keyset = Keyset::generate(DEFAULT_ISSUER, KeyAlg::EdDSA)?;
+    let jwks = serde_json::to_vec_pretty(&sealbox_authz::jwks::publish(&keyset, &[])?)?;
+    S3ObjectStore::new(clients.s3.clone())
+        .put(&outbox, AWS_JWKS_KEY, Bytes::from(jwks), PutMode::Overwrite)
+        .await
+        .context("publishing the seller's keys")?;
+    let ctx = CaseContext::new(&keyset, "bench", "other", DEFAULT_PRODUCT)?;
+    let token = ctx.token("bench")?;
+
+    let (ntx, mut notes) = mpsc::unbounded_channel();
+    let (jtx, mut reports) = mpsc::unbounded_channel();
+    let pipeline = crate::aws::start_pipeline(
+        &clients,
+        &settings,
+        &crate::aws::UpOptions {
+            concurrency: usize::from(args.concurrency),
+            jwks_refresh: Duration::from_secs(60),
+            jwks_max_staleness: Duration::from_secs(15 * 60),
+        },
+        Observers {
+            notifications: Some(ntx),
+            jobs: Some(jtx),
+        },
+    )
+    .await?;
+
+    let buyer_store: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(buyer_clients.s3.clone()));
+    let inbox = settings.get(Var::InboxBucket).to_owned();
+    let make = |prefix: &str, n: u32| -> Vec<(String, Vec<u8>)> {
+        (0..n as usize)
+            .map(|i| {
+                let id = format!("{prefix}-{i:07}");
+                let body = serde_json::to_vec(&text_request(&id, Some(&token), SAMPLE_ROWS[i % 3]))
+                    .unwrap_or_default();
+                (format!("bench/requests/{id}.json"), body)
+            })
+            .collect()
+    };
+    let warmup_jobs = args.jobs / 10;
+    let measured_jobs = args.jobs - warmup_jobs;
+    let mut kinds = HashMap::new();
+    if warmup_jobs > 0 {
+        let warm = drive(
+            buyer_store.clone(),
+            &inbox,
+            make("warm", warmup_jobs),
+            None,
+            &mut notes,
+            &mut reports,
+        )
+        .await?;
+        kinds.extend(warm.kinds);
+    }
+
+    // Steady state: from here to the last notification of the measured jobs.
+    let calls0 = clients.calls.snapshot();
+    let buyer0 = buyer_clients.calls.snapshot();
+    let cpu0 = cpu_time();
+    let full = drive(
+        buyer_store,
+        &inbox,
+        make("full", measured_jobs),
+        None,
+        &mut notes,
+        &mut reports,
+    )
+    .await?;
+    let cpu = cpu_time().saturating_sub(cpu0);
+    let calls = calls_between(&calls0, &clients.calls.snapshot());
+    let excluded_buyer_calls = calls_between(&buyer0, &buyer_clients.calls.snapshot());
+
+    pipeline.stop().await;
+    let _ = model_stop.send(true);
+    let _ = model_task.await;
+
+    kinds.extend(full.kinds.iter().map(|(k, v)| (k.clone(), *v)));
+    let count = |kind: EventKind| kinds.values().filter(|k| **k == kind).count();
+    let jobs = f64::from(measured_jobs);
+    let aws_calls: u64 = calls.values().sum();
+    let busy: Duration = full.invoke.values().sum();
+    let mut latency: Vec<Duration> = full.e2e.values().copied().collect();
+    let mut overhead: Vec<Duration> = full
+        .e2e
+        .iter()
+        .map(|(id, e2e)| e2e.saturating_sub(full.invoke.get(id).copied().unwrap_or_default()))
+        .collect();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(AwsBenchResult {
+        backend: "aws",
+        endpoint_url: config.endpoint_url().map(str::to_owned),
+        stack: name,
+        model_latency_ms: latency_ms,
+        concurrency: args.concurrency,
+        jobs: args.jobs,
+        warmup_jobs,
+        measured_jobs,
+        completed: count(EventKind::InferenceCompleted),
+        failed: count(EventKind::InferenceFailed),
+        rejected: count(EventKind::RequestRejected),
+        seconds: full.seconds,
+        jobs_per_sec: jobs / full.seconds,
+        latency_ms_p50: ms(percentile(&mut latency, 50.0)),
+        latency_ms_p99: ms(percentile(&mut latency, 99.0)),
+        overhead_ms_p50: ms(percentile(&mut overhead, 50.0)),
+        overhead_ms_p99: ms(percentile(&mut overhead, 99.0)),
+        endpoint_busy_ratio: busy.as_secs_f64() / (f64::from(args.concurrency) * full.seconds),
+        cpu_ms_per_job: cpu.as_secs_f64() * 1000.0 / jobs,
+        peak_rss_mb: peak_rss_mb(),
+        aws_calls,
+        aws_calls_per_job: aws_calls as f64 / jobs,
+        aws_calls_by_operation: calls
+            .into_iter()
+            .map(|(op, n)| (op, n as f64 / jobs))
+            .collect(),
+        excluded_buyer_calls,
+    })
+}
+
+async fn run_aws(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let r = aws_scenario(args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "aws, stack {} at {}: model {:>3} ms, concurrency {:>3}: {:>6} jobs in {:>6.2} s = {:>7.0} jobs/s (after {} warm-up jobs); latency p50 {:.2} ms, p99 {:.2} ms, overhead p50 {:.2} ms, p99 {:.2} ms (full load); endpoint busy {:.1}%; {:.3} cpu ms/job; peak RSS {:.0} MB",
+        r.stack,
+        r.endpoint_url
+            .as_deref()
+            .unwrap_or("the AWS default endpoints"),
+        r.model_latency_ms,
+        r.concurrency,
+        r.measured_jobs,
+        r.seconds,
+        r.jobs_per_sec,
+        r.warmup_jobs,
+        r.latency_ms_p50,
+        r.latency_ms_p99,
+        r.overhead_ms_p50,
+        r.overhead_ms_p99,
+        r.endpoint_busy_ratio * 100.0,
+        r.cpu_ms_per_job,
+        r.peak_rss_mb
+    );
+    println!(
+        "outcomes of all {} jobs: {} completed, {} failed, {} rejected",
+        r.jobs, r.completed, r.failed, r.rejected
+    );
+    let excluded: Vec<String> = r
+        .excluded_buyer_calls
+        .iter()
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect();
+    println!(
+        "AWS calls per job: {:.3} ({} calls by the pipeline for {} jobs, after the warm-up; not counted: the buyer's uploads, {})",
+        r.aws_calls_per_job,
+        r.aws_calls,
+        r.measured_jobs,
+        if excluded.is_empty() {
+            "none".to_owned()
+        } else {
+            excluded.join(", ")
+        }
+    );
+    for (op, per_job) in &r.aws_calls_by_operation {
+        println!("  {op:<40} {per_job:>7.3}");
     }
     Ok(ExitCode::SUCCESS)
 }

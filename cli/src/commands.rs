@@ -7,12 +7,14 @@ use anyhow::bail;
 use sealbox_authz::keyset::RETIRE_AFTER;
 use sealbox_authz::subscriptions::SubscriptionRegistry as _;
 use sealbox_authz::{KeyAlg, Keyset, TokenIssuer};
+use sealbox_aws::config::Var;
 use sealbox_core::contract::rfc3339;
-use sealbox_core::ports::{DeadLetterQueue, JobQueue};
+use sealbox_core::ports::QueueAdmin;
+use sealbox_embedded::sqlite_queue::SqliteQueue;
 use serde_json::json;
 
-use crate::output::{Table, emit, existing_data, io_sentence};
-use crate::stack::{Paths, Stack, StackOptions};
+use crate::output::{Backend, Table, emit, existing_data, io_sentence, store_error};
+use crate::stack::{INBOX_EVENTS, JOBS, Paths, Stack, StackOptions};
 
 /// `sealbox up`: runs until Ctrl-C or SIGTERM, then drains in-flight jobs.
 pub async fn up(opts: StackOptions) -> anyhow::Result<()> {
@@ -36,7 +38,8 @@ pub async fn up(opts: StackOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,
@@ -179,15 +182,37 @@ pub async fn seller_token(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Operator: status and dead letters.
+// Operator: status and dead letters, over the `QueueAdmin` port on either backend.
+
+/// A queue with a dead-letter queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueName {
+    /// Jobs for the worker.
+    Jobs,
+    /// Inbox events for ingest.
+    InboxEvents,
+}
+
+impl QueueName {
+    /// The queue's name, as the commands print it (the embedded queue's own name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Jobs => JOBS,
+            QueueName::InboxEvents => INBOX_EVENTS,
+        }
+    }
+
+    /// The setting holding the queue's URL on AWS.
+    fn setting(self) -> Var {
+        match self {
+            QueueName::Jobs => Var::JobsQueueUrl,
+            QueueName::InboxEvents => Var::InboxEventsQueueUrl,
+        }
+    }
+}
 
 /// The queues of an existing data directory; creates nothing.
-fn existing_queues(
-    data: &Path,
-) -> anyhow::Result<(
-    sealbox_core::adapters::sqlite_queue::SqliteQueue,
-    sealbox_core::adapters::sqlite_queue::SqliteQueue,
-)> {
+fn existing_queues(data: &Path) -> anyhow::Result<(SqliteQueue, SqliteQueue)> {
     let paths = existing_data(data)?;
     if !paths.queue_db.is_file() {
         bail!(
@@ -201,15 +226,67 @@ fn existing_queues(
     paths.queues(5)
 }
 
-/// `sealbox status`.
-pub async fn status(data: &Path, as_json: bool) -> anyhow::Result<()> {
-    let (events, jobs) = existing_queues(data)?;
+/// The operators' side of the queues `names` on `backend`, in that order. Embedded: the
+/// queues of an existing data directory (creates nothing). AWS: the queues whose URLs are the
+/// settings of `names` (each missing one named); each finds its dead-letter queue from its
+/// redrive policy.
+async fn admin_queues(
+    backend: Backend,
+    data: &Path,
+    names: &[QueueName],
+) -> anyhow::Result<Vec<Box<dyn QueueAdmin>>> {
+    Ok(match backend {
+        Backend::Embedded => {
+            let (events, jobs) = existing_queues(data)?;
+            names
+                .iter()
+                .map(|name| -> Box<dyn QueueAdmin> {
+                    match name {
+                        QueueName::Jobs => Box::new(jobs.clone()),
+                        QueueName::InboxEvents => Box::new(events.clone()),
+                    }
+                })
+                .collect()
+        }
+        Backend::Aws => {
+            let settings: Vec<Var> = names.iter().map(|n| n.setting()).collect();
+            crate::aws::queues(&settings)
+                .await?
+                .into_iter()
+                .map(|q| -> Box<dyn QueueAdmin> { Box::new(q) })
+                .collect()
+        }
+    })
+}
+
+/// What a queue operation failed at, in words.
+fn queue_error(doing: &str, name: QueueName, e: sealbox_core::Error) -> anyhow::Error {
+    store_error(&format!("{doing} the {} queue", name.as_str()), e)
+}
+
+/// `sealbox status`: backlog, in flight, dead letters and the age of the oldest message of the
+/// inbox-events and jobs queues. The age is unknown on AWS (SQS publishes it only as a
+/// CloudWatch metric): `null` in JSON, `unknown` in the table.
+pub async fn status(backend: Backend, data: &Path, as_json: bool) -> anyhow::Result<()> {
+    let names = [QueueName::InboxEvents, QueueName::Jobs];
+    let queues = admin_queues(backend, data, &names).await?;
+    // Embedded, no age means an empty queue; on AWS, that it is not known.
+    let age_unknown = match backend {
+        Backend::Embedded => "-",
+        Backend::Aws => "unknown",
+    };
     let mut rows = Vec::new();
-    for q in [&events, &jobs] {
-        let s = q.stats().await?;
-        let dead = q.dead_count().await?;
+    for (name, q) in names.into_iter().zip(&queues) {
+        let s = q
+            .stats()
+            .await
+            .map_err(|e| queue_error("reading the counts of", name, e))?;
+        let dead = q
+            .dead_count()
+            .await
+            .map_err(|e| queue_error("counting the dead letters of", name, e))?;
         rows.push(json!({
-            "queue": q.name(),
+            "queue": name.as_str(),
             "backlog": s.visible + s.delayed,
             "in_flight": s.in_flight,
             "dead_letters": dead,
@@ -230,7 +307,7 @@ pub async fn status(data: &Path, as_json: bool) -> anyhow::Result<()> {
                 r["oldest_age_seconds"]
                     .as_f64()
                     .map(|s| format!("{s:.1}"))
-                    .unwrap_or_else(|| "-".into()),
+                    .unwrap_or_else(|| age_unknown.into()),
             ]
         })
         .collect();
@@ -244,32 +321,32 @@ pub async fn status(data: &Path, as_json: bool) -> anyhow::Result<()> {
     emit(&table.render(&cells))
 }
 
-/// A queue with a dead-letter queue.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum QueueName {
-    /// Jobs for the worker.
-    Jobs,
-    /// Inbox events for ingest.
-    InboxEvents,
-}
-
-fn queue_of(
+/// The operators' side of one queue on `backend`.
+async fn admin_queue(
+    backend: Backend,
     data: &Path,
     name: QueueName,
-) -> anyhow::Result<sealbox_core::adapters::sqlite_queue::SqliteQueue> {
-    let (events, jobs) = existing_queues(data)?;
-    Ok(match name {
-        QueueName::Jobs => jobs,
-        QueueName::InboxEvents => events,
-    })
+) -> anyhow::Result<Box<dyn QueueAdmin>> {
+    admin_queues(backend, data, &[name])
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no {} queue", name.as_str()))
 }
 
 /// `sealbox dlq list`.
-pub async fn dlq_list(data: &Path, name: QueueName, max: usize) -> anyhow::Result<()> {
-    let q = queue_of(data, name)?;
-    let dead = q.list_dead(max).await?;
+pub async fn dlq_list(
+    backend: Backend,
+    data: &Path,
+    name: QueueName,
+    max: usize,
+) -> anyhow::Result<()> {
+    let q = admin_queue(backend, data, name).await?;
+    let dead = q
+        .list_dead(max)
+        .await
+        .map_err(|e| queue_error("listing the dead letters of", name, e))?;
     if dead.is_empty() {
-        eprintln!("no dead letters in the {} queue", q.name());
+        eprintln!("no dead letters in the {} queue", name.as_str());
     }
     let mut out = String::new();
     for d in dead {
@@ -282,9 +359,17 @@ pub async fn dlq_list(data: &Path, name: QueueName, max: usize) -> anyhow::Resul
 }
 
 /// `sealbox dlq redrive`.
-pub async fn dlq_redrive(data: &Path, name: QueueName, max: usize) -> anyhow::Result<()> {
-    let q = queue_of(data, name)?;
-    let n = q.redrive(max).await?;
-    println!("moved {n} messages back to the {} queue", q.name());
+pub async fn dlq_redrive(
+    backend: Backend,
+    data: &Path,
+    name: QueueName,
+    max: usize,
+) -> anyhow::Result<()> {
+    let q = admin_queue(backend, data, name).await?;
+    let n = q
+        .redrive(max)
+        .await
+        .map_err(|e| queue_error("moving the dead letters back to", name, e))?;
+    println!("moved {n} messages back to the {} queue", name.as_str());
     Ok(())
 }

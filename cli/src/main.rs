@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sealbox::output::Backend;
 use sealbox::stack::{DEFAULT_ISSUER, DEFAULT_PRODUCT, ModelSource, StackOptions};
-use sealbox::{access, bench, commands, demo, results, submit};
+use sealbox::{access, aws, bench, commands, demo, model, results, submit};
 
 /// Subscription-gated asynchronous model serving, embedded on one machine or on AWS.
 #[derive(Parser)]
@@ -56,6 +57,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Whose queues: the data directory's, or on AWS those at $SEALBOX_INBOX_EVENTS_QUEUE_URL
+        /// and $SEALBOX_JOBS_QUEUE_URL (dead-letter queues from their redrive policies).
+        #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+        backend: Backend,
     },
     /// Dead-letter queue of jobs.
     Dlq {
@@ -64,10 +69,43 @@ enum Command {
     },
     /// Measure the embedded pipeline: throughput, overhead, endpoint utilisation.
     Bench(bench::BenchArgs),
+    /// AWS commands (settings from the standard AWS environment).
+    Aws {
+        #[command(subcommand)]
+        command: AwsCommand,
+    },
+    /// The sample model.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AwsCommand {
+    /// Create (idempotently) a development stack: buckets, queues with dead-letter queues, the
+    /// topic and the inbox notification; print its settings as KEY=VALUE lines.
+    Bootstrap {
+        /// Stack name: resources are NAME-inbox, NAME-outbox, NAME-jobs, ...
+        #[arg(long)]
+        name: String,
+        /// Print one JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Serve the sample model: the container contract and the SageMaker Runtime API.
+    Serve(model::ServeArgs),
 }
 
 #[derive(Args)]
 struct UpArgs {
+    /// Where the pipeline runs.
+    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+    backend: Backend,
     /// Product id that tokens must be issued for.
     #[arg(long, default_value = DEFAULT_PRODUCT)]
     product: String,
@@ -235,6 +273,8 @@ enum DlqCommand {
         /// Which queue's dead letters.
         #[arg(long, value_enum, default_value = "jobs")]
         queue: commands::QueueName,
+        #[command(flatten)]
+        backend: DlqBackend,
     },
     /// Move dead-lettered messages back to their queue.
     Redrive {
@@ -244,7 +284,18 @@ enum DlqCommand {
         /// Which queue's dead letters.
         #[arg(long, value_enum, default_value = "jobs")]
         queue: commands::QueueName,
+        #[command(flatten)]
+        backend: DlqBackend,
     },
+}
+
+/// The `--backend` of the dead-letter commands.
+#[derive(Args)]
+struct DlqBackend {
+    /// Whose queue: the data directory's, or on AWS the one at $SEALBOX_JOBS_QUEUE_URL (or
+    /// $SEALBOX_INBOX_EVENTS_QUEUE_URL), its dead-letter queue from its redrive policy.
+    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+    backend: Backend,
 }
 
 fn main() -> ExitCode {
@@ -287,6 +338,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data = std::path::absolute(&cli.data_dir)
         .with_context(|| format!("resolving the data directory {}", cli.data_dir.display()))?;
     match cli.command {
+        Command::Up(a) if a.backend == Backend::Aws => {
+            aws::up(aws::UpOptions {
+                concurrency: usize::from(a.concurrency),
+                jwks_refresh: a.jwks_refresh.into(),
+                jwks_max_staleness: a.jwks_max_staleness.into(),
+            })
+            .await
+        }
         Command::Up(a) => {
             let mut opts = StackOptions::new(&data);
             opts.product = a.product;
@@ -419,19 +478,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             BuyerCommand::Submit(a) => submit::submit(&data, a).await,
             BuyerCommand::Results(a) => results::results(&data, a).await,
         },
-        Command::Status { json } => {
-            commands::status(&data, json).await?;
+        Command::Status { json, backend } => {
+            commands::status(backend, &data, json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { command } => {
             match command {
-                DlqCommand::List { max, queue } => commands::dlq_list(&data, queue, max).await?,
-                DlqCommand::Redrive { max, queue } => {
-                    commands::dlq_redrive(&data, queue, max).await?
-                }
+                DlqCommand::List {
+                    max,
+                    queue,
+                    backend: DlqBackend { backend },
+                } => commands::dlq_list(backend, &data, queue, max).await?,
+                DlqCommand::Redrive {
+                    max,
+                    queue,
+                    backend: DlqBackend { backend },
+                } => commands::dlq_redrive(backend, &data, queue, max).await?,
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(a) => bench::run(a).await,
+        Command::Aws {
+            command: AwsCommand::Bootstrap { name, json },
+        } => aws::bootstrap(&name, json).await,
+        Command::Model {
+            command: ModelCommand::Serve(a),
+        } => model::serve(a).await,
     }
 }

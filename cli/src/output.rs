@@ -1,4 +1,5 @@
-//! How the commands answer: the data directory they read, errors in plain words, and output.
+//! How the commands answer: the backend and data directory they read, errors in plain words,
+//! and output.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -6,6 +7,18 @@ use std::path::Path;
 use anyhow::bail;
 
 use crate::stack::Paths;
+
+/// Where the pipeline runs: `up` runs it there, and the buyer's and operator's commands
+/// (`buyer submit`, `buyer results`, `status`, `dlq`) read and write its buckets and queues there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// On this machine: the data directory's buckets, SQLite queues and the sample model.
+    #[default]
+    Embedded,
+    /// On AWS (or an emulator): S3, SQS, SNS and SageMaker, settings from the environment
+    /// (SEALBOX_INBOX_BUCKET, ...; `sealbox aws bootstrap` prints them for a development stack).
+    Aws,
+}
 
 /// The layout of `data`, refusing a folder that holds no sealbox data (a mistyped
 /// `--data-dir`, or a command run in the wrong folder). Creates nothing: read-only commands

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sealbox_authz::jwks_source::{FileJwks, HttpJwks, JwksSource, ObjectJwks};
-use sealbox_authz::sqlite_subscriptions::SqliteSubscriptions;
 use sealbox_authz::token_service::{JWKS_PATH, SharedKeyset, TokenService, TokenServiceConfig};
 use sealbox_authz::{JwksVerifier, KeyAlg, Keyset, RefreshPolicy, VerifierConfig};
-use sealbox_core::adapters::event_log::EventLog;
-use sealbox_core::adapters::fs_store::FsObjectStore;
-use sealbox_core::adapters::http_endpoint::HttpEndpoint;
-use sealbox_core::adapters::inbox_watcher::{InboxScanner, InboxWatcher};
-use sealbox_core::adapters::sqlite_queue::{QueueDb, RedrivePolicy, SqliteQueue};
-use sealbox_core::adapters::webhook::{Webhook, WebhookConfig};
 use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, Notification};
 use sealbox_core::layout::{INBOX, OUTBOX};
+use sealbox_embedded::event_log::EventLog;
+use sealbox_embedded::fs_store::FsObjectStore;
+use sealbox_embedded::http_endpoint::HttpEndpoint;
+use sealbox_embedded::inbox_watcher::{InboxScanner, InboxWatcher};
+use sealbox_embedded::sqlite_queue::{QueueDb, RedrivePolicy, SqliteQueue};
+use sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions;
+use sealbox_embedded::webhook::{Webhook, WebhookConfig};
 use sealbox_ingest::{Ingest, IngestConfig};
 use sealbox_worker::{JobReport, Worker, WorkerConfig};
 use tokio::sync::{mpsc, watch};
@@ -389,20 +389,20 @@ impl Stack {
         for _ in 0..opts.ingest_pollers.max(1) {
             pollers.push(supervise(
                 "ingest",
-                sealbox_ingest::poller::run(
+                sealbox_embedded::pollers::inbox::run(
                     ingest.clone(),
                     events_port.clone(),
-                    sealbox_ingest::poller::PollerConfig::default(),
+                    sealbox_embedded::pollers::inbox::PollerConfig::default(),
                     shutdown_rx.clone(),
                 ),
                 shutdown_rx.clone(),
                 alarm.clone(),
             ));
         }
-        let worker_poller = sealbox_worker::poller::run(
+        let worker_poller = sealbox_embedded::pollers::jobs::run(
             worker,
             Arc::new(jobs),
-            sealbox_worker::poller::PollerConfig {
+            sealbox_embedded::pollers::jobs::PollerConfig {
                 // Twice the invocation cap: jobs read inputs and write results beside the calls.
                 concurrency: 2 * opts.concurrency,
                 wait: Duration::from_millis(500),
@@ -620,7 +620,7 @@ pub async fn start_model(
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        let cfg = sealbox_model::ModelConfig { latency };
+        let cfg = sealbox_model::ModelConfig::with_latency(latency);
         if let Err(e) = sealbox_model::serve(listener, model, cfg, shutdown).await {
             tracing::error!(error = %e, "model server stopped");
         }

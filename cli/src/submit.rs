@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
+use sealbox_aws::config::Var;
 use sealbox_core::contract::{
     InputSpec, MAX_REQUEST_OBJECT_BYTES, OutcomeDocument, RequestObject, Split, is_valid_id,
     rfc3339,
@@ -17,7 +18,7 @@ use sealbox_core::layout::{
 use sealbox_core::ports::{ObjectStore, PutMode};
 use tokio::io::AsyncReadExt as _;
 
-use crate::output::{emit, existing_data, io_sentence, store_error};
+use crate::output::{Backend, emit, existing_data, io_sentence, store_error};
 use crate::results::DOCUMENT_CAP;
 
 /// Arguments of `sealbox buyer submit`.
@@ -38,7 +39,8 @@ pub struct SubmitArgs {
     /// `2025-06-02-batch`), to submit files whose names were used before.
     #[arg(long, value_parser = parse_id_prefix)]
     pub id_prefix: Option<String>,
-    /// Token to send (default: one from the token service, see `sealbox buyer token`).
+    /// Token to send (default: one from the token service, see `sealbox buyer token`; with
+    /// --backend aws there is none, so a token must be given).
     #[arg(long, env = "SEALBOX_TOKEN")]
     pub token: Option<String>,
     /// How to get a token when none is given.
@@ -53,6 +55,10 @@ pub struct SubmitArgs {
     /// Split each input into lines, batched into invocations.
     #[arg(long)]
     pub split_lines: bool,
+    /// Where to submit: the inbox of the data directory, or on AWS the bucket
+    /// $SEALBOX_INBOX_BUCKET (and $SEALBOX_OUTBOX_BUCKET, where answers are looked for).
+    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+    pub backend: Backend,
 }
 
 const ID_RULE: &str = "1-64 of A-Z a-z 0-9 . _ -, not starting with a dot";
@@ -118,6 +124,15 @@ struct Planned {
     split: Split,
 }
 
+/// Where requests go: a store, its inbox and outbox buckets, and the data directory whose
+/// token service gives a token when none is given (none on AWS).
+struct Destination<'a> {
+    store: &'a dyn ObjectStore,
+    inbox: &'a str,
+    outbox: &'a str,
+    token_service: Option<&'a Path>,
+}
+
 /// What the store already holds under a request id.
 enum Existing {
     /// Nothing: a new request.
@@ -171,36 +186,37 @@ async fn file_digest(file: &Path) -> anyhow::Result<aws_lc_rs::digest::Digest> {
 /// again, or (as `Err`) a different request that would be answered with the earlier one's
 /// outcome.
 async fn compare_with_stored(
-    store: &dyn ObjectStore,
+    to: &Destination<'_>,
     buyer: &str,
     p: &Planned,
 ) -> anyhow::Result<Result<Existing, String>> {
+    let (store, inbox, outbox) = (to.store, to.inbox, to.outbox);
     let id = &p.id;
     let shown = p.file.display();
     let key = request_key(buyer, id);
     let read = |e: sealbox_core::Error| store_error(&format!("reading the stored request {id}"), e);
     let new_id_hint = "pass --request-id NEW_ID (one file) or --id-prefix PREFIX to submit it as \
                        a new request";
-    let Some(meta) = store.head(INBOX, &key).await.map_err(read)? else {
+    let Some(meta) = store.head(inbox, &key).await.map_err(read)? else {
         // No request object; an answer without one still takes the id.
         for answer in [
             result_key(buyer, id),
             failed_key(buyer, id),
             rejected_key(buyer, id),
         ] {
-            if store.head(OUTBOX, &answer).await.map_err(read)?.is_some() {
+            if store.head(outbox, &answer).await.map_err(read)?.is_some() {
                 return Ok(Err(format!(
                     "{shown}: request id {id} was already answered ({}) and its request object \
                      is gone, so it cannot be compared with this file; {new_id_hint}",
-                    location(OUTBOX, &answer)
+                    location(outbox, &answer)
                 )));
             }
         }
         return Ok(Ok(Existing::New));
     };
     let when = rfc3339(meta.last_modified);
-    let stored_at = location(INBOX, &key);
-    let stored = match store.get(INBOX, &key, MAX_REQUEST_OBJECT_BYTES).await {
+    let stored_at = location(inbox, &key);
+    let stored = match store.get(inbox, &key, MAX_REQUEST_OBJECT_BYTES).await {
         Ok((_, body)) => serde_json::from_slice::<RequestObject>(&body).ok(),
         Err(sealbox_core::Error::TooLarge { .. }) => None,
         Err(sealbox_core::Error::NotFound { .. }) => return Ok(Ok(Existing::New)),
@@ -246,15 +262,15 @@ async fn compare_with_stored(
             let earlier = format!(
                 "a file named {} (stored at {})",
                 input_key.rsplit('/').next().unwrap_or(input_key),
-                location(INBOX, input_key)
+                location(inbox, input_key)
             );
-            let Some(input) = store.head(INBOX, input_key).await.map_err(read)? else {
+            let Some(input) = store.head(inbox, input_key).await.map_err(read)? else {
                 return different(&format!("{earlier}, since removed"));
             };
             if input.size != p.size {
                 return different(&earlier);
             }
-            let (_, body) = match store.get_stream(INBOX, input_key).await {
+            let (_, body) = match store.get_stream(inbox, input_key).await {
                 Ok(got) => got,
                 Err(sealbox_core::Error::NotFound { .. }) => {
                     return different(&format!("{earlier}, since removed"));
@@ -291,19 +307,24 @@ async fn compare_with_stored(
 }
 
 /// Where the answer to request `id` of `buyer` is, if there is one yet: its outcome and place.
-async fn answer_of(store: &dyn ObjectStore, buyer: &str, id: &str) -> Option<(String, String)> {
-    if let Ok(Some(_)) = store.head(OUTBOX, &result_key(buyer, id)).await {
-        return Some(("completed".into(), location(OUTBOX, &result_key(buyer, id))));
+async fn answer_of(
+    store: &dyn ObjectStore,
+    outbox: &str,
+    buyer: &str,
+    id: &str,
+) -> Option<(String, String)> {
+    if let Ok(Some(_)) = store.head(outbox, &result_key(buyer, id)).await {
+        return Some(("completed".into(), location(outbox, &result_key(buyer, id))));
     }
     for (key, outcome) in [
         (failed_key(buyer, id), "failed"),
         (rejected_key(buyer, id), "rejected"),
     ] {
-        if let Ok((_, body)) = store.get(OUTBOX, &key, DOCUMENT_CAP).await {
+        if let Ok((_, body)) = store.get(outbox, &key, DOCUMENT_CAP).await {
             let reason = serde_json::from_slice::<OutcomeDocument>(&body)
                 .map(|d| format!("{outcome} ({})", d.reason))
                 .unwrap_or_else(|_| outcome.to_owned());
-            return Some((reason, location(OUTBOX, &key)));
+            return Some((reason, location(outbox, &key)));
         }
     }
     None
@@ -311,7 +332,8 @@ async fn answer_of(store: &dyn ObjectStore, buyer: &str, id: &str) -> Option<(St
 
 /// `sealbox buyer submit`: checks every input first (files, ids, and what the store already
 /// holds under each id), so nothing is uploaded unless every input can be; then uploads each
-/// input and its request object and prints where each answer will be.
+/// input and its request object and prints where each answer will be. The same on both
+/// backends: only the store, its buckets and where a missing token comes from differ.
 pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
     crate::access::check_buyer(&a.buyer)?;
     if a.request_id.is_some() && a.files.len() > 1 {
@@ -371,18 +393,32 @@ pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
             },
         });
     }
+    // Then the store: the data directory, or the settings, only once every file is good.
     if problems.is_empty() {
-        let paths = existing_data(data)?;
-        let store = paths.store(false);
-        let mut existing = Vec::with_capacity(planned.len());
-        for p in &planned {
-            match compare_with_stored(&store, &a.buyer, p).await? {
-                Ok(e) => existing.push(e),
-                Err(problem) => problems.push(problem),
+        problems = match a.backend {
+            Backend::Embedded => {
+                let store = existing_data(data)?.store(false);
+                let to = Destination {
+                    store: &store,
+                    inbox: INBOX,
+                    outbox: OUTBOX,
+                    token_service: Some(data),
+                };
+                check_and_submit(&to, &a, &planned).await?
             }
-        }
+            Backend::Aws => {
+                let (store, settings) =
+                    crate::aws::object_store(&[Var::InboxBucket, Var::OutboxBucket]).await?;
+                let to = Destination {
+                    store: &store,
+                    inbox: settings.get(Var::InboxBucket),
+                    outbox: settings.get(Var::OutboxBucket),
+                    token_service: None,
+                };
+                check_and_submit(&to, &a, &planned).await?
+            }
+        };
         if problems.is_empty() {
-            submit_checked(data, &store, &a, &planned, &existing).await?;
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -399,29 +435,54 @@ pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// Compares each planned input with what `to` holds under its request id and, if none of them
+/// is a problem, submits them; the problems, none if everything was submitted.
+async fn check_and_submit(
+    to: &Destination<'_>,
+    a: &SubmitArgs,
+    planned: &[Planned],
+) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut existing = Vec::with_capacity(planned.len());
+    for p in planned {
+        match compare_with_stored(to, &a.buyer, p).await? {
+            Ok(e) => existing.push(e),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if problems.is_empty() {
+        submit_checked(to, a, planned, &existing).await?;
+    }
+    Ok(problems)
+}
+
 async fn submit_checked(
-    data: &Path,
-    store: &sealbox_core::adapters::fs_store::FsObjectStore,
+    to: &Destination<'_>,
     a: &SubmitArgs,
     planned: &[Planned],
     existing: &[Existing],
 ) -> anyhow::Result<()> {
+    let (store, inbox, outbox) = (to.store, to.inbox, to.outbox);
     let buyer = &a.buyer;
     let any_new = existing.iter().any(|e| matches!(e, Existing::New));
     // A token only when something is sent: the same request again needs none.
-    let token = match (&a.token, any_new) {
-        (_, false) => None,
-        (Some(t), true) => Some(t.clone()),
-        (None, true) => {
+    let token = match (&a.token, any_new, to.token_service) {
+        (_, false, _) => None,
+        (Some(t), true, _) => Some(t.clone()),
+        (None, true, Some(data)) => {
             Some(crate::access::buyer_token(data, buyer, &a.credentials, None, false).await?)
         }
+        (None, true, None) => bail!(
+            "no token: with --backend aws there is no token service to ask; pass the buyer's \
+             token with --token TOKEN (or set SEALBOX_TOKEN). Nothing was submitted"
+        ),
     };
     for (p, e) in planned.iter().zip(existing) {
         let id = &p.id;
         let shown = p.file.display();
-        let result_at = location(OUTBOX, &result_key(buyer, id));
+        let result_at = location(outbox, &result_key(buyer, id));
         if let Existing::Same = e {
-            let line = match answer_of(store, buyer, id).await {
+            let line = match answer_of(store, outbox, buyer, id).await {
                 Some((outcome, at)) => format!(
                     "{shown}: request {id} was already submitted with this content and is \
                      answered: {outcome}, {at}\n"
@@ -447,11 +508,11 @@ async fn submit_checked(
             .await
             .map_err(|e| anyhow::anyhow!("cannot read {shown}: {}", io_sentence(&e)))?;
         store
-            .put_stream(INBOX, &input_key, Box::pin(file), PutMode::Overwrite)
+            .put_stream(inbox, &input_key, Box::pin(file), PutMode::Overwrite)
             .await
             .map_err(|e| {
                 store_error(
-                    &format!("uploading {shown} to {}", location(INBOX, &input_key)),
+                    &format!("uploading {shown} to {}", location(inbox, &input_key)),
                     e,
                 )
             })?;
@@ -473,7 +534,7 @@ async fn submit_checked(
         // Create-only: a request written by someone else since the check is not replaced.
         match store
             .put(
-                INBOX,
+                inbox,
                 &key,
                 bytes::Bytes::from(serde_json::to_vec(&request)?),
                 PutMode::CreateNew,
@@ -487,7 +548,7 @@ async fn submit_checked(
             ),
             Err(e) => {
                 return Err(store_error(
-                    &format!("writing the request object {}", location(INBOX, &key)),
+                    &format!("writing the request object {}", location(inbox, &key)),
                     e,
                 ));
             }

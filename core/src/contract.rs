@@ -879,27 +879,6 @@ impl OutcomeDocument {
     }
 }
 
-/// A test notification of buyer `b` (for the notifier adapters' tests).
-#[cfg(test)]
-pub(crate) fn test_notification(request_id: &str) -> Notification {
-    let now = OffsetDateTime::now_utc();
-    Notification {
-        version: CONTRACT_VERSION,
-        event_id: event_id("b", request_id),
-        event: EventKind::TestNotification,
-        buyer: "b".into(),
-        request_id: request_id.into(),
-        output_location: None,
-        failure_location: None,
-        content_type: "application/json".into(),
-        bytes: 0,
-        received_at: now,
-        completed_at: now,
-        attempts: 0,
-        reason: None,
-    }
-}
-
 /// Formats an RFC 3339 timestamp (UTC).
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
@@ -1141,4 +1120,25 @@ mod tests {
         assert!(!is_valid_id(&"x".repeat(65)));
         assert!(!is_valid_id("a b"));
     }
+}
+
+/// The claims of a sealbox token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Seller.
+    pub iss: String,
+    /// Buyer id.
+    pub sub: String,
+    /// Product id.
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Expires.
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: String,
+    /// Space-separated scopes; must contain `invoke`.
+    pub scope: String,
 }

@@ -61,9 +61,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The embedded queue database failed.
-    #[error("queue database: {0}")]
-    Database(#[from] rusqlite::Error),
+    /// The pipeline's own storage or messaging service failed (the queue database, a bucket, a
+    /// queue or topic service): nothing about the job, so it is retried.
+    #[error("{context}: {source}")]
+    Storage {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A message or document could not be encoded or decoded.
     #[error("{context}: {source}")]
     Json {
@@ -129,6 +136,17 @@ impl Error {
         }
     }
 
+    /// Wraps a fault of the pipeline's own storage with what was being done.
+    pub fn storage(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Storage {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
     /// Wraps a JSON error with what was being encoded or decoded.
     pub fn json(context: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Json {
@@ -142,7 +160,7 @@ impl Error {
     pub fn is_own_storage(&self) -> bool {
         matches!(
             self,
-            Error::Io { .. } | Error::Database(_) | Error::Notify(_)
+            Error::Io { .. } | Error::Storage { .. } | Error::Notify(_)
         )
     }
 
@@ -151,7 +169,7 @@ impl Error {
         matches!(
             self,
             Error::Io { .. }
-                | Error::Database(_)
+                | Error::Storage { .. }
                 | Error::EndpointUnavailable { .. }
                 | Error::Notify(_)
                 | Error::Task(_)

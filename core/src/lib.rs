@@ -1,6 +1,8 @@
-//! sealbox core: the wire contract v1, the ports handlers depend on, and the embedded adapters.
+//! sealbox core: the wire contract v1, the bucket layout, the outcome rules and the ports handlers
+//! depend on. No backend: adapters live in `sealbox-embedded` and `sealbox-aws`.
 
-pub mod adapters;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod contract;
 pub mod error;
 pub mod layout;

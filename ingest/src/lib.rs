@@ -1,11 +1,11 @@
 //! sealbox ingest: turns an inbox event into a job, or into a rejection document that names the
-//! reason. The handler is a plain async function over ports; [`poller`] runs it from a queue.
+//! reason. The handler is a plain async function over ports; the embedded pollers and the Lambda
+//! function run it from a queue, decoding what arrives with [`inbox_message`].
 
-pub mod poller;
+pub mod inbox_message;
 
 use std::sync::Arc;
 
-use sealbox_authz::Authorizer;
 use sealbox_core::contract::{
     CONTRACT_VERSION, ClaimDocument, InboxEvent, Input, InputRef, JobMessage,
     MAX_REQUEST_OBJECT_BYTES, OutcomeDocument, OutcomeKind, Reason, RequestObject, Split,
@@ -13,7 +13,7 @@ use sealbox_core::contract::{
 };
 use sealbox_core::layout::{is_valid_buyer, parse_request_key};
 use sealbox_core::outcome::{Claim, Outcomes};
-use sealbox_core::ports::{JobQueue, Notifier, ObjectStore, OutgoingMessage};
+use sealbox_core::ports::{Authorizer, Notifier, ObjectStore, OutgoingMessage, QueueSender};
 use time::OffsetDateTime;
 
 /// Why an event could not be handled now; it stays on its queue and comes back.
@@ -22,6 +22,16 @@ pub enum IngestError {
     /// Storage, queue or notifier trouble: retry later.
     #[error("transient failure: {0}")]
     Transient(#[from] sealbox_core::Error),
+}
+
+/// Delay before a message that failed for now comes back, by its receive count: exponential
+/// with jitter, capped. The pollers and the Lambda function use the same.
+pub fn retry_delay(receive_count: u32) -> std::time::Duration {
+    sealbox_core::retry::redelivery_delay(
+        receive_count,
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(60),
+    )
 }
 
 /// Settings of the ingest handler.
@@ -56,7 +66,7 @@ pub enum IngestOutcome {
 /// The ingest handler and the ports it needs.
 pub struct Ingest {
     store: Arc<dyn ObjectStore>,
-    jobs: Arc<dyn JobQueue>,
+    jobs: Arc<dyn QueueSender>,
     notifier: Arc<dyn Notifier>,
     verifier: Arc<dyn Authorizer>,
     config: IngestConfig,
@@ -79,7 +89,7 @@ impl Ingest {
     /// Wires the handler.
     pub fn new(
         store: Arc<dyn ObjectStore>,
-        jobs: Arc<dyn JobQueue>,
+        jobs: Arc<dyn QueueSender>,
         notifier: Arc<dyn Notifier>,
         verifier: Arc<dyn Authorizer>,
         config: IngestConfig,
@@ -385,11 +395,11 @@ mod tests {
 
     use bytes::Bytes;
     use sealbox_authz::{KeyAlg, Keyset, TokenIssuer, Verifier, VerifierConfig};
-    use sealbox_core::adapters::event_log::EventLog;
-    use sealbox_core::adapters::fs_store::FsObjectStore;
-    use sealbox_core::adapters::sqlite_queue::{QueueDb, SqliteQueue};
     use sealbox_core::layout::{claim_key, rejected_key, request_key, result_key};
-    use sealbox_core::ports::{PutMode, ReceiveOptions};
+    use sealbox_core::ports::{PutMode, QueueConsumer, ReceiveOptions};
+    use sealbox_embedded::event_log::EventLog;
+    use sealbox_embedded::fs_store::FsObjectStore;
+    use sealbox_embedded::sqlite_queue::{QueueDb, SqliteQueue};
 
     use super::*;
 

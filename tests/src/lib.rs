@@ -2,6 +2,10 @@
 // Test support: a panic is how a test reports a broken precondition.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod aws_stack;
+pub mod lambda_emulator;
+pub mod moto;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use sealbox_core::adapters::event_log::read_event_log;
 use sealbox_core::contract::event_id;
+use sealbox_embedded::event_log::read_event_log;
 use sealbox_tests::{sealbox, start_up, wait_until};
 
 const REQUESTS: usize = 1_000;

@@ -14,17 +14,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sealbox_authz::{KeyAlg, Keyset, TokenIssuer, Verifier, VerifierConfig};
-use sealbox_core::adapters::event_log::{EventLog, read_event_log};
-use sealbox_core::adapters::fs_store::FsObjectStore;
-use sealbox_core::adapters::sqlite_queue::{QueueDb, SqliteQueue};
 use sealbox_core::contract::{
     CONTRACT_VERSION, ClaimDocument, EventKind, InboxEvent, JobMessage, Notification,
     OutcomeDocument, OutcomeKind, Reason, Violation, event_id,
 };
 use sealbox_core::layout::{claim_key, failed_key, rejected_key, request_key, result_key};
 use sealbox_core::ports::{
-    Endpoint, Invocation, InvocationOutput, JobQueue, ObjectStore, PutMode, ReceiveOptions,
+    Endpoint, Invocation, InvocationOutput, ObjectStore, PutMode, QueueConsumer, ReceiveOptions,
 };
+use sealbox_embedded::event_log::{EventLog, read_event_log};
+use sealbox_embedded::fs_store::FsObjectStore;
+use sealbox_embedded::sqlite_queue::{QueueDb, SqliteQueue};
 use sealbox_ingest::{Ingest, IngestConfig, IngestOutcome};
 use sealbox_worker::{JobOutcome, Worker, WorkerConfig};
 use tokio::sync::Semaphore;

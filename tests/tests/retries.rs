@@ -10,7 +10,7 @@ use bytes::Bytes;
 use sealbox::cases::good_cases;
 use sealbox::stack::{ModelSource, Paths};
 use sealbox_core::contract::EventKind;
-use sealbox_core::ports::DeadLetterQueue;
+use sealbox_core::ports::QueueAdmin;
 use sealbox_tests::Embedded;
 
 /// A model that answers 503 while `down`, and echoes the body otherwise.

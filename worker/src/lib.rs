@@ -1,8 +1,6 @@
 //! sealbox worker: runs one job against the model endpoint and settles its single outcome.
 //! The handler is a plain async function over ports; [`poller`] runs it from the jobs queue.
 
-pub mod poller;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +27,16 @@ pub enum WorkerError {
     /// The endpoint, storage or notifier failed transiently.
     #[error("retryable: {0}")]
     Retryable(#[from] Error),
+}
+
+/// Delay before a message that failed for now comes back, by its receive count: exponential
+/// with jitter, capped. The pollers and the Lambda function use the same.
+pub fn retry_delay(receive_count: u32) -> std::time::Duration {
+    sealbox_core::retry::redelivery_delay(
+        receive_count,
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(120),
+    )
 }
 
 /// What became of a job.
@@ -572,11 +580,11 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use sealbox_core::adapters::event_log::{EventLog, read_event_log};
-    use sealbox_core::adapters::fs_store::FsObjectStore;
     use sealbox_core::contract::{CONTRACT_VERSION, EventKind};
     use sealbox_core::layout::{failed_key, request_key};
     use sealbox_core::ports::InvocationOutput;
+    use sealbox_embedded::event_log::{EventLog, read_event_log};
+    use sealbox_embedded::fs_store::FsObjectStore;
 
     use super::*;
 

@@ -51,8 +51,8 @@ impl JwksSource for ObjectJwks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sealbox_core::adapters::fs_store::FsObjectStore;
     use sealbox_core::ports::PutMode;
+    use sealbox_embedded::fs_store::FsObjectStore;
 
     #[tokio::test]
     async fn the_published_keys_are_read_from_an_object_and_a_missing_one_is_unavailable() {

@@ -1,14 +1,16 @@
 //! Ports: the small capabilities handlers depend on. Adapters implement them for AWS or embedded.
 
+pub mod authorizer;
 pub mod endpoint;
-pub mod job_queue;
 pub mod notifier;
 pub mod object_store;
+pub mod queue;
 
+pub use authorizer::{Authorizer, TokenRejection};
 pub use endpoint::{Endpoint, Invocation, InvocationOutput};
-pub use job_queue::{
-    DeadLetter, DeadLetterQueue, JobQueue, OutgoingMessage, QueueStats, ReceiveOptions,
-    ReceivedMessage,
-};
 pub use notifier::Notifier;
 pub use object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+pub use queue::{
+    DeadLetter, OutgoingMessage, QueueAdmin, QueueConsumer, QueueSender, QueueStats,
+    ReceiveOptions, ReceivedMessage,
+};

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::ModelConfig;
 use crate::model::{IrisModel, NUM_FEATURES, Prediction};
+use crate::runtime::Slots;
 
 /// Largest accepted invocation body (SageMaker's 6 MB real-time payload limit), in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -24,34 +25,53 @@ pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 /// Request header echoed back unchanged on `/invocations` responses.
 pub const CUSTOM_ATTRIBUTES_HEADER: &str = "x-amzn-sagemaker-custom-attributes";
 
-const CSV: &str = "text/csv";
-const JSON: &str = "application/json";
+pub(crate) const CSV: &str = "text/csv";
+pub(crate) const JSON: &str = "application/json";
 
+/// State shared by the container routes and the SageMaker Runtime routes.
 #[derive(Clone)]
-struct AppState {
-    model: Arc<IrisModel>,
-    latency: Duration,
+pub(crate) struct AppState {
+    pub(crate) model: Arc<IrisModel>,
+    pub(crate) latency: Duration,
+    /// Runtime-API invocation slots; `None` means unlimited.
+    pub(crate) slots: Option<Slots>,
+    pub(crate) not_ready: bool,
 }
 
-/// Builds the SageMaker-contract router (`GET /ping`, `POST /invocations`) for `model`.
+impl AppState {
+    pub(crate) fn new(model: Arc<IrisModel>, cfg: ModelConfig) -> Self {
+        AppState {
+            model,
+            latency: cfg.latency,
+            slots: cfg.max_concurrency.map(Slots::new),
+            not_ready: cfg.not_ready,
+        }
+    }
+}
+
+/// Builds the router for `model`: the container contract (`GET /ping`, `POST /invocations`)
+/// plus the SageMaker Runtime API (`POST /endpoints/{name}/invocations`).
 pub fn router(model: Arc<IrisModel>, cfg: ModelConfig) -> Router {
+    router_with_state(AppState::new(model, cfg))
+}
+
+pub(crate) fn router_with_state(state: AppState) -> Router {
     Router::new()
         .route("/ping", get(ping))
         .route(
             "/invocations",
             post(invocations).layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES)),
         )
-        .with_state(AppState {
-            model,
-            latency: cfg.latency,
-        })
+        .merge(crate::runtime::routes())
+        .with_state(state)
 }
 
 async fn ping() -> Json<Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn invocations(
+/// The container's `POST /invocations`; the Runtime API calls it as SageMaker calls the container.
+pub(crate) async fn invocations(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -702,9 +722,7 @@ mod tests {
     async fn configured_latency_delays_each_invocation() {
         let app = router(
             model(),
-            ModelConfig {
-                latency: Duration::from_millis(50),
-            },
+            ModelConfig::with_latency(Duration::from_millis(50)),
         );
         let start = std::time::Instant::now();
         let (status, _, _) = send(app, invocation(Some(CSV), None, CSV_ROWS)).await;

@@ -1,6 +1,11 @@
 //! Sample seller model for sealbox: an Iris classifier behind the Amazon SageMaker
 //! inference container contract (`GET /ping`, `POST /invocations` on port 8080).
 //!
+//! The same server also answers the SageMaker Runtime `InvokeEndpoint` API
+//! (`POST /endpoints/{name}/invocations`), so the AWS SDK can be pointed at it with
+//! `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`; errors use SageMaker's wire shapes (`ModelError`,
+//! `ModelNotReadyException`, `ThrottlingException`, `ValidationError`).
+//!
 //! The model is a multinomial logistic regression trained with `smartcore` at start-up on the
 //! Iris dataset bundled in that crate; see [`IrisModel`]. The HTTP contract lives in [`router`].
 
@@ -10,15 +15,33 @@ use std::time::Duration;
 
 mod http;
 mod model;
+mod runtime;
 
 pub use http::{CUSTOM_ATTRIBUTES_HEADER, MAX_PAYLOAD_BYTES, router};
 pub use model::{IrisModel, LABELS, NUM_FEATURES, Prediction};
+pub use runtime::{ERROR_TYPE_HEADER, INVOKED_VARIANT_HEADER, PRODUCTION_VARIANT};
 
 /// Serving options.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ModelConfig {
     /// Artificial latency added to every invocation (for benchmarks); zero disables it.
     pub latency: Duration,
+    /// Most Runtime-API invocations served at once; more answer `ThrottlingException`.
+    /// `None` is unlimited. The container route `/invocations` is never limited.
+    pub max_concurrency: Option<usize>,
+    /// Answer every Runtime-API invocation with `ModelNotReadyException` (HTTP 429).
+    pub not_ready: bool,
+}
+
+impl ModelConfig {
+    /// Default options with the given artificial `latency`.
+    pub const fn with_latency(latency: Duration) -> Self {
+        ModelConfig {
+            latency,
+            max_concurrency: None,
+            not_ready: false,
+        }
+    }
 }
 
 /// Errors from training or serving the model.
@@ -97,5 +120,64 @@ mod tests {
     #[test]
     fn model_config_defaults_to_zero_latency() {
         assert_eq!(ModelConfig::default().latency, Duration::ZERO);
+    }
+
+    #[test]
+    fn model_config_defaults_to_unlimited_and_ready() {
+        let cfg = ModelConfig::default();
+        assert_eq!(cfg.max_concurrency, None);
+        assert!(!cfg.not_ready);
+    }
+
+    #[test]
+    fn with_latency_changes_only_latency() {
+        let latency = Duration::from_millis(7);
+        assert_eq!(
+            ModelConfig::with_latency(latency),
+            ModelConfig {
+                latency,
+                ..ModelConfig::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn runtime_api_error_headers_reach_the_wire() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let model = Arc::new(IrisModel::train().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, model, ModelConfig::default(), async {
+            let _ = rx.await;
+        }));
+
+        let body = "1,2,3\n";
+        let request = format!(
+            "POST /endpoints/iris/invocations HTTP/1.1\r\nHost: localhost\r\n\
+             Content-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 424"), "{response}");
+        let lower = response.to_ascii_lowercase();
+        assert!(
+            lower.contains("\r\nx-amzn-errortype: modelerror\r\n"),
+            "{response}"
+        );
+        assert!(lower.contains("\r\nx-amzn-requestid: "), "{response}");
+        assert!(
+            response.contains(r#""OriginalStatusCode":400"#),
+            "{response}"
+        );
+
+        tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Command {
-    /// Train the model and serve /ping and /invocations.
+    /// Train the model and serve /ping, /invocations and /endpoints/{name}/invocations.
     Serve,
 }
 
@@ -30,6 +31,10 @@ struct Args {
     /// Artificial latency added to every invocation, in milliseconds (benchmarks).
     #[arg(long, env = "SEALBOX_MODEL_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// Most concurrent SageMaker Runtime invocations (`/endpoints/{name}/invocations`);
+    /// more answer ThrottlingException. Unlimited when unset.
+    #[arg(long, env = "SEALBOX_MODEL_MAX_CONCURRENCY")]
+    max_concurrency: Option<NonZeroUsize>,
 }
 
 #[tokio::main]
@@ -52,13 +57,15 @@ async fn main() -> anyhow::Result<()> {
         format!("binding {addr} (set SAGEMAKER_BIND_TO_PORT to use another port)")
     })?;
     let cfg = ModelConfig {
-        latency: Duration::from_millis(args.latency_ms),
+        max_concurrency: args.max_concurrency.map(NonZeroUsize::get),
+        ..ModelConfig::with_latency(Duration::from_millis(args.latency_ms))
     };
     tracing::info!(
         %addr,
         training_accuracy = model.training_accuracy(),
         train_ms,
         latency_ms = args.latency_ms,
+        max_concurrency = ?args.max_concurrency,
         "sealbox-model ready"
     );
     serve(listener, model, cfg, shutdown_signal()).await?;

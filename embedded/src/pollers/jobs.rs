@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealbox_core::ports::{JobQueue, ReceiveOptions, ReceivedMessage};
+use sealbox_core::ports::{QueueConsumer, ReceiveOptions, ReceivedMessage};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::{JobOutcome, JobReport, Worker, WorkerError};
+use sealbox_worker::{JobOutcome, JobReport, Worker, WorkerError};
 
 /// How the worker poller behaves.
 #[derive(Debug, Clone, Copy)]
@@ -32,22 +32,13 @@ impl Default for PollerConfig {
     }
 }
 
-/// Delay before the `receive_count`-th retry: exponential with jitter, capped.
-pub fn retry_delay(receive_count: u32) -> Duration {
-    sealbox_core::retry::redelivery_delay(
-        receive_count,
-        Duration::from_secs(1),
-        Duration::from_secs(120),
-    )
-}
-
 /// Runs jobs until `shutdown` turns true, then waits for the jobs in flight.
 ///
 /// Up to `concurrency` jobs run at once, and up to as many more wait in hand, received ahead:
 /// a slot that frees up starts its next job at once instead of waiting for a receive.
 pub async fn run(
     worker: Arc<Worker>,
-    jobs: Arc<dyn JobQueue>,
+    jobs: Arc<dyn QueueConsumer>,
     config: PollerConfig,
     mut shutdown: watch::Receiver<bool>,
     observer: Option<mpsc::UnboundedSender<JobReport>>,
@@ -119,7 +110,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn run_one(
     worker: &Worker,
-    jobs: &dyn JobQueue,
+    jobs: &dyn QueueConsumer,
     running: &Semaphore,
     message: ReceivedMessage,
     visibility: Duration,
@@ -185,7 +176,8 @@ async fn run_one(
                 sealbox_core::Error::EndpointUnavailable { retry_after, .. } => *retry_after,
                 _ => None,
             };
-            let delay = retry_delay(message.receive_count).max(asked.unwrap_or_default());
+            let delay =
+                sealbox_worker::retry_delay(message.receive_count).max(asked.unwrap_or_default());
             tracing::warn!(message_id = %message.message_id, receives = message.receive_count, error = %e, retry_in_ms = delay.as_millis() as u64, "job will retry");
             if let Err(e) = jobs.change_visibility(&message.receipt_handle, delay).await {
                 tracing::warn!(error = %e, "could not back off; the visibility timeout will");
@@ -194,7 +186,7 @@ async fn run_one(
     }
 }
 
-async fn delete_in_batches(jobs: Arc<dyn JobQueue>, mut rx: mpsc::UnboundedReceiver<String>) {
+async fn delete_in_batches(jobs: Arc<dyn QueueConsumer>, mut rx: mpsc::UnboundedReceiver<String>) {
     let mut batch = Vec::with_capacity(64);
     while rx.recv_many(&mut batch, 64).await > 0 {
         if let Err(e) = jobs.delete_batch(&batch).await {
@@ -209,20 +201,20 @@ async fn delete_in_batches(jobs: Arc<dyn JobQueue>, mut rx: mpsc::UnboundedRecei
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use crate::event_log::{EventLog, read_event_log};
+    use crate::fs_store::FsObjectStore;
+    use crate::sqlite_queue::{QueueDb, RedrivePolicy};
     use async_trait::async_trait;
     use bytes::Bytes;
-    use sealbox_core::adapters::event_log::{EventLog, read_event_log};
-    use sealbox_core::adapters::fs_store::FsObjectStore;
-    use sealbox_core::adapters::sqlite_queue::{QueueDb, RedrivePolicy};
     use sealbox_core::contract::{CONTRACT_VERSION, EventKind, InputRef, JobMessage, Split};
     use sealbox_core::layout::request_key;
     use sealbox_core::ports::{
-        ByteStream, DeadLetterQueue, Endpoint, Invocation, InvocationOutput, ObjectMeta,
-        ObjectStore, OutgoingMessage, PutMode,
+        ByteStream, Endpoint, Invocation, InvocationOutput, ObjectMeta, ObjectStore,
+        OutgoingMessage, PutMode, QueueAdmin, QueueSender,
     };
 
     use super::*;
-    use crate::WorkerConfig;
+    use sealbox_worker::WorkerConfig;
 
     /// The file store, with its first `failures` writes failing as a full disk would.
     struct FullDisk {

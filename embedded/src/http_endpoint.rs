@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::{Error, Result};
-use crate::ports::endpoint::{Endpoint, Invocation, InvocationOutput};
+use sealbox_core::ports::endpoint::{Endpoint, Invocation, InvocationOutput};
+use sealbox_core::{Error, Result};
 
 /// The SageMaker header for custom attributes.
 pub const CUSTOM_ATTRIBUTES: &str = "X-Amzn-SageMaker-Custom-Attributes";

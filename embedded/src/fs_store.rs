@@ -13,9 +13,9 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
-use crate::error::{Error, Result};
-use crate::layout::{TEMP_PREFIX, check_key};
-use crate::ports::object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+use sealbox_core::layout::{TEMP_PREFIX, check_key};
+use sealbox_core::ports::object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+use sealbox_core::{Error, Result};
 
 /// Object store on the local file system.
 #[derive(Debug, Clone)]

@@ -9,8 +9,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
-use crate::error::AuthzError;
-use crate::subscriptions::{Credentials, Subscription, SubscriptionRegistry, SubscriptionStatus};
+use sealbox_authz::AuthzError;
+use sealbox_authz::subscriptions::{
+    Credentials, Subscription, SubscriptionRegistry, SubscriptionStatus,
+};
 
 /// Subscriptions in a SQLite file.
 #[derive(Clone)]

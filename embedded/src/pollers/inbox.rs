@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealbox_core::contract::InboxEvent;
-use sealbox_core::ports::{JobQueue, ReceiveOptions, ReceivedMessage};
+use sealbox_core::ports::{QueueConsumer, ReceiveOptions, ReceivedMessage};
 use tokio::sync::watch;
 
-use crate::{Ingest, IngestError};
+use sealbox_ingest::inbox_message::{self, InboxMessage};
+use sealbox_ingest::{Ingest, IngestError};
 
 /// How the poller receives.
 #[derive(Debug, Clone, Copy)]
@@ -32,19 +33,10 @@ impl Default for PollerConfig {
     }
 }
 
-/// Delay before the `receive_count`-th retry: exponential with jitter, capped.
-pub fn retry_delay(receive_count: u32) -> Duration {
-    sealbox_core::retry::redelivery_delay(
-        receive_count,
-        Duration::from_millis(500),
-        Duration::from_secs(60),
-    )
-}
-
 /// Receives and handles inbox events until `shutdown` turns true; finishes the batch in hand.
 pub async fn run(
     ingest: Arc<Ingest>,
-    events: Arc<dyn JobQueue>,
+    events: Arc<dyn QueueConsumer>,
     config: PollerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -69,11 +61,12 @@ pub async fn run(
         if messages.is_empty() {
             continue;
         }
-        let mut parsed = Vec::with_capacity(messages.len());
+        let mut pending = Vec::with_capacity(messages.len());
         let mut done = Vec::with_capacity(messages.len());
         for m in &messages {
-            match serde_json::from_str::<InboxEvent>(&m.body) {
-                Ok(ev) => parsed.push((m, ev)),
+            match inbox_message::decode(&m.body) {
+                Ok(InboxMessage::Events(evs)) if !evs.is_empty() => pending.push((m, evs)),
+                Ok(_) => done.push(m.receipt_handle.clone()),
                 Err(e) => {
                     // Not an event this contract knows: nothing to answer, drop it loudly.
                     tracing::error!(message_id = %m.message_id, error = %e, "dropping an unreadable inbox event");
@@ -81,22 +74,39 @@ pub async fn run(
                 }
             }
         }
-        let mut pending = parsed;
         let mut attempt = 0u32;
         loop {
-            let evs: Vec<InboxEvent> = pending.iter().map(|(_, e)| e.clone()).collect();
-            let results = ingest.handle_batch(&evs).await;
+            let evs: Vec<InboxEvent> = pending.iter().flat_map(|(_, e)| e.clone()).collect();
+            let mut results = ingest.handle_batch(&evs).await.into_iter();
             let mut held = Vec::new();
-            for ((m, ev), r) in pending.into_iter().zip(results) {
-                match r {
-                    Ok(_) => done.push(m.receipt_handle.clone()),
-                    // Our own disk or database failing says nothing about the request: hold
-                    // the event and try again, so an outage spends none of its receives.
-                    Err(IngestError::Transient(e)) if e.is_own_storage() && !*shutdown.borrow() => {
-                        tracing::warn!(key = %ev.key, error = %e, "storage failed; holding the inbox event without spending a receive");
-                        held.push((m, ev));
+            for (m, evs) in pending {
+                // A message is done when each of its events is; events are idempotent, so a
+                // message that comes back is handled again as a whole.
+                let mut hold = false;
+                let mut failed = None;
+                for _ in &evs {
+                    match results.next() {
+                        Some(Ok(_)) => {}
+                        // Our own disk or database failing says nothing about the request:
+                        // hold the event and try again, so an outage spends none of its receives.
+                        Some(Err(IngestError::Transient(e)))
+                            if e.is_own_storage() && !*shutdown.borrow() =>
+                        {
+                            tracing::warn!(message_id = %m.message_id, error = %e, "storage failed; holding the inbox event without spending a receive");
+                            hold = true;
+                        }
+                        Some(Err(e)) => failed = Some(e),
+                        None => {
+                            failed = Some(IngestError::Transient(sealbox_core::Error::Task(
+                                "ingest answered fewer results than events".into(),
+                            )))
+                        }
                     }
-                    Err(e) => release(events.as_ref(), m, &ev, &e).await,
+                }
+                match (failed, hold) {
+                    (Some(e), _) => release(events.as_ref(), m, &evs[0], &e).await,
+                    (None, true) => held.push((m, evs)),
+                    (None, false) => done.push(m.receipt_handle.clone()),
                 }
             }
             if held.is_empty() {
@@ -125,8 +135,13 @@ pub async fn run(
 }
 
 /// Gives a transiently failed event back to the queue after a jittered delay.
-async fn release(events: &dyn JobQueue, m: &ReceivedMessage, ev: &InboxEvent, e: &IngestError) {
-    let delay = retry_delay(m.receive_count);
+async fn release(
+    events: &dyn QueueConsumer,
+    m: &ReceivedMessage,
+    ev: &InboxEvent,
+    e: &IngestError,
+) {
+    let delay = sealbox_ingest::retry_delay(m.receive_count);
     tracing::warn!(key = %ev.key, error = %e, retry_in_ms = delay.as_millis() as u64, "ingest will retry");
     if let Err(e) = events.change_visibility(&m.receipt_handle, delay).await {
         tracing::warn!(error = %e, "could not back off; the visibility timeout will");
@@ -135,16 +150,16 @@ async fn release(events: &dyn JobQueue, m: &ReceivedMessage, ev: &InboxEvent, e:
 
 #[cfg(test)]
 mod tests {
+    use crate::event_log::{EventLog, read_event_log};
+    use crate::fs_store::FsObjectStore;
+    use crate::sqlite_queue::{QueueDb, RedrivePolicy};
     use bytes::Bytes;
     use sealbox_authz::{KeyAlg, Keyset, Verifier, VerifierConfig};
-    use sealbox_core::adapters::event_log::{EventLog, read_event_log};
-    use sealbox_core::adapters::fs_store::FsObjectStore;
-    use sealbox_core::adapters::sqlite_queue::{QueueDb, RedrivePolicy};
     use sealbox_core::contract::{EventKind, Reason};
-    use sealbox_core::ports::{DeadLetterQueue, ObjectStore, OutgoingMessage, PutMode};
+    use sealbox_core::ports::{ObjectStore, OutgoingMessage, PutMode, QueueAdmin, QueueSender};
 
     use super::*;
-    use crate::IngestConfig;
+    use sealbox_ingest::IngestConfig;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_outage_of_our_own_storage_holds_the_event_without_spending_receives() {

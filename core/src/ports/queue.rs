@@ -1,5 +1,6 @@
-//! Queue port: SQS semantics (batches, receipt handles, visibility timeouts, receive counts,
-//! delays, dead-letter queue after too many receives).
+//! Message queue ports: SQS semantics (batches, receipt handles, visibility timeouts, receive
+//! counts, delays, dead-letter queue after too many receives). One family, three narrow sides:
+//! ingest only sends jobs, pollers and Lambda glue only consume, operators administer.
 
 use std::time::{Duration, SystemTime};
 
@@ -65,19 +66,23 @@ pub struct QueueStats {
     pub oldest_age: Option<Duration>,
 }
 
-/// A message queue with at-least-once delivery.
+/// The sending side of a queue (ingest enqueues jobs through it).
 #[async_trait]
-pub trait JobQueue: Send + Sync {
-    /// Sends messages; returns their ids in order.
+pub trait QueueSender: Send + Sync {
+    /// Sends messages, at least once; returns their ids in order. `Ok` means every one was sent:
+    /// an adapter whose service accepts a batch in part retries the rest or fails.
     async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<Vec<String>>;
+}
+
+/// The consuming side of a queue, with at-least-once delivery (pollers and Lambda glue).
+#[async_trait]
+pub trait QueueConsumer: Send + Sync {
     /// Receives up to `max_messages`, waiting up to `wait` for the first.
     async fn receive(&self, options: ReceiveOptions) -> Result<Vec<ReceivedMessage>>;
     /// Deletes messages by receipt handle; a stale handle deletes nothing and is not an error.
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()>;
     /// Makes a received message visible again after `timeout` (zero: at once).
     async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<()>;
-    /// Backlog counts.
-    async fn stats(&self) -> Result<QueueStats>;
 }
 
 /// A message in a dead-letter queue.
@@ -93,9 +98,11 @@ pub struct DeadLetter {
     pub sent_at: SystemTime,
 }
 
-/// The dead-letter side of a queue, for operators.
+/// The operators' side of a queue: its backlog and its dead letters.
 #[async_trait]
-pub trait DeadLetterQueue: Send + Sync {
+pub trait QueueAdmin: Send + Sync {
+    /// Backlog counts.
+    async fn stats(&self) -> Result<QueueStats>;
     /// Messages in the dead-letter queue, oldest first, at most `max`.
     async fn list_dead(&self, max: usize) -> Result<Vec<DeadLetter>>;
     /// Moves up to `max` dead letters back to the source queue with a fresh receive count.

@@ -21,10 +21,10 @@ use std::sync::{Arc, mpsc as std_mpsc};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::webhook::Webhook;
-use crate::contract::Notification;
-use crate::error::{Error, Result};
-use crate::ports::notifier::Notifier;
+use crate::webhook::Webhook;
+use sealbox_core::contract::Notification;
+use sealbox_core::ports::notifier::Notifier;
+use sealbox_core::{Error, Result};
 
 /// Most lines one group commit takes.
 const MAX_BATCH_LINES: usize = 4096;
@@ -223,7 +223,7 @@ mod tests {
     use super::*;
 
     fn note(request_id: &str) -> Notification {
-        crate::contract::test_notification(request_id)
+        sealbox_core::conformance::test_notification(request_id)
     }
 
     #[tokio::test]

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use sealbox_authz::buyer_secret::{hash_secret, new_secret};
 use sealbox_authz::jwks_source::HttpJwks;
-use sealbox_authz::sqlite_subscriptions::SqliteSubscriptions;
 use sealbox_authz::subscriptions::SubscriptionRegistry;
 use sealbox_authz::token_service::{JWKS_PATH, TokenService, TokenServiceConfig};
 use sealbox_authz::{JwksVerifier, KeyAlg, Keyset, RefreshPolicy, VerifierConfig};
 use sealbox_core::contract::Reason;
+use sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions;
 
 const PRODUCT: &str = "iris-classifier";
 

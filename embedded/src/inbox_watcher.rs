@@ -24,11 +24,11 @@ use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::fs_store::FsObjectStore;
-use super::sqlite_queue::SqliteQueue;
-use crate::contract::InboxEvent;
-use crate::error::{Error, Result};
-use crate::layout::{TEMP_PREFIX, parse_request_key};
+use crate::fs_store::FsObjectStore;
+use crate::sqlite_queue::SqliteQueue;
+use sealbox_core::contract::InboxEvent;
+use sealbox_core::layout::{TEMP_PREFIX, parse_request_key};
+use sealbox_core::{Error, Result};
 
 /// How long a file written in place must have been left unmodified before it is taken whole.
 pub const SETTLE: Duration = Duration::from_millis(500);
@@ -502,8 +502,8 @@ impl Drop for InboxWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::sqlite_queue::QueueDb;
-    use crate::ports::job_queue::{JobQueue, ReceiveOptions};
+    use crate::sqlite_queue::QueueDb;
+    use sealbox_core::ports::queue::{QueueConsumer, ReceiveOptions};
 
     async fn received(events: &SqliteQueue) -> Vec<String> {
         let options = ReceiveOptions {

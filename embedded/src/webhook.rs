@@ -38,8 +38,8 @@ use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::event_log::EventLog;
-use crate::error::{Error, Result};
+use crate::event_log::EventLog;
+use sealbox_core::{Error, Result};
 
 /// How often the cursor file is brought up to date while lines are being delivered.
 const SAVE_EVERY: Duration = Duration::from_millis(250);
@@ -488,14 +488,14 @@ mod tests {
     use tokio::sync::{Mutex, Notify, mpsc};
 
     use super::*;
-    use crate::contract::Notification;
-    use crate::ports::notifier::Notifier;
+    use sealbox_core::contract::Notification;
+    use sealbox_core::ports::notifier::Notifier;
 
     /// A watchdog so a broken build fails instead of hanging; passing runs never get near it.
     const WATCHDOG: Duration = Duration::from_secs(30);
 
     fn note(request_id: &str) -> Notification {
-        crate::contract::test_notification(request_id)
+        sealbox_core::conformance::test_notification(request_id)
     }
 
     type Answered = std::pin::Pin<Box<dyn std::future::Future<Output = StatusCode> + Send>>;

@@ -21,10 +21,42 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Notify;
 
-use crate::error::{Error, Result};
-use crate::ports::job_queue::{
-    DeadLetter, DeadLetterQueue, JobQueue, OutgoingMessage, QueueStats, ReceiveOptions,
-    ReceivedMessage,
+use sealbox_core::Error;
+
+/// Results inside this adapter: SQLite's errors convert with `?`; at the port they become
+/// [`Error::Storage`].
+type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// A failure inside the adapter: SQLite's own, or one the port already names.
+#[derive(Debug)]
+enum DbError {
+    Sqlite(rusqlite::Error),
+    Port(Error),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sqlite(e)
+    }
+}
+
+impl From<Error> for DbError {
+    fn from(e: Error) -> Self {
+        DbError::Port(e)
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlite(e) => Error::storage("queue database", e),
+            DbError::Port(e) => e,
+        }
+    }
+}
+use sealbox_core::ports::queue::{
+    DeadLetter, OutgoingMessage, QueueAdmin, QueueConsumer, QueueSender, QueueStats,
+    ReceiveOptions, ReceivedMessage,
 };
 
 /// One SQLite database holding any number of queues.
@@ -60,7 +92,11 @@ fn ms(d: Duration) -> i64 {
 
 impl QueueDb {
     /// Opens (creating if needed) the queue database at `path`.
-    pub fn open(path: &Path) -> Result<QueueDb> {
+    pub fn open(path: &Path) -> sealbox_core::Result<QueueDb> {
+        Ok(Self::open_db(path)?)
+    }
+
+    fn open_db(path: &Path) -> Result<QueueDb> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -126,19 +162,20 @@ impl QueueDb {
     fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
         self.conn
             .lock()
-            .map_err(|_| Error::Task("queue database lock poisoned".into()))
+            .map_err(|_| DbError::Port(Error::Task("queue database lock poisoned".into())))
     }
 
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    ) -> sealbox_core::Result<T> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = this.lock()?;
             f(&mut conn)
         })
         .await?
+        .map_err(Error::from)
     }
 }
 
@@ -232,7 +269,10 @@ impl SqliteQueue {
 
     /// Sends each message whose dedup key this queue has never seen; returns how many were sent.
     /// The key is recorded in the same transaction, so a crash cannot send twice or lose one.
-    pub async fn send_if_new(&self, messages: Vec<(String, String)>) -> Result<usize> {
+    pub async fn send_if_new(
+        &self,
+        messages: Vec<(String, String)>,
+    ) -> sealbox_core::Result<usize> {
         let name = self.name.clone();
         let sent = self
             .db
@@ -273,7 +313,7 @@ impl SqliteQueue {
     /// Forgets the dedup keys of this queue last seen before `since` (a complete scan of the
     /// inbox that began then saw every key still there), a small transaction at a time;
     /// returns how many.
-    pub async fn forget_unseen_since(&self, since: SystemTime) -> Result<u64> {
+    pub async fn forget_unseen_since(&self, since: SystemTime) -> sealbox_core::Result<u64> {
         let cutoff = since.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0);
         let mut forgotten = 0;
         loop {
@@ -299,7 +339,7 @@ impl SqliteQueue {
 
     /// Makes every received-but-not-deleted message visible at once. Called at start-up by the
     /// only consumer, whose previous run died holding them.
-    pub async fn release_in_flight(&self) -> Result<usize> {
+    pub async fn release_in_flight(&self) -> sealbox_core::Result<usize> {
         let name = self.name.clone();
         self.db
             .run(move |conn| {
@@ -391,8 +431,8 @@ impl SqliteQueue {
 }
 
 #[async_trait]
-impl JobQueue for SqliteQueue {
-    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<Vec<String>> {
+impl QueueSender for SqliteQueue {
+    async fn send_batch(&self, messages: &[OutgoingMessage]) -> sealbox_core::Result<Vec<String>> {
         let name = self.name.clone();
         let messages = messages.to_vec();
         let ids = self
@@ -410,8 +450,11 @@ impl JobQueue for SqliteQueue {
         self.notify.notify_waiters();
         Ok(ids)
     }
+}
 
-    async fn receive(&self, opts: ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
+#[async_trait]
+impl QueueConsumer for SqliteQueue {
+    async fn receive(&self, opts: ReceiveOptions) -> sealbox_core::Result<Vec<ReceivedMessage>> {
         let deadline = tokio::time::Instant::now() + opts.wait;
         loop {
             // Register interest before looking, so a send in between is not missed.
@@ -432,7 +475,7 @@ impl JobQueue for SqliteQueue {
         }
     }
 
-    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()> {
+    async fn delete_batch(&self, receipt_handles: &[String]) -> sealbox_core::Result<()> {
         let handles: Vec<(i64, String)> = receipt_handles
             .iter()
             .filter_map(|h| parse_handle(h).map(|(id, h)| (id, h.to_owned())))
@@ -456,7 +499,11 @@ impl JobQueue for SqliteQueue {
             .await
     }
 
-    async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<()> {
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> sealbox_core::Result<()> {
         let Some((id, h)) = parse_handle(receipt_handle) else {
             return Ok(());
         };
@@ -475,8 +522,11 @@ impl JobQueue for SqliteQueue {
         }
         Ok(())
     }
+}
 
-    async fn stats(&self) -> Result<QueueStats> {
+#[async_trait]
+impl QueueAdmin for SqliteQueue {
+    async fn stats(&self) -> sealbox_core::Result<QueueStats> {
         let name = self.name.clone();
         self.db
             .run(move |conn| {
@@ -501,11 +551,8 @@ impl JobQueue for SqliteQueue {
             })
             .await
     }
-}
 
-#[async_trait]
-impl DeadLetterQueue for SqliteQueue {
-    async fn list_dead(&self, max: usize) -> Result<Vec<DeadLetter>> {
+    async fn list_dead(&self, max: usize) -> sealbox_core::Result<Vec<DeadLetter>> {
         let Some(policy) = self.redrive.clone() else {
             return Ok(Vec::new());
         };
@@ -530,7 +577,7 @@ impl DeadLetterQueue for SqliteQueue {
             .await
     }
 
-    async fn redrive(&self, max: usize) -> Result<u64> {
+    async fn redrive(&self, max: usize) -> sealbox_core::Result<u64> {
         let Some(policy) = self.redrive.clone() else {
             return Ok(0);
         };
@@ -549,7 +596,7 @@ impl DeadLetterQueue for SqliteQueue {
         Ok(moved)
     }
 
-    async fn dead_count(&self) -> Result<u64> {
+    async fn dead_count(&self) -> sealbox_core::Result<u64> {
         let Some(policy) = self.redrive.clone() else {
             return Ok(0);
         };

@@ -1,0 +1,216 @@
+//! The settings every AWS role reads from the environment: the Lambda functions and the CLI's
+//! `--backend aws` read the same variables, and a missing one is reported by name, all at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Default product id (`aud` of tokens), as in the embedded runtime.
+pub const DEFAULT_PRODUCT: &str = "iris-classifier";
+/// Default seller name (`iss` of tokens), as in the embedded runtime.
+pub const DEFAULT_ISSUER: &str = "sealbox-seller";
+
+/// One setting, named by its environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Var {
+    /// `SEALBOX_INBOX_BUCKET`: where buyers write request objects and inputs.
+    InboxBucket,
+    /// `SEALBOX_OUTBOX_BUCKET`: where outcomes and claims are written.
+    OutboxBucket,
+    /// `SEALBOX_INBOX_EVENTS_QUEUE_URL`: the queue S3 notifies of new request objects.
+    InboxEventsQueueUrl,
+    /// `SEALBOX_JOBS_QUEUE_URL`: the queue of authorized jobs.
+    JobsQueueUrl,
+    /// `SEALBOX_TOPIC_ARN`: the notifications topic.
+    TopicArn,
+    /// `SEALBOX_ENDPOINT_NAME`: the SageMaker endpoint.
+    EndpointName,
+    /// `SEALBOX_JWKS`: the seller's published keys, an https URL or `s3://bucket/key`.
+    Jwks,
+    /// `SEALBOX_PRODUCT`: the product id tokens must name (default `iris-classifier`).
+    Product,
+    /// `SEALBOX_ISSUER`: the seller tokens must come from (default `sealbox-seller`).
+    Issuer,
+}
+
+impl Var {
+    /// Every setting, in the order they are listed to users.
+    pub const ALL: [Var; 9] = [
+        Var::InboxBucket,
+        Var::OutboxBucket,
+        Var::InboxEventsQueueUrl,
+        Var::JobsQueueUrl,
+        Var::TopicArn,
+        Var::EndpointName,
+        Var::Jwks,
+        Var::Product,
+        Var::Issuer,
+    ];
+
+    /// The environment variable.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Var::InboxBucket => "SEALBOX_INBOX_BUCKET",
+            Var::OutboxBucket => "SEALBOX_OUTBOX_BUCKET",
+            Var::InboxEventsQueueUrl => "SEALBOX_INBOX_EVENTS_QUEUE_URL",
+            Var::JobsQueueUrl => "SEALBOX_JOBS_QUEUE_URL",
+            Var::TopicArn => "SEALBOX_TOPIC_ARN",
+            Var::EndpointName => "SEALBOX_ENDPOINT_NAME",
+            Var::Jwks => "SEALBOX_JWKS",
+            Var::Product => "SEALBOX_PRODUCT",
+            Var::Issuer => "SEALBOX_ISSUER",
+        }
+    }
+
+    /// The value used when the variable is unset, if it has one.
+    pub const fn default_value(self) -> Option<&'static str> {
+        match self {
+            Var::Product => Some(DEFAULT_PRODUCT),
+            Var::Issuer => Some(DEFAULT_ISSUER),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Var {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Settings that are missing or unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Variables this role needs are unset or empty.
+    #[error("missing settings: {} (set them in the environment; `sealbox aws bootstrap` prints them for a development stack)", join(.0))]
+    Missing(Vec<Var>),
+    /// A variable is set to something unusable.
+    #[error("{var} = {value:?}: {rule}")]
+    Invalid {
+        /// The variable.
+        var: Var,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        rule: &'static str,
+    },
+}
+
+fn join(vars: &[Var]) -> String {
+    vars.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// The settings a role needs, all present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    values: BTreeMap<Var, String>,
+}
+
+impl Settings {
+    /// Reads `needed` from the process environment; every missing one is named in the error.
+    pub fn from_env(needed: &[Var]) -> Result<Settings, ConfigError> {
+        Self::from_lookup(needed, |name| std::env::var(name).ok())
+    }
+
+    /// Reads `needed` through `lookup` (the environment, or a test's map).
+    pub fn from_lookup(
+        needed: &[Var],
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut values = BTreeMap::new();
+        let mut missing = Vec::new();
+        for &var in needed {
+            let value = lookup(var.name())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .or_else(|| var.default_value().map(str::to_owned));
+            match value {
+                Some(v) => {
+                    check(var, &v)?;
+                    values.insert(var, v);
+                }
+                None => missing.push(var),
+            }
+        }
+        if missing.is_empty() {
+            Ok(Settings { values })
+        } else {
+            Err(ConfigError::Missing(missing))
+        }
+    }
+
+    /// The value of a setting that was asked for; empty if it was not.
+    pub fn get(&self, var: Var) -> &str {
+        self.values.get(&var).map(String::as_str).unwrap_or("")
+    }
+
+    /// The settings as `KEY=VALUE` pairs, in the documented order.
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+        self.values
+            .iter()
+            .map(|(k, v)| (k.name(), v.as_str()))
+            .collect()
+    }
+}
+
+fn check(var: Var, value: &str) -> Result<(), ConfigError> {
+    let invalid = |rule| {
+        Err(ConfigError::Invalid {
+            var,
+            value: value.to_owned(),
+            rule,
+        })
+    };
+    match var {
+        Var::InboxEventsQueueUrl | Var::JobsQueueUrl
+            if !(value.starts_with("https://") || value.starts_with("http://")) =>
+        {
+            invalid("a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+        }
+        Var::TopicArn if !value.starts_with("arn:") => invalid("a topic ARN (arn:aws:sns:...)"),
+        Var::Jwks
+            if !(value.starts_with("https://")
+                || value.starts_with("http://")
+                || value.starts_with("s3://")) =>
+        {
+            invalid("an https URL or s3://bucket/key")
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_missing_setting_is_named_at_once() {
+        let err =
+            Settings::from_lookup(&[Var::InboxBucket, Var::TopicArn, Var::Product], |_| None).err();
+        assert_eq!(
+            err,
+            Some(ConfigError::Missing(vec![Var::InboxBucket, Var::TopicArn]))
+        );
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("SEALBOX_INBOX_BUCKET, SEALBOX_TOPIC_ARN"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn product_and_issuer_default_as_in_the_embedded_runtime() {
+        let s = Settings::from_lookup(&[Var::Product, Var::Issuer], |_| Some(" ".into()));
+        let s = s.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.get(Var::Product), DEFAULT_PRODUCT);
+        assert_eq!(s.get(Var::Issuer), DEFAULT_ISSUER);
+    }
+
+    #[test]
+    fn an_unusable_value_is_refused_with_its_rule() {
+        let err = Settings::from_lookup(&[Var::Jwks], |_| Some("ftp://x".into())).err();
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid { var: Var::Jwks, .. })
+        ));
+    }
+}

@@ -1,0 +1,205 @@
+//! A development stack on moto for the AWS end-to-end tests: moto server, the resources of
+//! `sealbox aws bootstrap`, the seller's published keys in the outbox bucket, a granted buyer,
+//! and the sample model answering the SageMaker Runtime API. Objects are written and read with
+//! boto3 (scripts/boto_tool.py), a client sealbox did not write.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+
+use crate::moto::Moto;
+use crate::{Daemon, granted_token, python, sealbox};
+
+/// The buyer every AWS test submits as.
+pub const BUYER: &str = "111122223333";
+/// The endpoint name the stack's settings name (the sample model answers any).
+pub const ENDPOINT: &str = "iris";
+
+/// A running development stack on moto.
+pub struct AwsStack {
+    /// The emulator (killed on drop).
+    pub moto: Moto,
+    /// The seller's embedded data directory (keys and subscriptions).
+    pub dir: tempfile::TempDir,
+    /// Every variable a `sealbox` process or a Lambda function needs, AWS's and sealbox's.
+    pub env: Vec<(String, String)>,
+    /// The `SEALBOX_*` settings, by name.
+    pub settings: BTreeMap<String, String>,
+    /// A token of [`BUYER`].
+    pub token: String,
+    /// `sealbox model serve` (killed on drop).
+    pub model: Daemon,
+}
+
+impl AwsStack {
+    /// Starts moto, bootstraps stack `name`, publishes the keys, and serves the model with
+    /// `model_args` (e.g. `--max-concurrency 1`).
+    pub fn start(name: &str, model_args: &[&str]) -> AwsStack {
+        let moto = Moto::start();
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = moto.env();
+        let init = sealbox(dir.path())
+            .args(["seller", "keys", "init"])
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let token = granted_token(dir.path(), BUYER);
+        let out = sealbox(dir.path())
+            .args(["aws", "bootstrap", "--name", name, "--json"])
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bootstrap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let made: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+        let jwks = sealbox(dir.path())
+            .args(["seller", "keys", "jwks"])
+            .output()
+            .unwrap();
+        assert!(
+            jwks.status.success(),
+            "{}",
+            String::from_utf8_lossy(&jwks.stderr)
+        );
+        let outbox = made["SEALBOX_OUTBOX_BUCKET"].clone();
+        let mut settings = made;
+        settings.insert("SEALBOX_ENDPOINT_NAME".into(), ENDPOINT.into());
+        settings.insert(
+            "SEALBOX_JWKS".into(),
+            format!("s3://{outbox}/seller/jwks.json"),
+        );
+        let mut child = sealbox(dir.path())
+            .args(["model", "serve", "--port", "0"])
+            .args(model_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let model = Daemon(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
+        env.push(("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME".into(), url));
+        env.extend(settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let stack = AwsStack {
+            moto,
+            dir,
+            env,
+            settings,
+            token,
+            model,
+        };
+        let doc = String::from_utf8_lossy(&jwks.stdout).into_owned();
+        stack.put(&outbox, &[("seller/jwks.json".into(), doc)]);
+        stack
+    }
+
+    /// A setting, e.g. `SEALBOX_INBOX_BUCKET`.
+    pub fn get(&self, name: &str) -> &str {
+        &self.settings[name]
+    }
+
+    /// A `sealbox` command with the stack's environment and the seller's data directory.
+    pub fn sealbox(&self) -> Command {
+        let mut c = sealbox(self.dir.path());
+        c.envs(self.env.iter().cloned());
+        c
+    }
+
+    fn boto(&self, args: &[&str], stdin: Option<String>) -> Output {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/boto_tool.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(args)
+            .envs(self.moto.env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "boto_tool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Writes objects with boto3.
+    pub fn put(&self, bucket: &str, objects: &[(String, String)]) {
+        let lines: String = objects
+            .iter()
+            .map(|(k, b)| serde_json::json!({"key": k, "body": b}).to_string() + "\n")
+            .collect();
+        self.boto(&["put", bucket], Some(lines));
+    }
+
+    /// An object's body, read with boto3.
+    pub fn get_object(&self, bucket: &str, key: &str) -> String {
+        let out = self.boto(&["get", bucket, key], None);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Keys under `prefix`, listed with boto3.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self.boto(&["list", bucket, prefix], None);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A new queue subscribed to the topic (raw delivery, optional filter policy); its URL.
+    pub fn subscribe(&self, queue: &str, filter: Option<&str>) -> String {
+        let topic = self.get("SEALBOX_TOPIC_ARN").to_owned();
+        let mut args = vec!["subscribe", topic.as_str(), queue];
+        if let Some(f) = filter {
+            args.push(f);
+        }
+        let out = self.boto(&args, None);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Every message of a queue, until it has been empty for `quiet_s` seconds.
+    pub fn drain(&self, url: &str, quiet_s: u32) -> Vec<serde_json::Value> {
+        let out = self.boto(&["drain", url, &quiet_s.to_string()], None);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A good request object of [`BUYER`] with id `id`.
+    pub fn request(&self, id: &str) -> (String, String) {
+        let body = serde_json::to_string(&sealbox::cases::text_request(
+            id,
+            Some(&self.token),
+            sealbox::cases::SAMPLE_ROWS[0],
+        ))
+        .unwrap();
+        (format!("{BUYER}/requests/{id}.json"), body)
+    }
+}

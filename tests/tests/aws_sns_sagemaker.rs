@@ -1,0 +1,365 @@
+//! The AWS adapters of the notifier and endpoint ports against stand-ins: `SnsNotifier` against
+//! moto (one server for the process: all SNS checks run in one test), read back through SQS
+//! queues subscribed to the topic; `SageMakerEndpoint` through the SDK against the sample model's
+//! in-process SageMaker Runtime API, with the client `Clients` builds (one attempt).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use bytes::Bytes;
+use sealbox_aws::sagemaker::SageMakerEndpoint;
+use sealbox_aws::sdk::Clients;
+use sealbox_aws::sns::SnsNotifier;
+use sealbox_core::Error;
+use sealbox_core::conformance::endpoint::{self, ModelKnobs};
+use sealbox_core::conformance::notifier;
+use sealbox_core::contract::{EventKind, Notification};
+use sealbox_core::ports::endpoint::{Endpoint, Invocation};
+use sealbox_core::ports::notifier::Notifier;
+use sealbox_model::{IrisModel, ModelConfig};
+use sealbox_tests::moto::Moto;
+
+/// Message attributes as subscribers see them: name → string value.
+type Attributes = BTreeMap<String, String>;
+
+async fn sdk_config(endpoint_url: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint_url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sns::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await
+}
+
+/// A queue subscribed to `topic`, with subscription `attributes`; returns its URL.
+async fn subscribed_queue(
+    clients: &Clients,
+    topic: &str,
+    name: &str,
+    attributes: &[(&str, &str)],
+) -> String {
+    let url = clients
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
+        .remove(&QueueAttributeName::QueueArn)
+        .unwrap();
+    let mut subscribe = clients
+        .sns
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .return_subscription_arn(true);
+    for (k, v) in attributes {
+        subscribe = subscribe.attributes(*k, *v);
+    }
+    subscribe.send().await.unwrap();
+    url
+}
+
+/// Receives (and deletes) what is waiting on `queue`: each body with its SQS message attributes.
+async fn drain(clients: &Clients, queue: &str) -> Vec<(String, Attributes)> {
+    let out = clients
+        .sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for m in out.messages.unwrap_or_default() {
+        let attributes = m
+            .message_attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+            .collect();
+        clients
+            .sqs
+            .delete_message()
+            .queue_url(queue)
+            .receipt_handle(m.receipt_handle.unwrap())
+            .send()
+            .await
+            .unwrap();
+        got.push((m.body.unwrap(), attributes));
+    }
+    got
+}
+
+/// The SNS envelope of a delivery that is not raw: the notification and the attributes in it.
+fn unwrap_envelope(body: &str) -> (Notification, Attributes) {
+    let envelope: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(envelope["Type"], "Notification", "{body}");
+    let n = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    let attributes = envelope["MessageAttributes"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    assert_eq!(v["Type"], "String", "{body}");
+                    (k.clone(), v["Value"].as_str().unwrap().to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (n, attributes)
+}
+
+fn assert_attributes(n: &Notification, attributes: &Attributes) {
+    assert_eq!(
+        attributes.get("event").map(String::as_str),
+        Some(n.event.as_str()),
+        "{attributes:?}"
+    );
+    assert_eq!(
+        attributes.get("buyer").map(String::as_str),
+        Some(n.buyer.as_str()),
+        "{attributes:?}"
+    );
+}
+
+#[tokio::test]
+async fn sns_notifier_passes_the_suite_and_subscribers_filter_on_its_attributes() {
+    let moto = Moto::start();
+    let clients = Clients::new(&sdk_config(&moto.endpoint).await);
+    let topic = clients
+        .sns
+        .create_topic()
+        .name("sealbox-notifications")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let raw = subscribed_queue(
+        &clients,
+        &topic,
+        "notes-raw",
+        &[("RawMessageDelivery", "true")],
+    )
+    .await;
+    // The filter names the event as the body and the attribute do.
+    let failed_only = subscribed_queue(
+        &clients,
+        &topic,
+        "notes-failed",
+        &[("FilterPolicy", r#"{"event":["InferenceFailed"]}"#)],
+    )
+    .await;
+    let sns = SnsNotifier::new(clients.sns.clone(), &topic);
+
+    // Raw delivery: the body is the notification; the attributes arrive as SQS attributes.
+    let arrived: Arc<Mutex<Vec<(Notification, Attributes)>>> = Arc::default();
+    let read = || {
+        let (clients, raw, arrived) = (clients.clone(), raw.clone(), arrived.clone());
+        async move {
+            let mut got = Vec::new();
+            for (body, attributes) in drain(&clients, &raw).await {
+                let n: Notification = serde_json::from_str(&body)
+                    .unwrap_or_else(|e| panic!("a raw delivery is the notification: {e}: {body}"));
+                arrived.lock().unwrap().push((n.clone(), attributes));
+                got.push(n);
+            }
+            got
+        }
+    };
+    let mut published = notifier::run(&sns, &read).await;
+    let twice = published.last().unwrap().clone();
+
+    // PublishBatch: 23 notifications (three calls), every one arriving whole.
+    let kinds = [
+        EventKind::InferenceCompleted,
+        EventKind::InferenceFailed,
+        EventKind::RequestRejected,
+    ];
+    let batch: Vec<Notification> = (0..23)
+        .map(|i| notifier::sample(kinds[i % kinds.len()], "batch"))
+        .collect();
+    sns.publish_batch(&batch).await.unwrap();
+    sns.publish_batch(&[]).await.unwrap();
+    let copies = notifier::wait_for("publish_batch", &read, &batch).await;
+    for n in &batch {
+        assert!(copies.contains(n), "{} arrived whole", n.request_id);
+    }
+    published.extend(batch);
+
+    // Every raw delivery carries `event` and `buyer` as the body names them.
+    let arrived = arrived.lock().unwrap().clone();
+    assert!(arrived.len() >= published.len());
+    for (n, attributes) in &arrived {
+        assert_attributes(n, attributes);
+    }
+
+    // The filtered queue got the failures, each with its attributes, and nothing else.
+    let want: BTreeSet<&str> = published
+        .iter()
+        .filter(|n| n.event == EventKind::InferenceFailed)
+        .map(|n| n.event_id.as_str())
+        .collect();
+    assert!(want.len() >= 2);
+    let mut got: Vec<Notification> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut empty_reads = 0;
+    while empty_reads < 2 {
+        let batch = drain(&clients, &failed_only).await;
+        if batch.is_empty() {
+            let ids: BTreeSet<&str> = got.iter().map(|n| n.event_id.as_str()).collect();
+            if ids == want {
+                empty_reads += 1;
+            }
+        }
+        for (body, _sqs_attributes) in batch {
+            let (n, attributes) = unwrap_envelope(&body);
+            assert_eq!(n.event, EventKind::InferenceFailed, "filtered out: {body}");
+            assert_attributes(&n, &attributes);
+            got.push(n);
+        }
+        assert!(Instant::now() < deadline, "failures not all filtered in");
+    }
+    let ids: BTreeSet<&str> = got.iter().map(|n| n.event_id.as_str()).collect();
+    assert_eq!(ids, want);
+    // A standard topic does not drop repeats: the one published twice is delivered twice, to
+    // both subscribers, and subscribers drop it by its `event_id`.
+    let count = |ns: &mut dyn Iterator<Item = &Notification>| {
+        ns.filter(|n| n.event_id == twice.event_id).count()
+    };
+    assert!(count(&mut got.iter()) >= 2);
+    assert!(count(&mut arrived.iter().map(|(n, _)| n)) >= 2);
+
+    // A topic that is not there: the port's notification failure, which the pipeline retries.
+    let gone = SnsNotifier::new(
+        clients.sns.clone(),
+        "arn:aws:sns:us-east-1:123456789012:not-there",
+    );
+    let n = notifier::sample(EventKind::InferenceCompleted, "gone");
+    for got in [
+        gone.publish(&n).await,
+        gone.publish_batch(std::slice::from_ref(&n)).await,
+    ] {
+        match got {
+            Err(e @ Error::Notify(_)) => {
+                assert!(e.is_retryable() && e.is_own_storage(), "{e}");
+                assert!(e.to_string().contains("not-there"), "{e}");
+            }
+            other => panic!("publishing to a missing topic: {other:?}"),
+        }
+    }
+}
+
+/// The sample model, trained once per process.
+fn model() -> Arc<IrisModel> {
+    static MODEL: OnceLock<Arc<IrisModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| Arc::new(IrisModel::train().unwrap()))
+        .clone()
+}
+
+/// A sample model server set up as `knobs` say (or none), and the SDK clients pointed at it.
+async fn model_clients(knobs: ModelKnobs) -> Clients {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    if knobs.unreachable {
+        // Nobody listens on a port just given back.
+        drop(listener);
+    } else {
+        let cfg = ModelConfig {
+            latency: knobs.latency,
+            max_concurrency: knobs.max_concurrency,
+            not_ready: knobs.not_ready,
+        };
+        tokio::spawn(sealbox_model::serve(
+            listener,
+            model(),
+            cfg,
+            std::future::pending(),
+        ));
+    }
+    Clients::new(&sdk_config(&format!("http://{addr}")).await)
+}
+
+async fn sagemaker_endpoint(knobs: ModelKnobs) -> Arc<dyn Endpoint> {
+    Arc::new(SageMakerEndpoint::new(
+        model_clients(knobs).await.sagemaker,
+        "iris",
+    ))
+}
+
+#[tokio::test]
+async fn sagemaker_endpoint_answers_a_good_row_in_the_accepted_type() {
+    endpoint::a_good_row_is_answered_in_the_accepted_type(&sagemaker_endpoint).await;
+}
+
+#[tokio::test]
+async fn sagemaker_endpoint_rejects_what_the_model_refuses() {
+    endpoint::an_input_the_model_refuses_is_rejected(&sagemaker_endpoint).await;
+}
+
+#[tokio::test]
+async fn sagemaker_endpoint_refuses_a_payload_over_the_limit_before_any_call() {
+    endpoint::a_payload_over_the_limit_is_refused_before_any_call(&sagemaker_endpoint).await;
+}
+
+#[tokio::test]
+async fn sagemaker_endpoint_unreachable_is_unavailable() {
+    endpoint::an_unreachable_endpoint_is_unavailable(&sagemaker_endpoint).await;
+}
+
+#[tokio::test]
+async fn sagemaker_endpoint_not_ready_is_unavailable() {
+    endpoint::not_ready_is_unavailable(&sagemaker_endpoint).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagemaker_endpoint_past_max_concurrency_is_unavailable() {
+    endpoint::past_max_concurrency_is_unavailable(&sagemaker_endpoint).await;
+}
+
+#[tokio::test]
+async fn sagemaker_client_makes_one_attempt_per_invocation() {
+    // A retrying client would send a throttled or not-ready call again by itself; the worker
+    // retries with its own backoff, so the client must not.
+    let clients = model_clients(ModelKnobs {
+        not_ready: true,
+        ..ModelKnobs::default()
+    })
+    .await;
+    let endpoint = SageMakerEndpoint::new(clients.sagemaker.clone(), "iris");
+    let got = endpoint
+        .invoke(Invocation {
+            body: Bytes::from_static(endpoint::GOOD_ROW.as_bytes()),
+            content_type: "text/csv".into(),
+            accept: "text/csv".into(),
+            custom_attributes: None,
+        })
+        .await;
+    assert!(
+        matches!(got, Err(Error::EndpointUnavailable { .. })),
+        "{got:?}"
+    );
+    assert_eq!(clients.calls.total(), 1, "{:?}", clients.calls.snapshot());
+}
