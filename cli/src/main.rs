@@ -67,7 +67,8 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// Measure the embedded pipeline: throughput, overhead, endpoint utilisation.
+    /// Measure the pipeline (embedded, or on AWS with --backend aws): throughput, overhead,
+    /// endpoint utilisation, AWS calls per job.
     Bench(bench::BenchArgs),
     /// AWS commands (settings from the standard AWS environment).
     Aws {
