@@ -166,3 +166,35 @@ fn sigkill_twice_mid_run_then_a_restart_leaves_one_outcome_and_one_event_id_per_
     );
     drop(daemon);
 }
+
+#[test]
+fn sigterm_drains_every_claimed_job_before_exiting() {
+    let stack = AwsStack::start("up-term", &["--latency-ms", "500"]);
+    let objects: Vec<(String, String)> = (0..40).map(|i| stack.request(&format!("t{i}"))).collect();
+    let mut daemon = up(&stack, &["--concurrency", "4"]);
+    stack.put(stack.get("SEALBOX_INBOX_BUCKET"), &objects);
+    assert!(
+        wait_until(Duration::from_secs(60), || outcomes(&stack).len() >= 4),
+        "no progress"
+    );
+    sealbox_tests::terminate(&daemon);
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // Every job it had claimed was finished: no claim is left without its outcome.
+    let claims: BTreeSet<String> = stack
+        .list(
+            stack.get("SEALBOX_OUTBOX_BUCKET"),
+            &format!("{BUYER}/claims/"),
+        )
+        .iter()
+        .filter_map(|k| {
+            k.rsplit('/')
+                .next()?
+                .strip_suffix(".json")
+                .map(str::to_owned)
+        })
+        .collect();
+    let answered: BTreeSet<String> = outcomes(&stack).into_keys().collect();
+    assert!(answered.len() < 40, "SIGTERM came after the run");
+    assert_eq!(claims, answered);
+}
