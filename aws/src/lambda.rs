@@ -96,6 +96,20 @@ impl Metric {
     }
 }
 
+/// Logs JSON lines to stdout (`RUST_LOG` filters, default `info`); the Lambda runtime's span
+/// carries the invocation's request id onto every line.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(true)
+        .without_time()
+        .init();
+}
+
 /// Namespace of the project's metrics.
 pub const METRICS_NAMESPACE: &str = "sealbox";
 

@@ -105,6 +105,30 @@ impl AwsStack {
         stack
     }
 
+    /// Starts `sealbox up --backend aws` on the stack (with `extra` arguments) and waits for its
+    /// ready line.
+    pub fn up(&self, extra: &[&str]) -> Daemon {
+        let mut child = self
+            .sealbox()
+            .args(["up", "--backend", "aws", "--log", "warn"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let daemon = Daemon(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        assert!(line.starts_with("sealbox ready on AWS"), "{line:?}");
+        daemon
+    }
+
+    /// The SDK configuration that reaches moto, for a test's own clients.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        self.moto.sdk_config().await
+    }
+
     /// A setting, e.g. `SEALBOX_INBOX_BUCKET`.
     pub fn get(&self, name: &str) -> &str {
         &self.settings[name]

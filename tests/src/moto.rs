@@ -112,6 +112,11 @@ impl Moto {
         }
     }
 
+    /// The SDK configuration that reaches this server, for a test's own clients.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        sdk_config(&self.endpoint).await
+    }
+
     /// The variables a child process needs to use this server with the AWS SDKs and boto3.
     pub fn env(&self) -> Vec<(String, String)> {
         [
@@ -210,6 +215,18 @@ fn listening_port(line: &str) -> Option<u16> {
     let rest = line.split("Running on http://127.0.0.1:").nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().filter(|&port| port != 0)
+}
+
+/// The SDK configuration for an emulator at `endpoint` (test credentials, us-east-1).
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await
 }
 
 #[cfg(test)]

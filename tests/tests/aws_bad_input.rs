@@ -90,17 +90,6 @@ impl ObjectStore for Buckets {
     }
 }
 
-async fn sdk_config(stack: &AwsStack) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&stack.moto.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bad_input_table_gives_the_same_reasons_on_aws_as_embedded() {
     let stack = AwsStack::start("bad-input", &[]);
@@ -120,7 +109,7 @@ async fn the_bad_input_table_gives_the_same_reasons_on_aws_as_embedded() {
         .unwrap();
     assert!(line.starts_with("sealbox ready on AWS"), "{line:?}");
 
-    let config = sdk_config(&stack).await;
+    let config = stack.sdk_config().await;
     let clients = sealbox_aws::sdk::Clients::new(&config);
     let store = Buckets {
         s3: S3ObjectStore::new(clients.s3.clone()),

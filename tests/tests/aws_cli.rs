@@ -3,33 +3,12 @@
 //! through SQS, `dlq list|redrive` on a dead-letter queue, and missing settings named.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::BufRead as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
-use sealbox_tests::{Daemon, python, sealbox, start_up, wait_until};
-
-/// Starts `sealbox up --backend aws` on the stack and waits for its ready line.
-fn up(stack: &AwsStack, extra: &[&str]) -> Daemon {
-    let mut child = stack
-        .sealbox()
-        .args(["up", "--backend", "aws", "--log", "warn"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let daemon = Daemon(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("sealbox ready on AWS"), "{line:?}");
-    daemon
-}
+use sealbox_tests::{python, sealbox, start_up, wait_until};
 
 /// What a command printed, and whether it succeeded.
 struct Ran {
@@ -112,7 +91,7 @@ fn submit_and_results_on_aws_go_through_s3_and_print_what_they_print_embedded() 
     let csv = "5.1,3.5,1.4,0.2\n6.3,3.3,6.0,2.5\n";
     std::fs::write(cwd.join("rows.csv"), csv).unwrap();
     std::fs::write(cwd.join("new.csv"), csv).unwrap();
-    let daemon = up(&stack, &[]);
+    let daemon = stack.up(&[]);
 
     // Without a token there is no token service to ask on AWS: refused, naming --token.
     let tokenless = aws(

@@ -13,15 +13,7 @@ use sealbox_tests::lambda_emulator::{
 };
 
 async fn sqs_client(stack: &AwsStack) -> aws_sdk_sqs::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&stack.moto.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
-    aws_sdk_sqs::Client::new(&config)
+    aws_sdk_sqs::Client::new(&stack.sdk_config().await)
 }
 
 async fn function(stack: &AwsStack, name: &str) -> LambdaEmulator {

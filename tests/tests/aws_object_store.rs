@@ -7,8 +7,6 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_s3::config::Credentials;
 use bytes::Bytes;
 use sealbox_aws::s3::{PART_SIZE, PinnedReadError, S3ObjectStore, normalize_etag};
 use sealbox_aws::sdk::Clients;
@@ -31,12 +29,7 @@ struct S3 {
 impl S3 {
     async fn start() -> S3 {
         let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(&moto.endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .load()
-            .await;
+        let config = moto.sdk_config().await;
         let client = Clients::new(&config).s3;
         client.create_bucket().bucket(BUCKET).send().await.unwrap();
         S3 {

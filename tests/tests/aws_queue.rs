@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::config::Credentials;
 use sealbox_aws::sdk::Clients;
 use sealbox_aws::sqs::{SqsQueue, create_queue_pair};
 use sealbox_core::conformance::queue::{Fresh, QueueFactory};
@@ -61,13 +60,7 @@ impl Drop for MotoLease {
 
 /// SDK clients for the SQS (or fake) at `endpoint`.
 async fn clients(endpoint: &str) -> Clients {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
-    Clients::new(&config)
+    Clients::new(&sealbox_tests::moto::sdk_config(endpoint).await)
 }
 
 /// A queue name no other test of this process uses.

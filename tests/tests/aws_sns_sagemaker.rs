@@ -25,16 +25,7 @@ use sealbox_tests::moto::Moto;
 /// Message attributes as subscribers see them: name → string value.
 type Attributes = BTreeMap<String, String>;
 
-async fn sdk_config(endpoint_url: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint_url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sns::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await
-}
+use sealbox_tests::moto::sdk_config;
 
 /// A queue subscribed to `topic`, with subscription `attributes`; returns its URL.
 async fn subscribed_queue(

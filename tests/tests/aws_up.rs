@@ -4,32 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead as _;
-use std::process::Stdio;
 use std::time::Duration;
 
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
-use sealbox_tests::{Daemon, wait_until};
-
-/// Starts `sealbox up --backend aws` on the stack and waits for its ready line.
-fn up(stack: &AwsStack, extra: &[&str]) -> Daemon {
-    let mut child = stack
-        .sealbox()
-        .args(["up", "--backend", "aws", "--log", "warn"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let daemon = Daemon(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("sealbox ready on AWS"), "{line:?}");
-    daemon
-}
+use sealbox_tests::wait_until;
 
 /// Request id -> the outcome folders it has an object in (results, failed, rejected).
 fn outcomes(stack: &AwsStack) -> BTreeMap<String, Vec<String>> {
@@ -65,7 +43,7 @@ fn requests_uploaded_with_boto3_end_with_one_outcome_and_one_announcement_each()
     let stack = AwsStack::start("up-one", &[]);
     let all = stack.subscribe("every-notification", None);
     let rejections = stack.subscribe("rejections-only", Some(r#"{"event": ["RequestRejected"]}"#));
-    let daemon = up(&stack, &[]);
+    let daemon = stack.up(&[]);
     let mut objects: Vec<(String, String)> =
         (0..20).map(|i| stack.request(&format!("r{i}"))).collect();
     objects.push((format!("{BUYER}/requests/not-json.json"), "{nope".into()));
@@ -128,7 +106,7 @@ fn sigkill_twice_mid_run_then_a_restart_leaves_one_outcome_and_one_event_id_per_
     let objects: Vec<(String, String)> = (0..60).map(|i| stack.request(&format!("k{i}"))).collect();
     for round in 0..2 {
         // Four at a time, 500 ms each: the run lasts seconds, so the kills land mid-run.
-        let mut daemon = up(&stack, &["--concurrency", "4"]);
+        let mut daemon = stack.up(&["--concurrency", "4"]);
         if round == 0 {
             stack.put(stack.get("SEALBOX_INBOX_BUCKET"), &objects);
         }
@@ -146,7 +124,7 @@ fn sigkill_twice_mid_run_then_a_restart_leaves_one_outcome_and_one_event_id_per_
             "kill {round} came after the run ({done} outcomes)"
         );
     }
-    let daemon = up(&stack, &[]);
+    let daemon = stack.up(&[]);
     let seen = wait_for_outcomes(&stack, 60);
     for (id, kinds) in &seen {
         assert_eq!(kinds, &["results"], "{id}");
@@ -171,7 +149,7 @@ fn sigkill_twice_mid_run_then_a_restart_leaves_one_outcome_and_one_event_id_per_
 fn sigterm_drains_every_claimed_job_before_exiting() {
     let stack = AwsStack::start("up-term", &["--latency-ms", "500"]);
     let objects: Vec<(String, String)> = (0..40).map(|i| stack.request(&format!("t{i}"))).collect();
-    let mut daemon = up(&stack, &["--concurrency", "4"]);
+    let mut daemon = stack.up(&["--concurrency", "4"]);
     stack.put(stack.get("SEALBOX_INBOX_BUCKET"), &objects);
     assert!(
         wait_until(Duration::from_secs(60), || outcomes(&stack).len() >= 4),

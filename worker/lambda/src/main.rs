@@ -30,7 +30,7 @@ struct App {
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    init_logging();
+    sealbox_aws::lambda::init_logging();
     let app = Arc::new(build().await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let app = app.clone();
@@ -40,19 +40,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         }
     }))
     .await
-}
-
-fn init_logging() {
-    // JSON lines; the runtime's span carries the request id onto every line.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(true)
-        .without_time()
-        .init();
 }
 
 async fn build() -> anyhow::Result<App> {
