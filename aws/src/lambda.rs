@@ -20,6 +20,27 @@ pub struct BatchMessage {
     pub receive_count: u32,
 }
 
+impl BatchMessage {
+    /// A record of an SQS event, from its fields as the event carries them (the
+    /// `ApproximateReceiveCount` attribute counts this receive; absent, it is the first).
+    pub fn from_record(
+        message_id: Option<String>,
+        receipt_handle: Option<String>,
+        body: Option<String>,
+        attributes: &std::collections::HashMap<String, String>,
+    ) -> BatchMessage {
+        BatchMessage {
+            message_id: message_id.unwrap_or_default(),
+            receipt_handle: receipt_handle.unwrap_or_default(),
+            body: body.unwrap_or_default(),
+            receive_count: attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1),
+        }
+    }
+}
+
 /// What becomes of one message of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {

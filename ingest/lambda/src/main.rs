@@ -95,20 +95,11 @@ async fn handle(app: &App, payload: Value) -> Result<Value, lambda_runtime::Erro
     }
     let event: SqsEvent = serde_json::from_value(payload)?;
     let started = Instant::now();
-    let mut messages = Vec::with_capacity(event.records.len());
-    for r in event.records {
-        let receive_count = r
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
-        messages.push(BatchMessage {
-            message_id: r.message_id.unwrap_or_default(),
-            receipt_handle: r.receipt_handle.unwrap_or_default(),
-            body: r.body.unwrap_or_default(),
-            receive_count,
-        });
-    }
+    let messages: Vec<BatchMessage> = event
+        .records
+        .into_iter()
+        .map(|r| BatchMessage::from_record(r.message_id, r.receipt_handle, r.body, &r.attributes))
+        .collect();
     // Decode every message, handle all their events as one batch (one SendMessageBatch).
     let mut decoded: Vec<Option<Vec<InboxEvent>>> = Vec::with_capacity(messages.len());
     for m in &messages {

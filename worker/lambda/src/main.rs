@@ -95,17 +95,8 @@ async fn handle(
         .saturating_sub(DEADLINE_MARGIN);
     let mut running = JoinSet::new();
     for (i, r) in event.records.into_iter().enumerate() {
-        let receive_count = r
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
-        let message = BatchMessage {
-            message_id: r.message_id.unwrap_or_default(),
-            receipt_handle: r.receipt_handle.unwrap_or_default(),
-            body: r.body.unwrap_or_default(),
-            receive_count,
-        };
+        let message =
+            BatchMessage::from_record(r.message_id, r.receipt_handle, r.body, &r.attributes);
         let worker = app.worker.clone();
         running.spawn(async move {
             let result: JobResult =
