@@ -58,8 +58,8 @@ fn tokens_signed_by_pyjwt_with_an_exported_key_verify_in_sealbox() {
             pem.to_str().unwrap(),
             "--alg",
             alg.as_str(),
-            "--kid",
-            &key.kid,
+            // `=`: a random kid may start with `-`, which argparse would take for an option.
+            &format!("--kid={}", key.kid),
             "--claims",
             &claims.to_string(),
         ])
@@ -81,8 +81,7 @@ fn tokens_signed_by_pyjwt_with_an_exported_key_verify_in_sealbox() {
             pem.to_str().unwrap(),
             "--alg",
             alg.as_str(),
-            "--kid",
-            &other.kid,
+            &format!("--kid={}", other.kid),
             "--claims",
             &claims.to_string(),
         ])
