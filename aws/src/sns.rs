@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use aws_smithy_types::error::display::DisplayErrorContext;
+use tokio::sync::{mpsc, oneshot};
 
 use sealbox_core::contract::Notification;
 use sealbox_core::ports::notifier::Notifier;
@@ -56,7 +57,8 @@ impl SnsNotifier {
     pub async fn publish_batch(&self, notifications: &[Notification]) -> Result<()> {
         let mut undelivered = Vec::new();
         for chunk in notifications.chunks(MAX_BATCH_ENTRIES) {
-            undelivered.extend(self.publish_chunk(chunk).await?);
+            let refused = self.publish_chunk(chunk).await?;
+            undelivered.extend(refused.into_iter().map(|(_, why)| why));
         }
         if undelivered.is_empty() {
             Ok(())
@@ -71,8 +73,9 @@ impl SnsNotifier {
         }
     }
 
-    /// One `PublishBatch` of at most ten, with its resends; returns what stayed undelivered.
-    async fn publish_chunk(&self, chunk: &[Notification]) -> Result<Vec<String>> {
+    /// One `PublishBatch` of at most ten, with its resends; returns what stayed undelivered,
+    /// by position in `chunk`, with the reason.
+    async fn publish_chunk(&self, chunk: &[Notification]) -> Result<Vec<(usize, String)>> {
         // Entry ids are the positions in the chunk: unique within the call, as SNS requires.
         let mut pending: Vec<usize> = (0..chunk.len()).collect();
         let mut undelivered = Vec::new();
@@ -107,7 +110,7 @@ impl SnsNotifier {
                 }
                 match out.failed().iter().find(|f| f.id() == id) {
                     Some(f) if f.sender_fault() => {
-                        undelivered.push(refusal(&chunk[i], f.code(), f.message(), true));
+                        undelivered.push((i, refusal(&chunk[i], f.code(), f.message(), true)));
                     }
                     Some(f) => {
                         last_refusal.insert(i, refusal(&chunk[i], f.code(), f.message(), false));
@@ -135,8 +138,101 @@ impl SnsNotifier {
                 backoff *= 2;
             }
         }
-        undelivered.extend(pending.into_iter().filter_map(|i| last_refusal.remove(&i)));
+        undelivered.extend(
+            pending
+                .into_iter()
+                .filter_map(|i| last_refusal.remove(&i).map(|why| (i, why))),
+        );
         Ok(undelivered)
+    }
+}
+
+/// A notification waiting for its batch, and who waits for its answer.
+struct Waiting {
+    notification: Notification,
+    answer: oneshot::Sender<Result<()>>,
+}
+
+/// A [`Notifier`] that gathers the notifications of concurrent jobs into `PublishBatch` calls:
+/// a batch goes out when it holds ten or `linger` after its first notification, whichever comes
+/// first, and each `publish` returns once SNS has accepted its own entry (or with the reason it
+/// did not). Several batches may be in flight at once. Ten jobs settling together cost one call
+/// instead of ten; a lone notification waits at most `linger`.
+#[derive(Debug, Clone)]
+pub struct BatchingSnsNotifier {
+    queue: mpsc::UnboundedSender<Waiting>,
+    topic_arn: String,
+}
+
+impl BatchingSnsNotifier {
+    /// Starts the batcher on the current Tokio runtime; it stops when the last clone is dropped.
+    pub fn start(sns: SnsNotifier, linger: Duration) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        let topic_arn = sns.topic_arn.clone();
+        tokio::spawn(gather(sns, waiting, linger));
+        BatchingSnsNotifier { queue, topic_arn }
+    }
+}
+
+/// Gathers batches until every sender is gone, then lets the batches in flight finish.
+async fn gather(sns: SnsNotifier, mut waiting: mpsc::UnboundedReceiver<Waiting>, linger: Duration) {
+    while let Some(first) = waiting.recv().await {
+        let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + linger;
+        while batch.len() < MAX_BATCH_ENTRIES {
+            match tokio::time::timeout_at(until, waiting.recv()).await {
+                Ok(Some(next)) => batch.push(next),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let sns = sns.clone();
+        tokio::spawn(async move {
+            let (notifications, answers): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|w| (w.notification, w.answer))
+                .unzip();
+            match sns.publish_chunk(&notifications).await {
+                Ok(refused) => {
+                    let mut refused: BTreeMap<usize, String> = refused.into_iter().collect();
+                    for (i, answer) in answers.into_iter().enumerate() {
+                        let result = match refused.remove(&i) {
+                            None => Ok(()),
+                            Some(why) => Err(Error::Notify(format!(
+                                "not accepted by {}: {why}",
+                                sns.topic_arn
+                            ))),
+                        };
+                        let _ = answer.send(result);
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for answer in answers {
+                        let _ = answer.send(Err(Error::Notify(why.clone())));
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Notifier for BatchingSnsNotifier {
+    async fn publish(&self, n: &Notification) -> Result<()> {
+        let (answer, answered) = oneshot::channel();
+        let stopped = || {
+            Error::Notify(format!(
+                "the batcher publishing to {} has stopped",
+                self.topic_arn
+            ))
+        };
+        self.queue
+            .send(Waiting {
+                notification: n.clone(),
+                answer,
+            })
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 }
 

@@ -13,7 +13,7 @@ use sealbox_aws::config::{Settings, Var};
 use sealbox_aws::s3::S3ObjectStore;
 use sealbox_aws::sagemaker::SageMakerEndpoint;
 use sealbox_aws::sdk::Clients;
-use sealbox_aws::sns::SnsNotifier;
+use sealbox_aws::sns::{BatchingSnsNotifier, SnsNotifier};
 use sealbox_aws::sqs::SqsQueue;
 use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, Notification};
 use sealbox_core::ports::{Notifier, ObjectStore};
@@ -82,8 +82,12 @@ pub struct UpOptions {
     pub jwks_max_staleness: Duration,
 }
 
+/// Jobs in hand beyond the endpoint's cap: each waits on S3, SNS or SQS, not on the model.
+const JOBS_BESIDE_THE_ENDPOINT: usize = 16;
+
 /// The pipeline of `sealbox up --backend aws` running in this process: the published keys'
-/// refresher, the inbox-events poller (ingest) and the jobs poller (worker). Stop it with
+/// refresher, the hand-off poller (ingest, then the worker at once on what it accepts, from the
+/// inbox-events queue) and the jobs poller (the jobs that had to wait). Stop it with
 /// [`Pipeline::stop`], which drains the jobs in flight.
 pub struct Pipeline {
     shutdown: watch::Sender<bool>,
@@ -110,14 +114,24 @@ pub async fn start_pipeline(
     observers: Observers,
 ) -> anyhow::Result<Pipeline> {
     let store: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(clients.s3.clone()));
-    let sns: Arc<dyn Notifier> = Arc::new(SnsNotifier::new(
-        clients.sns.clone(),
-        settings.get(Var::TopicArn),
+    let sns = SnsNotifier::new(clients.sns.clone(), settings.get(Var::TopicArn));
+    // Jobs settle concurrently, so the worker's notifications share PublishBatch calls;
+    // ingest writes its rejections one after another, so it publishes each at once.
+    let batching: Arc<dyn Notifier> = Arc::new(BatchingSnsNotifier::start(
+        sns.clone(),
+        sealbox_aws::BATCH_LINGER,
     ));
-    let notifier: Arc<dyn Notifier> = match observers.notifications {
-        Some(tap) => Arc::new(Tapped { inner: sns, tap }),
-        None => sns,
+    let sns: Arc<dyn Notifier> = Arc::new(sns);
+    let tapped = |inner: Arc<dyn Notifier>| -> Arc<dyn Notifier> {
+        match &observers.notifications {
+            Some(tap) => Arc::new(Tapped {
+                inner,
+                tap: tap.clone(),
+            }),
+            None => inner,
+        }
     };
+    let (ingest_notifier, worker_notifier) = (tapped(sns), tapped(batching));
     let jobs = Arc::new(SqsQueue::new(
         clients.sqs.clone(),
         settings.get(Var::JobsQueueUrl),
@@ -140,7 +154,7 @@ pub async fn start_pipeline(
     let ingest = Arc::new(Ingest::new(
         store.clone(),
         jobs.clone(),
-        notifier.clone(),
+        ingest_notifier,
         verifier.clone(),
         IngestConfig {
             inbox: settings.get(Var::InboxBucket).to_owned(),
@@ -154,7 +168,7 @@ pub async fn start_pipeline(
             clients.sagemaker.clone(),
             settings.get(Var::EndpointName),
         )),
-        notifier,
+        worker_notifier,
         WorkerConfig {
             inbox: settings.get(Var::InboxBucket).to_owned(),
             outbox: settings.get(Var::OutboxBucket).to_owned(),
@@ -163,29 +177,41 @@ pub async fn start_pipeline(
         },
     ));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = vec![
+    // The endpoint's cap is the worker's own (`max_concurrent_invocations`); the jobs around it
+    // read, write and wait for their batched notification and deletion.
+    let concurrency = opts.concurrency + JOBS_BESIDE_THE_ENDPOINT;
+    let tasks = vec![
         tokio::spawn(verifier.run(shutdown_rx.clone())),
-        tokio::spawn(pollers::inbox::run(
+        // Accepted requests run straight from their inbox events; only jobs that must wait go
+        // through the jobs queue, which the jobs poller serves.
+        tokio::spawn(pollers::handoff::run(
             ingest,
+            worker.clone(),
             events,
-            pollers::inbox::PollerConfig {
+            jobs.clone(),
+            pollers::handoff::PollerConfig {
+                concurrency,
                 wait: Duration::from_secs(20),
-                ..pollers::inbox::PollerConfig::default()
+                visibility_timeout: Duration::from_secs(60),
+                receive_linger: sealbox_aws::BATCH_LINGER,
+                delete_linger: sealbox_aws::BATCH_LINGER,
             },
             shutdown_rx.clone(),
+            observers.jobs.clone(),
+        )),
+        tokio::spawn(pollers::jobs::run(
+            worker,
+            jobs,
+            pollers::jobs::PollerConfig {
+                concurrency,
+                wait: Duration::from_secs(20),
+                visibility_timeout: Duration::from_secs(60),
+                delete_linger: sealbox_aws::BATCH_LINGER,
+            },
+            shutdown_rx,
+            observers.jobs,
         )),
     ];
-    tasks.push(tokio::spawn(pollers::jobs::run(
-        worker,
-        jobs,
-        pollers::jobs::PollerConfig {
-            concurrency: opts.concurrency,
-            wait: Duration::from_secs(20),
-            visibility_timeout: Duration::from_secs(60),
-        },
-        shutdown_rx,
-        observers.jobs,
-    )));
     Ok(Pipeline { shutdown, tasks })
 }
 

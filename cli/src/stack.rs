@@ -407,6 +407,8 @@ impl Stack {
                 concurrency: 2 * opts.concurrency,
                 wait: Duration::from_millis(500),
                 visibility_timeout: opts.visibility_timeout,
+                // A local delete is cheap: no reason to hold one back.
+                delete_linger: Duration::ZERO,
             },
             shutdown_rx.clone(),
             observers.jobs,

@@ -602,17 +602,67 @@ impl RequestObject {
     }
 }
 
+/// Largest job message that carries its inline input ([`InputRef::Carried`]): SQS bills each
+/// 64 KiB of a message as one request, so a larger input is read from the request object instead.
+pub const MAX_CARRYING_JOB_BYTES: usize = 64 * 1024;
+
 /// Where the worker finds the input of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum InputRef {
     /// Inline in the request object (re-read by the worker, pinned by the job's ETag).
     Inline,
+    /// Inline, carried in the job message itself: the bytes ingest authorized, so the worker
+    /// reads nothing before invoking. Exactly one of the two members is set.
+    Carried {
+        /// The input, when it is UTF-8.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// The input in standard base64, when it is not UTF-8.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base64: Option<String>,
+    },
     /// An input object in the inbox.
     Object {
         /// Its key.
         key: String,
     },
+}
+
+impl InputRef {
+    /// The input carried in a job: as text when it is UTF-8, else as base64.
+    pub fn carried(bytes: Vec<u8>) -> InputRef {
+        match String::from_utf8(bytes) {
+            Ok(text) => InputRef::Carried {
+                text: Some(text),
+                base64: None,
+            },
+            Err(e) => InputRef::Carried {
+                text: None,
+                base64: Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+            },
+        }
+    }
+
+    /// The bytes of a carried input: `None` for the other kinds, an error naming what is wrong
+    /// for a carried input that is not exactly one valid member.
+    pub fn carried_bytes(&self) -> Option<Result<Vec<u8>, String>> {
+        let InputRef::Carried { text, base64 } = self else {
+            return None;
+        };
+        Some(match (text, base64) {
+            (Some(t), None) => Ok(t.as_bytes().to_vec()),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| format!("the carried input is not standard base64: {e}")),
+            _ => Err("a carried input holds exactly one of text and base64".to_owned()),
+        })
+    }
+
+    /// Whether the input is inline in the request (read from it or carried in the job).
+    pub fn is_inline(&self) -> bool {
+        matches!(self, InputRef::Inline | InputRef::Carried { .. })
+    }
 }
 
 /// A job on the `jobs` queue: one accepted request.
@@ -669,6 +719,18 @@ impl JobMessage {
             bytes.copy_from_slice(&t);
         }
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The job id of the `index`-th event of the queue message `message_id`: the same on every
+    /// delivery of that message (128 bits of a SHA-256, hex). For a job run straight from its
+    /// inbox event, so that a rerun of the event after a crash still owns the claim it made.
+    pub fn job_id_for_event(message_id: &str, index: usize) -> String {
+        let seed = format!("{message_id}#{index}");
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, seed.as_bytes());
+        d.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The owner this job names in a claim: `job:<job_id>`.
@@ -1119,6 +1181,40 @@ mod tests {
         assert!(!is_valid_id(".."));
         assert!(!is_valid_id(&"x".repeat(65)));
         assert!(!is_valid_id("a b"));
+    }
+
+    #[test]
+    fn an_events_job_id_is_stable_per_message_and_index() {
+        let id = JobMessage::job_id_for_event("m-1", 0);
+        assert_eq!(id, JobMessage::job_id_for_event("m-1", 0));
+        assert_eq!(id.len(), 32);
+        assert_ne!(id, JobMessage::job_id_for_event("m-1", 1));
+        assert_ne!(id, JobMessage::job_id_for_event("m-2", 0));
+    }
+
+    #[test]
+    fn a_carried_input_round_trips_as_text_or_base64() {
+        for bytes in [b"5.1,3.5\n".to_vec(), vec![0xff, 0x00, 0x80]] {
+            let input = InputRef::carried(bytes.clone());
+            let json = serde_json::to_string(&input).unwrap();
+            assert!(json.starts_with("{\"kind\":\"carried\""), "{json}");
+            let back: InputRef = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.carried_bytes(), Some(Ok(bytes)));
+            assert!(back.is_inline());
+        }
+        assert_eq!(InputRef::Inline.carried_bytes(), None);
+    }
+
+    #[test]
+    fn a_carried_input_with_both_or_neither_member_is_an_error_not_a_guess() {
+        for json in [
+            r#"{"kind":"carried"}"#,
+            r#"{"kind":"carried","text":"a","base64":"YQ=="}"#,
+            r#"{"kind":"carried","base64":"%%%"}"#,
+        ] {
+            let input: InputRef = serde_json::from_str(json).unwrap();
+            assert!(matches!(input.carried_bytes(), Some(Err(_))), "{json}");
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use sealbox_core::contract::{
     CONTRACT_VERSION, ClaimDocument, InboxEvent, Input, InputRef, JobMessage,
-    MAX_REQUEST_OBJECT_BYTES, OutcomeDocument, OutcomeKind, Reason, RequestObject, Split,
-    Violation,
+    MAX_CARRYING_JOB_BYTES, MAX_REQUEST_OBJECT_BYTES, OutcomeDocument, OutcomeKind, Reason,
+    RequestObject, Split, Violation,
 };
 use sealbox_core::layout::{is_valid_buyer, parse_request_key};
 use sealbox_core::outcome::{Claim, Outcomes};
@@ -22,6 +22,17 @@ pub enum IngestError {
     /// Storage, queue or notifier trouble: retry later.
     #[error("transient failure: {0}")]
     Transient(#[from] sealbox_core::Error),
+}
+
+/// The job message's body. An inline input too large to ride in one SQS request's worth of
+/// message stays in the request object, which the worker then reads (pinned by its ETag).
+fn encode_job(job: &mut JobMessage) -> serde_json::Result<String> {
+    let body = serde_json::to_string(job)?;
+    if body.len() <= MAX_CARRYING_JOB_BYTES || !matches!(job.input, InputRef::Carried { .. }) {
+        return Ok(body);
+    }
+    job.input = InputRef::Inline;
+    serde_json::to_string(job)
 }
 
 /// Delay before a message that failed for now comes back, by its receive count: exponential
@@ -48,7 +59,7 @@ pub struct IngestConfig {
 /// What became of an event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IngestOutcome {
-    /// A job was enqueued.
+    /// A job was enqueued (with [`Dispatch::Caller`]: handed back to run).
     Accepted(Box<JobMessage>),
     /// A rejection document was written (or was already there).
     Rejected {
@@ -61,6 +72,21 @@ pub enum IngestOutcome {
     AlreadyAnswered,
     /// Not a request object, or gone before it was read.
     Ignored(&'static str),
+}
+
+/// Where [`Ingest::handle_batch_via`] puts the jobs it accepts.
+#[derive(Debug, Clone, Copy)]
+pub enum Dispatch<'a> {
+    /// On the jobs queue, in one batch (what [`Ingest::handle_batch`] does).
+    Queue,
+    /// Back to the caller only, in [`IngestOutcome::Accepted`], to run at once while it keeps
+    /// the event as the durable record. `job_ids[i]` is the job id of `events[i]`, the same on
+    /// every delivery of the event (see `JobMessage::job_id_for_event`), so that a rerun after a
+    /// crash still owns the claim the first run made.
+    Caller {
+        /// One job id per event, in order.
+        job_ids: &'a [String],
+    },
 }
 
 /// The ingest handler and the ports it needs.
@@ -109,14 +135,36 @@ impl Ingest {
         &self,
         events: &[InboxEvent],
     ) -> Vec<Result<IngestOutcome, IngestError>> {
+        self.handle_batch_via(events, Dispatch::Queue).await
+    }
+
+    /// [`Ingest::handle_batch`], with the accepted jobs going where `dispatch` says.
+    pub async fn handle_batch_via(
+        &self,
+        events: &[InboxEvent],
+        dispatch: Dispatch<'_>,
+    ) -> Vec<Result<IngestOutcome, IngestError>> {
         let mut decisions = Vec::with_capacity(events.len());
-        for ev in events {
-            decisions.push(self.decide(ev).await);
+        for (i, ev) in events.iter().enumerate() {
+            let mut decision = self.decide(ev).await;
+            if let (Ok(Decision::Accept(job)), Dispatch::Caller { job_ids }) =
+                (&mut decision, dispatch)
+            {
+                match job_ids.get(i) {
+                    Some(id) => job.job_id = id.clone(),
+                    None => {
+                        decision = Err(IngestError::Transient(sealbox_core::Error::Task(
+                            "fewer job ids than events".into(),
+                        )))
+                    }
+                }
+            }
+            decisions.push(decision);
         }
         let mut jobs = Vec::new();
         for d in &mut decisions {
-            if let Ok(Decision::Accept(job)) = d {
-                match serde_json::to_string(job) {
+            if let (Dispatch::Queue, Ok(Decision::Accept(job))) = (dispatch, &mut *d) {
+                match encode_job(job) {
                     Ok(body) => jobs.push(OutgoingMessage::new(body)),
                     // Not sent, so not accepted: the event comes back.
                     Err(e) => {
@@ -242,7 +290,8 @@ impl Ingest {
             return reject(Violation::new(r.reason, "token", r.detail));
         }
         let input = match &request.input {
-            Input::Inline(_) => InputRef::Inline,
+            // Carried in the job when it fits (see `handle_batch`): the worker then reads nothing.
+            Input::Inline(bytes) => InputRef::carried(bytes.clone()),
             Input::Object(key) => match self.store.head(&self.config.inbox, key).await {
                 Err(e) => {
                     return match not_a_file(&e, Reason::InputNotAFile, "input.s3_key", key) {
@@ -495,6 +544,46 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<JobMessage>(&msgs[0].body).unwrap(),
             *job
+        );
+    }
+
+    #[tokio::test]
+    async fn an_inline_input_rides_in_the_job_unless_it_would_outgrow_64_kib() {
+        let f = fixture();
+        let small = drop_request(&f, "r1", serde_json::json!({"text": "1,2,3,4"}), "none").await;
+        let big_text = "1,2,3,4\n".repeat(10_000);
+        let big = drop_request(&f, "r2", serde_json::json!({"text": big_text}), "line").await;
+        let out = f.ingest.handle_batch(&[small, big]).await;
+        let inputs: Vec<InputRef> = out
+            .into_iter()
+            .map(|o| match o {
+                Ok(IngestOutcome::Accepted(job)) => job.input,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(inputs[0].carried_bytes(), Some(Ok(b"1,2,3,4".to_vec())));
+        assert_eq!(
+            inputs[1],
+            InputRef::Inline,
+            "80 KB stays in the request object"
+        );
+        let opts = ReceiveOptions {
+            max_messages: 10,
+            wait: Duration::ZERO,
+            visibility_timeout: Duration::from_secs(30),
+        };
+        let bodies: Vec<usize> = f
+            .jobs
+            .receive(opts)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.body.len())
+            .collect();
+        assert_eq!(bodies.len(), 2);
+        assert!(
+            bodies.iter().all(|&n| n <= MAX_CARRYING_JOB_BYTES),
+            "{bodies:?}"
         );
     }
 

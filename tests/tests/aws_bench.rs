@@ -47,8 +47,8 @@ fn bench_on_moto_completes_every_job_and_counts_the_pipelines_calls_by_operation
         "S3.PutObject",
         "S3.GetObject",
         "SQS.ReceiveMessage",
-        "SQS.SendMessageBatch",
-        "SNS.Publish",
+        "SQS.DeleteMessageBatch",
+        "SNS.PublishBatch",
         "SageMaker Runtime.InvokeEndpoint",
     ] {
         let n = by_op.get(op).and_then(|v| v.as_f64()).unwrap_or(0.0);

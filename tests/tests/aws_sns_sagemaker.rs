@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
 use sealbox_aws::sagemaker::SageMakerEndpoint;
 use sealbox_aws::sdk::Clients;
-use sealbox_aws::sns::SnsNotifier;
+use sealbox_aws::sns::{BatchingSnsNotifier, SnsNotifier};
 use sealbox_core::Error;
 use sealbox_core::conformance::endpoint::{self, ModelKnobs};
 use sealbox_core::conformance::notifier;
@@ -199,6 +199,37 @@ async fn sns_notifier_passes_the_suite_and_subscribers_filter_on_its_attributes(
     }
     published.extend(batch);
 
+    // The batching notifier passes the same suite, and ten jobs settling at once are one call.
+    let batching = BatchingSnsNotifier::start(
+        SnsNotifier::new(clients.sns.clone(), &topic),
+        Duration::from_millis(200),
+    );
+    published.extend(notifier::run(&batching, &read).await);
+    let ten: Vec<Notification> = (0..10)
+        .map(|i| notifier::sample(kinds[i % kinds.len()], "together"))
+        .collect();
+    let before = clients.calls.snapshot();
+    let mut publishing = tokio::task::JoinSet::new();
+    for n in ten.clone() {
+        let batching = batching.clone();
+        publishing.spawn(async move { batching.publish(&n).await });
+    }
+    while let Some(done) = publishing.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let after = clients.calls.snapshot();
+    let calls = |op: &str| after.get(op).unwrap_or(&0) - before.get(op).unwrap_or(&0);
+    assert_eq!(
+        (calls("SNS.PublishBatch"), calls("SNS.Publish")),
+        (1, 0),
+        "{after:?}"
+    );
+    let copies = notifier::wait_for("batched publish", &read, &ten).await;
+    for n in &ten {
+        assert!(copies.contains(n), "{} arrived whole", n.request_id);
+    }
+    published.extend(ten);
+
     // Every raw delivery carries `event` and `buyer` as the body names them.
     let arrived = arrived.lock().unwrap().clone();
     assert!(arrived.len() >= published.len());
@@ -248,9 +279,11 @@ async fn sns_notifier_passes_the_suite_and_subscribers_filter_on_its_attributes(
         "arn:aws:sns:us-east-1:123456789012:not-there",
     );
     let n = notifier::sample(EventKind::InferenceCompleted, "gone");
+    let gone_batching = BatchingSnsNotifier::start(gone.clone(), Duration::from_millis(10));
     for got in [
         gone.publish(&n).await,
         gone.publish_batch(std::slice::from_ref(&n)).await,
+        gone_batching.publish(&n).await,
     ] {
         match got {
             Err(e @ Error::Notify(_)) => {

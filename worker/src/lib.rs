@@ -155,7 +155,7 @@ impl Worker {
         let owner = job.owner();
         // Look before claiming: a request replaced before its job ran is answered in its newer
         // version, which has a job of its own and may claim the id instead.
-        let input = match self.authorized_input(&job).await? {
+        let input = match self.authorized_input(&job, receive_count).await? {
             Authorized::Replaced => {
                 let held = self
                     .outcomes()
@@ -235,18 +235,36 @@ impl Worker {
 
     /// Whether the request object the job was accepted for is still the one stored, and its
     /// inline input if it has one.
-    async fn authorized_input(&self, job: &JobMessage) -> Result<Authorized, WorkerError> {
-        if job.input != InputRef::Inline {
-            // A deleted request object stays authorized: the job was accepted before it went.
-            return match self.store.head(&self.config.inbox, &job.request_key).await {
-                Ok(meta) if meta.as_ref().is_none_or(|m| m.etag == job.request_etag) => {
-                    Ok(Authorized::Input(None))
+    async fn authorized_input(
+        &self,
+        job: &JobMessage,
+        receive_count: u32,
+    ) -> Result<Authorized, WorkerError> {
+        if let Some(carried) = job.input.carried_bytes() {
+            let bytes = match carried {
+                Ok(bytes) => bytes,
+                Err(why) => {
+                    return Ok(Authorized::Gone(Violation::new(
+                        Reason::MalformedJob,
+                        "input",
+                        why,
+                    )));
                 }
-                Ok(_) => Ok(Authorized::Replaced),
-                Err(e) if e.is_retryable() => Err(WorkerError::Retryable(e)),
-                // Now a link or a FIFO: a new version, with an event of its own.
-                Err(_) => Ok(Authorized::Replaced),
             };
+            // The first delivery runs the bytes ingest authorized without a read (a replaced
+            // request's versions are settled by the claim, first come first answered). A
+            // redelivery may hold a claim made before the buyer replaced the request: look.
+            if receive_count <= 1 || self.still_stored(job).await? {
+                return Ok(Authorized::Input(Some(bytes)));
+            }
+            return Ok(Authorized::Replaced);
+        }
+        if job.input != InputRef::Inline {
+            return Ok(if self.still_stored(job).await? {
+                Authorized::Input(None)
+            } else {
+                Authorized::Replaced
+            });
         }
         let (meta, body) = match self
             .store
@@ -288,6 +306,17 @@ impl Worker {
         })
     }
 
+    /// Whether the authorized version of the request object is still the one stored (a
+    /// deleted one stays authorized: the job was accepted before it went), by its metadata.
+    async fn still_stored(&self, job: &JobMessage) -> Result<bool, WorkerError> {
+        match self.store.head(&self.config.inbox, &job.request_key).await {
+            Ok(meta) => Ok(meta.is_none_or(|m| m.etag == job.request_etag)),
+            Err(e) if e.is_retryable() => Err(WorkerError::Retryable(e)),
+            // Now a link or a FIFO: a new version, with an event of its own.
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Reads the object input (inline input is given), invokes, writes the result.
     async fn run(
         &self,
@@ -308,7 +337,7 @@ impl Worker {
         let key = result_key(&job.buyer, &job.request_id);
         let outbox = &self.config.outbox;
         match (&job.input, job.split, inline) {
-            (InputRef::Inline, split, input) => {
+            (InputRef::Inline | InputRef::Carried { .. }, split, input) => {
                 let input = input.unwrap_or_default();
                 if split == Split::Line {
                     let reader: ByteStream = Box::pin(std::io::Cursor::new(input));
@@ -782,6 +811,90 @@ mod tests {
             .unwrap();
         assert_eq!(outcome, JobOutcome::Superseded);
         assert_eq!(report.invocations, 0);
+    }
+
+    #[tokio::test]
+    async fn a_carried_input_runs_on_first_delivery_without_reading_the_request_object() {
+        let f = fixture(1000);
+        // The request object is already replaced: the first delivery does not look, it runs
+        // the bytes ingest authorized.
+        let j = job(
+            InputRef::carried(b"1,2,3,4".to_vec()),
+            Split::None,
+            "\"an-older-etag\"",
+        );
+        f.store
+            .put(
+                "inbox",
+                &j.request_key,
+                Bytes::from("{}"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let (outcome, report) = f
+            .worker
+            .process(&serde_json::to_string(&j).unwrap(), 1)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, JobOutcome::Completed(_)), "{outcome:?}");
+        assert_eq!(*f.echo.sizes.lock().unwrap(), [7]);
+        let (_, out) = f
+            .store
+            .get("outbox", &result_key("b1", "r1"), 100)
+            .await
+            .unwrap();
+        assert_eq!(&out[..], b"1,2,3,4");
+        assert_eq!(report.invocations, 1);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_carried_input_whose_request_was_replaced_is_superseded() {
+        let f = fixture(1000);
+        let j = job(
+            InputRef::carried(b"1,2,3,4".to_vec()),
+            Split::None,
+            "\"an-older-etag\"",
+        );
+        f.store
+            .put(
+                "inbox",
+                &j.request_key,
+                Bytes::from("{}"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let (outcome, report) = f
+            .worker
+            .process(&serde_json::to_string(&j).unwrap(), 2)
+            .await
+            .unwrap();
+        assert_eq!(outcome, JobOutcome::Superseded);
+        assert_eq!(report.invocations, 0);
+    }
+
+    #[tokio::test]
+    async fn a_carried_input_that_is_not_base64_fails_the_job_with_a_reason() {
+        let f = fixture(1000);
+        let j = job(
+            InputRef::Carried {
+                text: None,
+                base64: Some("%%%".into()),
+            },
+            Split::None,
+            "",
+        );
+        let (outcome, _) = f
+            .worker
+            .process(&serde_json::to_string(&j).unwrap(), 1)
+            .await
+            .unwrap();
+        let JobOutcome::Failed(n) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(n.reason, Some(Reason::MalformedJob));
+        assert!(f.echo.sizes.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

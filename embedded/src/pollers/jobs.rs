@@ -20,6 +20,9 @@ pub struct PollerConfig {
     pub wait: Duration,
     /// Visibility timeout; a running job's message is extended every half of it.
     pub visibility_timeout: Duration,
+    /// How long a finished job's message may wait for others to share its delete call (up to
+    /// ten); zero deletes whatever has finished at once.
+    pub delete_linger: Duration,
 }
 
 impl Default for PollerConfig {
@@ -28,6 +31,7 @@ impl Default for PollerConfig {
             concurrency: 16,
             wait: Duration::from_millis(500),
             visibility_timeout: Duration::from_secs(30),
+            delete_linger: Duration::ZERO,
         }
     }
 }
@@ -50,7 +54,11 @@ pub async fn run(
     let held = Arc::new(Semaphore::new(in_hand));
     let running = Arc::new(Semaphore::new(concurrency));
     let (done_tx, done_rx) = mpsc::unbounded_channel::<String>();
-    let deleter = tokio::spawn(delete_in_batches(jobs.clone(), done_rx));
+    let deleter = tokio::spawn(delete_in_batches(
+        jobs.clone(),
+        done_rx,
+        config.delete_linger,
+    ));
     while !*shutdown.borrow() {
         let mut places = tokio::select! {
             p = held.clone().acquire_many_owned(10) => match p { Ok(p) => p, Err(_) => break },
@@ -186,9 +194,24 @@ async fn run_one(
     }
 }
 
-async fn delete_in_batches(jobs: Arc<dyn QueueConsumer>, mut rx: mpsc::UnboundedReceiver<String>) {
+/// Most receipt handles one delete call of a queue service takes (SQS: ten).
+const DELETE_BATCH: usize = 10;
+
+/// Deletes the messages whose receipt handles arrive, in batches (see `delete_linger`).
+pub(crate) async fn delete_in_batches(
+    jobs: Arc<dyn QueueConsumer>,
+    mut rx: mpsc::UnboundedReceiver<String>,
+    linger: Duration,
+) {
     let mut batch = Vec::with_capacity(64);
     while rx.recv_many(&mut batch, 64).await > 0 {
+        let until = tokio::time::Instant::now() + linger;
+        while batch.len() < DELETE_BATCH {
+            match tokio::time::timeout_at(until, rx.recv_many(&mut batch, 64)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
         if let Err(e) = jobs.delete_batch(&batch).await {
             // Undeleted jobs come back; their outcome exists, so they are only announced again.
             tracing::error!(error = %e, count = batch.len(), "deleting finished jobs failed");
@@ -371,6 +394,7 @@ mod tests {
                 concurrency: 1,
                 wait: Duration::from_millis(100),
                 visibility_timeout: Duration::from_secs(2),
+                delete_linger: Duration::from_millis(20),
             },
             stopped,
             None,

@@ -12,7 +12,7 @@ use sealbox_aws::lambda::{BatchMessage, Disposition, Metric, batch_response, emf
 use sealbox_aws::s3::S3ObjectStore;
 use sealbox_aws::sagemaker::SageMakerEndpoint;
 use sealbox_aws::sdk::Clients;
-use sealbox_aws::sns::SnsNotifier;
+use sealbox_aws::sns::{BatchingSnsNotifier, SnsNotifier};
 use sealbox_aws::sqs::SqsQueue;
 use sealbox_core::Error;
 use sealbox_worker::{JobOutcome, JobReport, Worker, WorkerConfig, WorkerError};
@@ -20,6 +20,9 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 const FUNCTION: &str = "worker";
+/// How long a notification waits for the batch's others to share its `PublishBatch`: short,
+/// since the records of a batch run together and waiting is billed time.
+const PUBLISH_LINGER: Duration = Duration::from_millis(20);
 /// Kept back from the invocation's deadline to settle the batch and answer.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
@@ -64,9 +67,10 @@ async fn build() -> anyhow::Result<App> {
             clients.sagemaker.clone(),
             settings.get(Var::EndpointName),
         )),
-        Arc::new(SnsNotifier::new(
-            clients.sns.clone(),
-            settings.get(Var::TopicArn),
+        // The records of a batch run together: their notifications share PublishBatch calls.
+        Arc::new(BatchingSnsNotifier::start(
+            SnsNotifier::new(clients.sns.clone(), settings.get(Var::TopicArn)),
+            PUBLISH_LINGER,
         )),
         WorkerConfig {
             inbox: settings.get(Var::InboxBucket).to_owned(),
