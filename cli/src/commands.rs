@@ -223,7 +223,7 @@ fn existing_queues(data: &Path) -> anyhow::Result<(SqliteQueue, SqliteQueue)> {
             data.display()
         );
     }
-    paths.queues(5)
+    Ok(paths.queues(5)?)
 }
 
 /// The operators' side of the queues `names` on `backend`, in that order. Embedded: the

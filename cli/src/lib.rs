@@ -1,5 +1,5 @@
-//! The `sealbox` command's library: the embedded stack, the demo, the benchmark, the AWS
-//! commands and the rest of the commands.
+//! The `sealbox` command's library: the demo, the benchmark, the AWS commands and the rest of
+//! the commands, over the embedded stack of `sealbox-embedded`.
 
 pub mod access;
 pub mod aws;
@@ -10,5 +10,7 @@ pub mod demo;
 pub mod model;
 pub mod output;
 pub mod results;
-pub mod stack;
 pub mod submit;
+
+/// The embedded stack, wired in `sealbox-embedded` (re-exported so `sealbox::stack` paths stay).
+pub use sealbox_embedded::stack;

@@ -9,4 +9,6 @@ pub mod inbox_watcher;
 pub mod pollers;
 pub mod sqlite_queue;
 pub mod sqlite_subscriptions;
+/// The one-machine stack (`sealbox up`): the adapters of a data directory wired to the handlers.
+pub mod stack;
 pub mod webhook;

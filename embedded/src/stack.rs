@@ -6,23 +6,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use sealbox_authz::jwks_source::{FileJwks, HttpJwks, JwksSource, ObjectJwks};
 use sealbox_authz::token_service::{JWKS_PATH, SharedKeyset, TokenService, TokenServiceConfig};
-use sealbox_authz::{JwksVerifier, KeyAlg, Keyset, RefreshPolicy, VerifierConfig};
+use sealbox_authz::{AuthzError, JwksVerifier, KeyAlg, Keyset, RefreshPolicy, VerifierConfig};
 use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, Notification};
 use sealbox_core::layout::{INBOX, OUTBOX};
-use sealbox_embedded::event_log::EventLog;
-use sealbox_embedded::fs_store::FsObjectStore;
-use sealbox_embedded::http_endpoint::HttpEndpoint;
-use sealbox_embedded::inbox_watcher::{InboxScanner, InboxWatcher};
-use sealbox_embedded::sqlite_queue::{QueueDb, RedrivePolicy, SqliteQueue};
-use sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions;
-use sealbox_embedded::webhook::{Webhook, WebhookConfig};
 use sealbox_ingest::{Ingest, IngestConfig};
 use sealbox_worker::{JobReport, Worker, WorkerConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+use crate::event_log::EventLog;
+use crate::fs_store::FsObjectStore;
+use crate::http_endpoint::HttpEndpoint;
+use crate::inbox_watcher::{InboxScanner, InboxWatcher};
+use crate::sqlite_queue::{QueueDb, RedrivePolicy, SqliteQueue};
+use crate::sqlite_subscriptions::SqliteSubscriptions;
+use crate::webhook::{Webhook, WebhookConfig};
 
 /// Default product id (`aud` of tokens).
 pub const DEFAULT_PRODUCT: &str = "iris-classifier";
@@ -32,6 +32,72 @@ pub const DEFAULT_ISSUER: &str = "sealbox-seller";
 pub const INBOX_EVENTS: &str = "inbox-events";
 /// Name of the jobs queue.
 pub const JOBS: &str = "jobs";
+
+/// Why the embedded stack could not start: each variant is a reason the operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// Another `sealbox up` holds the data directory's lock.
+    #[error("another `sealbox up` is running on {}", data_dir.display())]
+    AlreadyRunning {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// A file or folder of the data directory could not be resolved, created or written.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting is unusable (a URL that is not http(s) with a host, key refresh settings that
+    /// would refuse good tokens).
+    #[error("{0}")]
+    Config(String),
+    /// The seller's keyset could not be loaded or created.
+    #[error(transparent)]
+    Keys(AuthzError),
+    /// The subscription registry could not be opened.
+    #[error(transparent)]
+    Registry(AuthzError),
+    /// The source of the published keys could not be set up.
+    #[error(transparent)]
+    KeysSource(AuthzError),
+    /// The token service refused its settings.
+    #[error(transparent)]
+    TokenService(AuthzError),
+    /// A server could not listen on its address (the port is taken, or not allowed).
+    #[error("binding the {what} to {addr}")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sample model could not be trained.
+    #[error(transparent)]
+    Model(sealbox_model::ModelError),
+    /// The queue database could not be opened.
+    #[error("opening {}", path.display())]
+    QueueDb {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: sealbox_core::Error,
+    },
+    /// The webhook could not start (its URL, HTTP client or cursor file).
+    #[error("starting the webhook")]
+    Webhook(#[source] sealbox_core::Error),
+    /// A local adapter could not start: the buckets, the queues, the event log, the inbox
+    /// watcher or the model's HTTP client.
+    #[error(transparent)]
+    Adapter(sealbox_core::Error),
+}
 
 /// Where everything lives under a data directory.
 #[derive(Debug, Clone)]
@@ -78,9 +144,11 @@ impl Paths {
     }
 
     /// The two queues with their dead-letter queues.
-    pub fn queues(&self, max_receives: u32) -> anyhow::Result<(SqliteQueue, SqliteQueue)> {
-        let db = QueueDb::open(&self.queue_db)
-            .with_context(|| format!("opening {}", self.queue_db.display()))?;
+    pub fn queues(&self, max_receives: u32) -> Result<(SqliteQueue, SqliteQueue), StackError> {
+        let db = QueueDb::open(&self.queue_db).map_err(|source| StackError::QueueDb {
+            path: self.queue_db.clone(),
+            source,
+        })?;
         let events = db.queue(
             INBOX_EVENTS,
             Some(RedrivePolicy {
@@ -264,28 +332,27 @@ pub struct Stack {
 
 impl Stack {
     /// Creates keys if missing, starts the model, the watcher, ingest and the workers.
-    pub async fn start(mut opts: StackOptions, observers: Observers) -> anyhow::Result<Stack> {
+    pub async fn start(mut opts: StackOptions, observers: Observers) -> Result<Stack, StackError> {
         // Resolved once: the inbox watcher reports absolute paths, and a relative folder would
         // match none of them.
         opts.data_dir = std::path::absolute(&opts.data_dir)
-            .with_context(|| format!("resolving {}", opts.data_dir.display()))?;
+            .map_err(|e| io_error(format!("resolving {}", opts.data_dir.display()), e))?;
         check_urls(&opts)?;
         let paths = Paths::new(&opts.data_dir);
         std::fs::create_dir_all(&paths.data_dir)
-            .with_context(|| format!("creating {}", paths.data_dir.display()))?;
+            .map_err(|e| io_error(format!("creating {}", paths.data_dir.display()), e))?;
         let lock = std::fs::File::create(&paths.lock)
-            .with_context(|| format!("creating {}", paths.lock.display()))?;
-        lock.try_lock().map_err(|_| {
-            anyhow::anyhow!(
-                "another `sealbox up` is running on {}",
-                paths.data_dir.display()
-            )
+            .map_err(|e| io_error(format!("creating {}", paths.lock.display()), e))?;
+        lock.try_lock().map_err(|_| StackError::AlreadyRunning {
+            data_dir: paths.data_dir.clone(),
         })?;
         check_key_refresh(&opts)?;
-        let keyset = Keyset::load_or_init(&paths.keyset, &opts.issuer, KeyAlg::EdDSA)?;
+        let keyset = Keyset::load_or_init(&paths.keyset, &opts.issuer, KeyAlg::EdDSA)
+            .map_err(StackError::Keys)?;
         let issuer = keyset.issuer.clone();
         let keyset: SharedKeyset = Arc::new(RwLock::new(keyset));
-        let registry = SqliteSubscriptions::open(&paths.subscriptions)?;
+        let registry =
+            SqliteSubscriptions::open(&paths.subscriptions).map_err(StackError::Registry)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (token_url, token_service) = start_token_service(
             &opts,
@@ -295,17 +362,19 @@ impl Stack {
         )
         .await?;
         std::fs::write(&paths.token_url, format!("{token_url}\n"))
-            .with_context(|| format!("writing {}", paths.token_url.display()))?;
+            .map_err(|e| io_error(format!("writing {}", paths.token_url.display()), e))?;
         // Ingest reads the keys the way any verifier does: from the published document.
         let mut config = VerifierConfig::new(&issuer, &opts.product);
         config.max_staleness = opts.jwks_max_staleness;
         let store = paths.store(opts.durable);
         let source: Arc<dyn JwksSource> = match &opts.keys_source {
-            KeysSource::TokenService => Arc::new(HttpJwks::new(
-                &format!("{token_url}{JWKS_PATH}"),
-                Duration::from_secs(5),
-            )?),
-            KeysSource::Url(url) => Arc::new(HttpJwks::new(url, Duration::from_secs(5))?),
+            KeysSource::TokenService => Arc::new(
+                HttpJwks::new(&format!("{token_url}{JWKS_PATH}"), Duration::from_secs(5))
+                    .map_err(StackError::KeysSource)?,
+            ),
+            KeysSource::Url(url) => Arc::new(
+                HttpJwks::new(url, Duration::from_secs(5)).map_err(StackError::KeysSource)?,
+            ),
             KeysSource::Object { bucket, key } => {
                 Arc::new(ObjectJwks::new(Arc::new(store.clone()), bucket, key))
             }
@@ -327,8 +396,12 @@ impl Stack {
             }
         };
         for bucket in [INBOX, OUTBOX] {
-            std::fs::create_dir_all(store.bucket_dir(bucket))?;
-            let swept = store.sweep_temp_files(bucket)?;
+            let dir = store.bucket_dir(bucket);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
+            let swept = store
+                .sweep_temp_files(bucket)
+                .map_err(StackError::Adapter)?;
             if swept > 0 {
                 tracing::info!(
                     bucket,
@@ -339,25 +412,29 @@ impl Stack {
         }
         let (events, jobs) = paths.queues(opts.max_receives)?;
         // This process is the only consumer: whatever was in flight died with the last one.
-        events.release_in_flight().await?;
-        jobs.release_in_flight().await?;
+        events
+            .release_in_flight()
+            .await
+            .map_err(StackError::Adapter)?;
+        jobs.release_in_flight()
+            .await
+            .map_err(StackError::Adapter)?;
 
-        let mut log = EventLog::open(&paths.events, opts.durable)?;
+        let mut log = EventLog::open(&paths.events, opts.durable).map_err(StackError::Adapter)?;
         if let Some(url) = &opts.webhook {
             let cursor = paths.data_dir.join("webhook.cursor");
             let hook = Webhook::start(WebhookConfig::new(url.clone(), cursor), &log)
-                .context("starting the webhook")?;
+                .map_err(StackError::Webhook)?;
             log = log.with_webhook(hook);
         }
         if let Some(o) = observers.notifications {
             log = log.with_observer(o);
         }
         let notifier = Arc::new(log);
-        let endpoint = Arc::new(HttpEndpoint::new(
-            &model_url,
-            Duration::from_secs(60),
-            DEFAULT_PAYLOAD_LIMIT,
-        )?);
+        let endpoint = Arc::new(
+            HttpEndpoint::new(&model_url, Duration::from_secs(60), DEFAULT_PAYLOAD_LIMIT)
+                .map_err(StackError::Adapter)?,
+        );
         let store_port: Arc<FsObjectStore> = Arc::new(store.clone());
         let verifier_handle = verifier.clone();
         let ingest = Arc::new(Ingest::new(
@@ -389,20 +466,20 @@ impl Stack {
         for _ in 0..opts.ingest_pollers.max(1) {
             pollers.push(supervise(
                 "ingest",
-                sealbox_embedded::pollers::inbox::run(
+                crate::pollers::inbox::run(
                     ingest.clone(),
                     events_port.clone(),
-                    sealbox_embedded::pollers::inbox::PollerConfig::default(),
+                    crate::pollers::inbox::PollerConfig::default(),
                     shutdown_rx.clone(),
                 ),
                 shutdown_rx.clone(),
                 alarm.clone(),
             ));
         }
-        let worker_poller = sealbox_embedded::pollers::jobs::run(
+        let worker_poller = crate::pollers::jobs::run(
             worker,
             Arc::new(jobs),
-            sealbox_embedded::pollers::jobs::PollerConfig {
+            crate::pollers::jobs::PollerConfig {
                 // Twice the invocation cap: jobs read inputs and write results beside the calls.
                 concurrency: 2 * opts.concurrency,
                 wait: Duration::from_millis(500),
@@ -425,7 +502,9 @@ impl Stack {
             shutdown.subscribe(),
         )));
         pollers.push(tokio::spawn(verifier_handle.run(shutdown.subscribe())));
-        let watcher = InboxWatcher::start(InboxScanner::new(&store, INBOX, events)).await?;
+        let watcher = InboxWatcher::start(InboxScanner::new(&store, INBOX, events))
+            .await
+            .map_err(StackError::Adapter)?;
         Ok(Stack {
             paths,
             model_url,
@@ -515,7 +594,7 @@ async fn reload_keys(path: PathBuf, keyset: SharedKeyset, mut shutdown: watch::R
 
 /// Refuses a `--webhook` or `--model-url` that is not an http:// or https:// URL with a host:
 /// the stack would start ready, then fail every delivery or every job.
-fn check_urls(opts: &StackOptions) -> anyhow::Result<()> {
+fn check_urls(opts: &StackOptions) -> Result<(), StackError> {
     let model = match &opts.model {
         ModelSource::Url(url) => Some(("--model-url", url)),
         ModelSource::InProcess { .. } => None,
@@ -523,16 +602,16 @@ fn check_urls(opts: &StackOptions) -> anyhow::Result<()> {
     let webhook = opts.webhook.as_ref().map(|url| ("--webhook", url));
     for (flag, url) in model.into_iter().chain(webhook) {
         let parsed = reqwest::Url::parse(url).map_err(|e| {
-            anyhow::anyhow!(
+            StackError::Config(format!(
                 "{flag} {url:?} is not a URL ({e}); want http://HOST[:PORT][/PATH] or https://..."
-            )
+            ))
         })?;
         if !matches!(parsed.scheme(), "http" | "https")
             || parsed.host_str().is_none_or(str::is_empty)
         {
-            anyhow::bail!(
+            return Err(StackError::Config(format!(
                 "{flag} {url:?} is not an http:// or https:// URL with a host; want http://HOST[:PORT][/PATH] or https://..."
-            );
+            )));
         }
     }
     Ok(())
@@ -540,18 +619,20 @@ fn check_urls(opts: &StackOptions) -> anyhow::Result<()> {
 
 /// Refuses key refresh settings that would refuse tokens while nothing is wrong: a refresh
 /// interval of zero (a busy loop), or a staleness limit the refreshes cannot stay under.
-fn check_key_refresh(opts: &StackOptions) -> anyhow::Result<()> {
+fn check_key_refresh(opts: &StackOptions) -> Result<(), StackError> {
     let refresh = opts.jwks_refresh.interval;
     if refresh.is_zero() {
-        anyhow::bail!("--jwks-refresh must be more than zero");
+        return Err(StackError::Config(
+            "--jwks-refresh must be more than zero".into(),
+        ));
     }
     if opts.jwks_max_staleness < 2 * refresh {
-        anyhow::bail!(
+        return Err(StackError::Config(format!(
             "--jwks-max-staleness ({}) must be at least twice --jwks-refresh ({}), or tokens \
              are refused between refreshes",
             humantime::format_duration(opts.jwks_max_staleness),
             humantime::format_duration(refresh)
-        );
+        )));
     }
     Ok(())
 }
@@ -562,16 +643,14 @@ async fn start_token_service(
     keyset: SharedKeyset,
     registry: Arc<SqliteSubscriptions>,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(String, JoinHandle<()>)> {
+) -> Result<(String, JoinHandle<()>), StackError> {
     let mut config = TokenServiceConfig::new(&opts.product);
     config.max_lifetime = opts.max_token_lifetime;
     config.jwks_max_age = opts.jwks_refresh.interval;
-    let service = Arc::new(TokenService::new(config, keyset, registry)?);
-    let port = opts.token_port;
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
-        .await
-        .with_context(|| format!("binding the token service to 127.0.0.1:{port}"))?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let service =
+        Arc::new(TokenService::new(config, keyset, registry).map_err(StackError::TokenService)?);
+    let (listener, addr) = bind("token service", opts.token_port).await?;
+    let url = format!("http://{addr}");
     let task = tokio::spawn(async move {
         let stopped = async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -589,6 +668,26 @@ async fn start_token_service(
         }
     });
     Ok((url, task))
+}
+
+/// Listens on `port` of 127.0.0.1 for the server `what`; returns the listener and its address.
+async fn bind(
+    what: &'static str,
+    port: u16,
+) -> Result<(tokio::net::TcpListener, SocketAddr), StackError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StackError::Bind { what, addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| io_error(format!("reading the address of the {what}"), e))?;
+    Ok((listener, addr))
+}
+
+/// A [`StackError::Io`] with what was being done.
+fn io_error(context: String, source: std::io::Error) -> StackError {
+    StackError::Io { context, source }
 }
 
 /// Runs a poller; if it ends before shutdown (it panicked), logs it and sounds the alarm.
@@ -611,12 +710,9 @@ fn supervise(
 pub async fn start_model(
     latency: Duration,
     port: u16,
-) -> anyhow::Result<(String, watch::Sender<bool>, JoinHandle<()>)> {
-    let model = Arc::new(sealbox_model::IrisModel::train()?);
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
-        .await
-        .with_context(|| format!("binding the model server to 127.0.0.1:{port}"))?;
-    let addr = listener.local_addr()?;
+) -> Result<(String, watch::Sender<bool>, JoinHandle<()>), StackError> {
+    let model = Arc::new(sealbox_model::IrisModel::train().map_err(StackError::Model)?);
+    let (listener, addr) = bind("model server", port).await?;
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         let shutdown = async move {
