@@ -13,7 +13,9 @@ use sealbox_core::contract::{
 };
 use sealbox_core::layout::{is_valid_buyer, parse_request_key};
 use sealbox_core::outcome::{Claim, Outcomes};
-use sealbox_core::ports::{Authorizer, Notifier, ObjectStore, OutgoingMessage, QueueSender};
+use sealbox_core::ports::{
+    Authorizer, NotAuthorized, Notifier, ObjectStore, OutgoingMessage, QueueSender,
+};
 use time::OffsetDateTime;
 
 /// Why an event could not be handled now; it stays on its queue and comes back.
@@ -22,6 +24,26 @@ pub enum IngestError {
     /// Storage, queue or notifier trouble: retry later.
     #[error("transient failure: {0}")]
     Transient(#[from] sealbox_core::Error),
+    /// The token names a signing key not seen yet, and the keys at hand may predate the
+    /// request: it is decided after a refresh of the keys, at least `retry_after` from now.
+    #[error(
+        "waiting {retry_after:?} for a refresh of the signing keys (token names a key not seen yet)"
+    )]
+    Deferred {
+        /// How long to wait.
+        retry_after: std::time::Duration,
+    },
+}
+
+impl IngestError {
+    /// How long the event waits before it is handled again, its `receive_count`-th delivery
+    /// having failed this way: the deferral's own wait, or the jittered backoff.
+    pub fn retry_delay(&self, receive_count: u32) -> std::time::Duration {
+        match self {
+            IngestError::Deferred { retry_after } => *retry_after,
+            IngestError::Transient(_) => retry_delay(receive_count),
+        }
+    }
 }
 
 /// The job message's body. An inline input too large to ride in one SQS request's worth of
@@ -33,6 +55,19 @@ fn encode_job(job: &mut JobMessage) -> serde_json::Result<String> {
     }
     job.input = InputRef::Inline;
     serde_json::to_string(job)
+}
+
+/// `t` on the system clock (the arrival time the authorizer compares its key fetches with);
+/// a time the system clock cannot hold is taken as now.
+fn wall_clock(t: OffsetDateTime) -> std::time::SystemTime {
+    let since = t - OffsetDateTime::UNIX_EPOCH;
+    let epoch = std::time::SystemTime::UNIX_EPOCH;
+    let at = if since.is_negative() {
+        epoch.checked_sub(since.unsigned_abs())
+    } else {
+        epoch.checked_add(since.unsigned_abs())
+    };
+    at.unwrap_or_else(std::time::SystemTime::now)
 }
 
 /// Delay before a message that failed for now comes back, by its receive count: exponential
@@ -286,8 +321,20 @@ impl Ingest {
             Err(v) => return reject(v),
         };
         // Authorize before looking at anything the request points to.
-        if let Err(r) = self.verifier.authorize(&request.token, rk.buyer).await {
-            return reject(Violation::new(r.reason, "token", r.detail));
+        match self
+            .verifier
+            .authorize(&request.token, rk.buyer, wall_clock(ev.event_time))
+            .await
+        {
+            Ok(_) => {}
+            Err(NotAuthorized::Rejected(r)) => {
+                return reject(Violation::new(r.reason, "token", r.detail));
+            }
+            Err(NotAuthorized::Deferred { retry_after }) => {
+                // A rejection is final: never decide it on keys that may predate the request.
+                tracing::info!(buyer = %rk.buyer, request = %rk.name, retry_in_ms = retry_after.as_millis() as u64, "token names a key not seen yet; deferred until the keys refresh");
+                return Err(IngestError::Deferred { retry_after });
+            }
         }
         let input = match &request.input {
             // Carried in the job when it fits (see `handle_batch`): the worker then reads nothing.
@@ -585,6 +632,43 @@ mod tests {
             bodies.iter().all(|&n| n <= MAX_CARRYING_JOB_BYTES),
             "{bodies:?}"
         );
+    }
+
+    /// An authorizer whose copy of the keys may predate every request.
+    struct KeysNotYetRefreshed;
+
+    #[async_trait::async_trait]
+    impl Authorizer for KeysNotYetRefreshed {
+        async fn authorize(
+            &self,
+            _token: &str,
+            _buyer: &str,
+            _arrived: std::time::SystemTime,
+        ) -> Result<sealbox_core::contract::Claims, NotAuthorized> {
+            Err(NotAuthorized::Deferred {
+                retry_after: Duration::from_secs(7),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_whose_key_is_not_seen_yet_is_deferred_with_nothing_written_or_sent() {
+        let mut f = fixture();
+        f.ingest.verifier = Arc::new(KeysNotYetRefreshed);
+        let ev = drop_request(&f, "r1", serde_json::json!({"text": "1,2,3,4"}), "none").await;
+        let r = f.ingest.handle(&ev).await;
+        let Err(e @ IngestError::Deferred { .. }) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(e.retry_delay(1), Duration::from_secs(7));
+        let listed = f.store.list("outbox", "", None, 10).await.unwrap();
+        assert!(listed.is_empty(), "no claim, no rejection: {listed:?}");
+        let opts = ReceiveOptions {
+            max_messages: 10,
+            wait: Duration::ZERO,
+            visibility_timeout: Duration::from_secs(30),
+        };
+        assert!(f.jobs.receive(opts).await.unwrap().is_empty());
     }
 
     #[tokio::test]

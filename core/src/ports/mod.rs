@@ -6,7 +6,7 @@ pub mod notifier;
 pub mod object_store;
 pub mod queue;
 
-pub use authorizer::{Authorizer, TokenRejection};
+pub use authorizer::{Authorizer, NotAuthorized, TokenRejection};
 pub use endpoint::{Endpoint, Invocation, InvocationOutput};
 pub use notifier::Notifier;
 pub use object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};

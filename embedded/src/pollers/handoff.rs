@@ -162,7 +162,7 @@ async fn handle_message(s: &Shared, m: ReceivedMessage, shutdown: watch::Receive
             let _ = s.done.send(m.receipt_handle.clone());
         }
         Err(e) => {
-            let delay = sealbox_ingest::retry_delay(m.receive_count);
+            let delay = e.retry_delay(m.receive_count);
             let key = evs.first().map(|ev| ev.key.as_str()).unwrap_or_default();
             tracing::warn!(key, error = %e, retry_in_ms = delay.as_millis() as u64, "inbox event will retry");
             if let Err(e) = s.events.change_visibility(&m.receipt_handle, delay).await {

@@ -141,7 +141,7 @@ async fn release(
     ev: &InboxEvent,
     e: &IngestError,
 ) {
-    let delay = sealbox_ingest::retry_delay(m.receive_count);
+    let delay = e.retry_delay(m.receive_count);
     tracing::warn!(key = %ev.key, error = %e, retry_in_ms = delay.as_millis() as u64, "ingest will retry");
     if let Err(e) = events.change_visibility(&m.receipt_handle, delay).await {
         tracing::warn!(error = %e, "could not back off; the visibility timeout will");

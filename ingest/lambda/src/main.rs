@@ -18,7 +18,7 @@ use sealbox_aws::sqs::SqsQueue;
 use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, InboxEvent};
 use sealbox_core::ports::ObjectStore;
 use sealbox_ingest::inbox_message::{self, InboxMessage};
-use sealbox_ingest::{Ingest, IngestConfig, IngestError, IngestOutcome};
+use sealbox_ingest::{Ingest, IngestConfig, IngestOutcome};
 use serde_json::Value;
 
 const FUNCTION: &str = "ingest";
@@ -122,20 +122,24 @@ async fn handle(app: &App, payload: Value) -> Result<Value, lambda_runtime::Erro
             outcomes.push((m, Disposition::Leave));
             continue;
         };
-        let mut failed = false;
+        let mut failed: Option<std::time::Duration> = None;
         for _ in &evs {
             match results.next() {
                 Some(Ok(outcome)) => tally.add(&outcome),
-                Some(Err(IngestError::Transient(e))) => {
+                Some(Err(e)) => {
                     tracing::warn!(message_id = %m.message_id, error = %e, "ingest will retry");
-                    failed = true;
+                    // The longest wait any of its events asks for.
+                    let delay = e.retry_delay(m.receive_count);
+                    failed = Some(failed.map_or(delay, |d: std::time::Duration| d.max(delay)));
                 }
-                None => failed = true,
+                None => {
+                    failed = Some(failed.unwrap_or(sealbox_ingest::retry_delay(m.receive_count)))
+                }
             }
         }
-        let d = if failed {
+        let d = if let Some(delay) = failed {
             tally.retries += 1;
-            Disposition::RetryAfter(sealbox_ingest::retry_delay(m.receive_count))
+            Disposition::RetryAfter(delay)
         } else {
             Disposition::Done
         };
