@@ -39,6 +39,16 @@ pub fn retry_delay(receive_count: u32) -> std::time::Duration {
     )
 }
 
+/// How long a job that failed for now with `e` on its `receive_count`-th delivery waits: the
+/// jittered backoff, and at least as long as a throttling endpoint asked for.
+pub fn retry_delay_after(e: &Error, receive_count: u32) -> Duration {
+    let asked = match e {
+        Error::EndpointUnavailable { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    retry_delay(receive_count).max(asked.unwrap_or_default())
+}
+
 /// What became of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
@@ -927,6 +937,17 @@ mod tests {
                 |n| n.event == EventKind::InferenceCompleted && n.event_id == notes[0].event_id
             )
         );
+    }
+
+    #[test]
+    fn a_retry_waits_at_least_as_long_as_the_endpoint_asked() {
+        let throttled = |asked| Error::EndpointUnavailable {
+            message: "slow down".into(),
+            retry_after: asked,
+        };
+        let asked = Duration::from_secs(600);
+        assert_eq!(retry_delay_after(&throttled(Some(asked)), 1), asked);
+        assert!(retry_delay_after(&throttled(None), 1) <= Duration::from_secs(120));
     }
 
     #[tokio::test]

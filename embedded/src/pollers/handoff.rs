@@ -251,14 +251,7 @@ async fn run_job(
                 }
             }
             Err(WorkerError::Retryable(e)) => {
-                // Wait at least as long as a throttling endpoint asked for.
-                let asked = match &e {
-                    sealbox_core::Error::EndpointUnavailable { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let delay = sealbox_worker::retry_delay(receive_count)
-                    .max(asked.unwrap_or_default())
-                    .min(MAX_DELAY);
+                let delay = sealbox_worker::retry_delay_after(&e, receive_count).min(MAX_DELAY);
                 tracing::warn!(request_id = %job.request_id, error = %e, retry_in_ms = delay.as_millis() as u64, "job will retry from the jobs queue");
                 let message = OutgoingMessage { body, delay };
                 return s

@@ -179,13 +179,7 @@ async fn run_one(
             tracing::error!(message_id = %message.message_id, error = %e, "malformed job message");
         }
         Err(WorkerError::Retryable(e)) => {
-            // Wait at least as long as a throttling endpoint asked for.
-            let asked = match &e {
-                sealbox_core::Error::EndpointUnavailable { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            let delay =
-                sealbox_worker::retry_delay(message.receive_count).max(asked.unwrap_or_default());
+            let delay = sealbox_worker::retry_delay_after(&e, message.receive_count);
             tracing::warn!(message_id = %message.message_id, receives = message.receive_count, error = %e, retry_in_ms = delay.as_millis() as u64, "job will retry");
             if let Err(e) = jobs.change_visibility(&message.receipt_handle, delay).await {
                 tracing::warn!(error = %e, "could not back off; the visibility timeout will");

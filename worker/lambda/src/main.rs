@@ -14,7 +14,6 @@ use sealbox_aws::sagemaker::SageMakerEndpoint;
 use sealbox_aws::sdk::Clients;
 use sealbox_aws::sns::{BatchingSnsNotifier, SnsNotifier};
 use sealbox_aws::sqs::SqsQueue;
-use sealbox_core::Error;
 use sealbox_worker::{JobOutcome, JobReport, Worker, WorkerConfig, WorkerError};
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -143,12 +142,7 @@ fn disposition(m: &BatchMessage, result: JobResult, tally: &mut Tally) -> Dispos
             Disposition::Leave
         }
         Ok(Err(WorkerError::Retryable(e))) => {
-            // Wait at least as long as a throttling endpoint asked for.
-            let asked = match &e {
-                Error::EndpointUnavailable { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            let delay = sealbox_worker::retry_delay(m.receive_count).max(asked.unwrap_or_default());
+            let delay = sealbox_worker::retry_delay_after(&e, m.receive_count);
             tracing::warn!(message_id = %m.message_id, receives = m.receive_count, error = %e, retry_in_ms = delay.as_millis() as u64, "job will retry");
             tally.retries += 1;
             Disposition::RetryAfter(delay)
