@@ -698,6 +698,22 @@ mod tests {
             self
         }
 
+        /// A job on `input` accepted for a version of its request object that has since been
+        /// replaced (the stored one has another ETag); its message body.
+        async fn job_of_a_replaced_request(&self, input: InputRef) -> String {
+            let j = job(input, Split::None, "\"an-older-etag\"");
+            self.store
+                .put(
+                    "inbox",
+                    &j.request_key,
+                    Bytes::from("{}"),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
+            serde_json::to_string(&j).unwrap()
+        }
+
         /// Stores `input` as `b1/inputs/x.csv` and runs a job on it.
         async fn run_on_object(&self, input: &str, split: Split) -> (JobOutcome, JobReport) {
             self.store
@@ -804,21 +820,8 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_request_object_does_not_run_under_the_old_authorization() {
         let f = fixture(1000);
-        let j = job(InputRef::Inline, Split::None, "\"an-older-etag\"");
-        f.store
-            .put(
-                "inbox",
-                &j.request_key,
-                Bytes::from("{}"),
-                PutMode::Overwrite,
-            )
-            .await
-            .unwrap();
-        let (outcome, report) = f
-            .worker
-            .process(&serde_json::to_string(&j).unwrap(), 1)
-            .await
-            .unwrap();
+        let j = f.job_of_a_replaced_request(InputRef::Inline).await;
+        let (outcome, report) = f.worker.process(&j, 1).await.unwrap();
         assert_eq!(outcome, JobOutcome::Superseded);
         assert_eq!(report.invocations, 0);
     }
@@ -828,25 +831,10 @@ mod tests {
         let f = fixture(1000);
         // The request object is already replaced: the first delivery does not look, it runs
         // the bytes ingest authorized.
-        let j = job(
-            InputRef::carried(b"1,2,3,4".to_vec()),
-            Split::None,
-            "\"an-older-etag\"",
-        );
-        f.store
-            .put(
-                "inbox",
-                &j.request_key,
-                Bytes::from("{}"),
-                PutMode::Overwrite,
-            )
-            .await
-            .unwrap();
-        let (outcome, report) = f
-            .worker
-            .process(&serde_json::to_string(&j).unwrap(), 1)
-            .await
-            .unwrap();
+        let j = f
+            .job_of_a_replaced_request(InputRef::carried(b"1,2,3,4".to_vec()))
+            .await;
+        let (outcome, report) = f.worker.process(&j, 1).await.unwrap();
         assert!(matches!(outcome, JobOutcome::Completed(_)), "{outcome:?}");
         assert_eq!(*f.echo.sizes.lock().unwrap(), [7]);
         let (_, out) = f
@@ -861,25 +849,10 @@ mod tests {
     #[tokio::test]
     async fn a_redelivered_carried_input_whose_request_was_replaced_is_superseded() {
         let f = fixture(1000);
-        let j = job(
-            InputRef::carried(b"1,2,3,4".to_vec()),
-            Split::None,
-            "\"an-older-etag\"",
-        );
-        f.store
-            .put(
-                "inbox",
-                &j.request_key,
-                Bytes::from("{}"),
-                PutMode::Overwrite,
-            )
-            .await
-            .unwrap();
-        let (outcome, report) = f
-            .worker
-            .process(&serde_json::to_string(&j).unwrap(), 2)
-            .await
-            .unwrap();
+        let j = f
+            .job_of_a_replaced_request(InputRef::carried(b"1,2,3,4".to_vec()))
+            .await;
+        let (outcome, report) = f.worker.process(&j, 2).await.unwrap();
         assert_eq!(outcome, JobOutcome::Superseded);
         assert_eq!(report.invocations, 0);
     }
