@@ -81,28 +81,15 @@ pub async fn run(
         observer,
         visibility: config.visibility_timeout,
     });
-    while !*shutdown.borrow() {
-        let mut places = tokio::select! {
-            p = held.clone().acquire_many_owned(10) => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let opts = ReceiveOptions {
-            max_messages: 10,
-            wait: config.wait,
-            visibility_timeout: config.visibility_timeout,
-        };
-        let received = tokio::select! {
-            r = events.receive(opts) => r,
-            _ = shutdown.changed() => break,
-        };
-        let messages = match received {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "receiving inbox events failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
+    let opts = ReceiveOptions {
+        max_messages: 10,
+        wait: config.wait,
+        visibility_timeout: config.visibility_timeout,
+    };
+    while let Some((mut places, messages)) =
+        super::receive_into_places(events.as_ref(), &held, opts, &mut shutdown, "inbox events")
+            .await
+    {
         let partial = messages.len() < 10;
         for message in messages {
             let Some(permit) = places.split(1) else { break };

@@ -59,28 +59,14 @@ pub async fn run(
         done_rx,
         config.delete_linger,
     ));
-    while !*shutdown.borrow() {
-        let mut places = tokio::select! {
-            p = held.clone().acquire_many_owned(10) => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let opts = ReceiveOptions {
-            max_messages: 10,
-            wait: config.wait,
-            visibility_timeout: config.visibility_timeout,
-        };
-        let received = tokio::select! {
-            r = jobs.receive(opts) => r,
-            _ = shutdown.changed() => break,
-        };
-        let messages = match received {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "receiving jobs failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
+    let opts = ReceiveOptions {
+        max_messages: 10,
+        wait: config.wait,
+        visibility_timeout: config.visibility_timeout,
+    };
+    while let Some((mut places, messages)) =
+        super::receive_into_places(jobs.as_ref(), &held, opts, &mut shutdown, "jobs").await
+    {
         for message in messages {
             let Some(permit) = places.split(1) else { break };
             let (worker, jobs, done, observer, running) = (

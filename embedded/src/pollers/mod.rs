@@ -4,3 +4,39 @@
 pub mod handoff;
 pub mod inbox;
 pub mod jobs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealbox_core::ports::{QueueConsumer, ReceiveOptions, ReceivedMessage};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+/// Waits for ten free places in `held`, then receives up to ten messages of `queue` into them;
+/// `None` once `shutdown` turns true. A failed receive is logged (as receiving `what`) and tried
+/// again after a pause. The places not taken by a message free up when the permit drops.
+pub(crate) async fn receive_into_places(
+    queue: &dyn QueueConsumer,
+    held: &Arc<Semaphore>,
+    opts: ReceiveOptions,
+    shutdown: &mut watch::Receiver<bool>,
+    what: &str,
+) -> Option<(OwnedSemaphorePermit, Vec<ReceivedMessage>)> {
+    while !*shutdown.borrow() {
+        let places = tokio::select! {
+            p = held.clone().acquire_many_owned(10) => p.ok()?,
+            _ = shutdown.changed() => return None,
+        };
+        let received = tokio::select! {
+            r = queue.receive(opts) => r,
+            _ = shutdown.changed() => return None,
+        };
+        match received {
+            Ok(messages) => return Some((places, messages)),
+            Err(e) => {
+                tracing::error!(error = %e, "receiving {what} failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    None
+}
