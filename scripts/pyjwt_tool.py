@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 ALGS = ("EdDSA", "ES256")
-REQUIRED_CLAIMS = ["exp", "nbf", "iat", "iss", "aud", "sub"]
+REQUIRED_CLAIMS = ["exp", "nbf", "iat", "iss", "aud", "sub", "grant"]
 
 
 class ToolError(Exception):

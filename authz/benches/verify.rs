@@ -297,14 +297,14 @@ fn measure(alg: KeyAlg, opts: &Opts) -> Result<Value, BoxError> {
     let issuer = TokenIssuer::new(&keyset)?;
     let config = VerifierConfig::new(ISSUER, AUDIENCE);
     let ttl = Duration::from_secs(3600);
-    let token = issuer.issue(BUYER, AUDIENCE, ttl)?;
+    let token = issuer.issue(BUYER, AUDIENCE, "g-bench", ttl)?;
     let key = keyset.current()?;
     let public = key.public_bytes()?;
     let (input, sig) = split_token(&token)?;
 
     let size = if opts.full { POOL } else { SMOKE_POOL };
     let pool = (0..size)
-        .map(|_| issuer.issue(BUYER, AUDIENCE, ttl))
+        .map(|_| issuer.issue(BUYER, AUDIENCE, "g-bench", ttl))
         .collect::<Result<Vec<_>, _>>()?;
     if pool.iter().collect::<HashSet<_>>().len() != pool.len() {
         return Err("the token pool has repeats: they would hit the cache".into());

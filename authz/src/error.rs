@@ -29,6 +29,15 @@ pub enum AuthzError {
     /// No key with this id is in the keyset.
     #[error("no key {0:?} in the keyset; see `sealbox seller keys list`")]
     UnknownKey(String),
+    /// The key's private half is not in the keyset file (it lives in KMS).
+    #[error("key {0} lives in KMS: sign through the key store")]
+    NotLocal(String),
+    /// The key store's backend failed (KMS, DynamoDB, a lock file).
+    #[error("key store: {0}")]
+    KeyStore(String),
+    /// The signing input is larger than KMS signs in one call.
+    #[error("a token of {0} bytes to sign is over KMS's {max}-byte message limit", max = crate::jose::KMS_MAX_MESSAGE_BYTES)]
+    TooLargeToSign(usize),
     /// The keyset has no key in state `current`.
     #[error("the keyset has no current signing key")]
     NoCurrentKey,

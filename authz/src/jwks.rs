@@ -5,7 +5,7 @@
 //! ```json
 //! {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "...", "kid": "...", "alg": "EdDSA", "use": "sig"}],
 //!  "revoked_kids": ["..."],
-//!  "denied_buyers": [{"sub": "111122223333", "before": 1795000000}]}
+//!  "denied_grants": [{"grant": "Yq3v0c8Jm2Fh1kT0aB7x9w", "before": 1795000000}]}
 //! ```
 //!
 //! RFC 7517 §5 lets a JWK Set carry members a reader does not understand; other JWT libraries
@@ -27,12 +27,14 @@ pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Most keys taken from one document.
 const MAX_KEYS: usize = 64;
 
-/// Tokens for `sub` issued at or before `before` are refused: the buyer's subscription was
-/// revoked at that time. A token issued after a new grant is not affected.
+/// Tokens of subscription `grant` issued at or before `before` are refused: the subscription
+/// was revoked (or expired) at that time. A token issued after a new grant is not affected. The
+/// grant id is opaque, so every buyer's deployment reads the list without learning who else
+/// buys (a buyer id is an AWS account id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Denial {
-    /// The buyer id.
-    pub sub: String,
+    /// The subscription's grant id (the `grant` claim of its tokens).
+    pub grant: String,
     /// Seconds since the epoch; tokens with `iat` at or before it are refused.
     pub before: i64,
 }
@@ -55,7 +57,7 @@ pub struct PublishedKeys {
     pub keys: Vec<PublicKey>,
     /// Keys revoked while tokens they signed may still be unexpired.
     pub revoked_kids: Vec<String>,
-    /// Buyers whose earlier tokens are refused.
+    /// Subscriptions whose earlier tokens are refused.
     pub denied: Vec<Denial>,
     /// Keys in the document that were refused, and why (for logs).
     pub refused: Vec<String>,
@@ -67,16 +69,16 @@ struct Document {
     #[serde(default)]
     revoked_kids: Vec<String>,
     #[serde(default)]
-    denied_buyers: Vec<Denial>,
+    denied_grants: Vec<Denial>,
 }
 
-/// The document to publish for `keyset` and the buyers in `denied`.
+/// The document to publish for `keyset` and the subscriptions in `denied`.
 pub fn publish(keyset: &Keyset, denied: &[Denial]) -> Result<Value, AuthzError> {
     let mut doc = keyset.jwks()?;
     if let Some(obj) = doc.as_object_mut() {
         let revoked: Vec<&str> = keyset.revoked.iter().map(|r| r.kid.as_str()).collect();
         obj.insert("revoked_kids".into(), serde_json::json!(revoked));
-        obj.insert("denied_buyers".into(), serde_json::json!(denied));
+        obj.insert("denied_grants".into(), serde_json::json!(denied));
     }
     Ok(doc)
 }
@@ -126,7 +128,7 @@ impl PublishedKeys {
             .map_err(|e| AuthzError::BadJwks(format!("not a JWK Set: {e}")))?;
         let mut out = PublishedKeys {
             revoked_kids: doc.revoked_kids,
-            denied: doc.denied_buyers,
+            denied: doc.denied_grants,
             ..PublishedKeys::default()
         };
         // Every kid that appears, usable or not: two keys under one kid are trusted under
@@ -247,7 +249,7 @@ mod tests {
             )
             .unwrap();
             let denied = vec![Denial {
-                sub: "b1".into(),
+                grant: "g-b1".into(),
                 before: 42,
             }];
             let published = publish(&ks, &denied).unwrap();

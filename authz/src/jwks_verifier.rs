@@ -262,7 +262,12 @@ mod tests {
         fn token(&self, buyer: &str) -> String {
             TokenIssuer::new(&self.keyset)
                 .unwrap()
-                .issue(buyer, "product", Duration::from_secs(600))
+                .issue(
+                    buyer,
+                    "product",
+                    &format!("g-{buyer}"),
+                    Duration::from_secs(600),
+                )
                 .unwrap()
         }
     }
@@ -310,7 +315,7 @@ mod tests {
         let other = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
         let t = TokenIssuer::new(&other)
             .unwrap()
-            .issue("b1", "product", Duration::from_secs(600))
+            .issue("b1", "product", "g-b1", Duration::from_secs(600))
             .unwrap();
         let r = rejected(f.verifier.verify(&t, "b1", arrived).await);
         assert_eq!(r.reason, Reason::TokenUnknownKid);
@@ -358,7 +363,7 @@ mod tests {
         let made_up = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
         let t = TokenIssuer::new(&made_up)
             .unwrap()
-            .issue("b1", "product", Duration::from_secs(600))
+            .issue("b1", "product", "g-b1", Duration::from_secs(600))
             .unwrap();
         let arrived = SystemTime::now();
         for _ in 0..200 {
@@ -419,7 +424,7 @@ mod tests {
         );
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         f.publish(&[Denial {
-            sub: "b1".into(),
+            grant: "g-b1".into(),
             before: now,
         }]);
         f.verifier.refresh().await.unwrap();

@@ -79,8 +79,12 @@ pub struct KeyEntry {
     pub retires_at: Option<OffsetDateTime>,
     /// Public key: raw 32 bytes (Ed25519) or the uncompressed point (P-256), base64url.
     pub public_key: String,
-    /// PKCS#8 private key, base64url. Never printed.
-    private_key: String,
+    /// PKCS#8 private key, base64url, for a key kept in the keyset file. Never printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    private_key: Option<String>,
+    /// The KMS key (id or ARN) of a key that lives in KMS: its private half never leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
 }
 
 impl fmt::Debug for KeyEntry {
@@ -92,6 +96,7 @@ impl fmt::Debug for KeyEntry {
             .field("created_at", &self.created_at)
             .field("retires_at", &self.retires_at)
             .field("public_key", &self.public_key)
+            .field("kms_key_id", &self.kms_key_id)
             .finish_non_exhaustive()
     }
 }
@@ -116,18 +121,61 @@ impl KeyEntry {
                 (doc.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
             }
         };
+        let mut key = KeyEntry::public_only(alg, state, &public);
+        key.private_key = Some(B64.encode(pkcs8));
+        Ok(key)
+    }
+
+    /// A key whose private half is elsewhere (KMS): `public` is the raw Ed25519 key or the
+    /// uncompressed P-256 point.
+    pub fn in_kms(alg: KeyAlg, state: KeyState, public: &[u8], kms_key_id: &str) -> KeyEntry {
+        let mut key = KeyEntry::public_only(alg, state, public);
+        key.kms_key_id = Some(kms_key_id.to_owned());
+        key
+    }
+
+    fn public_only(alg: KeyAlg, state: KeyState, public: &[u8]) -> KeyEntry {
         // kid: a short thumbprint of the public key, so it names the key and nothing else.
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &public);
-        let kid = B64.encode(&digest.as_ref()[..12]);
-        Ok(KeyEntry {
-            kid,
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public);
+        KeyEntry {
+            kid: B64.encode(&digest.as_ref()[..12]),
             alg,
             state,
             created_at: OffsetDateTime::now_utc(),
             retires_at: None,
             public_key: B64.encode(public),
-            private_key: B64.encode(pkcs8),
-        })
+            private_key: None,
+            kms_key_id: None,
+        }
+    }
+
+    fn private_der(&self) -> Result<Vec<u8>, AuthzError> {
+        let Some(private) = &self.private_key else {
+            return Err(AuthzError::NotLocal(self.kid.clone()));
+        };
+        B64.decode(private)
+            .map_err(|e| AuthzError::Crypto(format!("private key of {}: {e}", self.kid)))
+    }
+
+    /// The JOSE signature of `input` with this key's private half, for a key kept in the
+    /// keyset file (the same bytes `jsonwebtoken` makes: Ed25519, or P-256 r‖s).
+    pub fn sign_locally(&self, input: &[u8]) -> Result<Vec<u8>, AuthzError> {
+        let der = self.private_der()?;
+        let crypto = |e: String| AuthzError::Crypto(format!("signing with {}: {e}", self.kid));
+        match self.alg {
+            KeyAlg::EdDSA => {
+                let pair = Ed25519KeyPair::from_pkcs8(&der).map_err(|e| crypto(e.to_string()))?;
+                Ok(pair.sign(input).as_ref().to_vec())
+            }
+            KeyAlg::ES256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                    .map_err(|e| crypto(e.to_string()))?;
+                let sig = pair
+                    .sign(&SystemRandom::new(), input)
+                    .map_err(|e| crypto(e.to_string()))?;
+                Ok(sig.as_ref().to_vec())
+            }
+        }
     }
 
     /// The public key bytes.
@@ -138,9 +186,7 @@ impl KeyEntry {
 
     /// The key for signing tokens.
     pub fn encoding_key(&self) -> Result<jsonwebtoken::EncodingKey, AuthzError> {
-        let der = B64
-            .decode(&self.private_key)
-            .map_err(|e| AuthzError::Crypto(format!("private key of {}: {e}", self.kid)))?;
+        let der = self.private_der()?;
         Ok(match self.alg {
             KeyAlg::EdDSA => jsonwebtoken::EncodingKey::from_ed_der(&der),
             KeyAlg::ES256 => jsonwebtoken::EncodingKey::from_ec_der(&der),
@@ -150,9 +196,7 @@ impl KeyEntry {
     /// The private key as a PKCS#8 PEM, to hand the key to another signer (an HSM import, an
     /// interoperability test). Never logged or printed by sealbox itself.
     pub fn private_pkcs8_pem(&self) -> Result<String, AuthzError> {
-        let der = B64
-            .decode(&self.private_key)
-            .map_err(|e| AuthzError::Crypto(format!("private key of {}: {e}", self.kid)))?;
+        let der = self.private_der()?;
         let der = match self.alg {
             // Stored as PKCS#8 v2 (with the public key); v1 is what every reader accepts.
             KeyAlg::EdDSA => Ed25519KeyPair::from_pkcs8(&der)
@@ -207,6 +251,9 @@ impl KeyEntry {
     }
 }
 
+/// Makes a new key of an algorithm, in a state: generated here, or created in KMS.
+pub type FreshKey<'a> = dyn FnMut(KeyAlg, KeyState) -> Result<KeyEntry, AuthzError> + 'a;
+
 /// The seller's keys and the issuer name they sign for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Keyset {
@@ -233,12 +280,18 @@ pub struct RevokedKey {
 impl Keyset {
     /// A new keyset with a current key and a next key.
     pub fn generate(issuer: &str, alg: KeyAlg) -> Result<Keyset, AuthzError> {
+        Keyset::generate_with(issuer, alg, &mut KeyEntry::generate)
+    }
+
+    /// A new keyset whose two keys come from `fresh` (a KMS key store makes them in KMS).
+    pub fn generate_with(
+        issuer: &str,
+        alg: KeyAlg,
+        fresh: &mut FreshKey<'_>,
+    ) -> Result<Keyset, AuthzError> {
         Ok(Keyset {
             issuer: issuer.to_owned(),
-            keys: vec![
-                KeyEntry::generate(alg, KeyState::Current)?,
-                KeyEntry::generate(alg, KeyState::Next)?,
-            ],
+            keys: vec![fresh(alg, KeyState::Current)?, fresh(alg, KeyState::Next)?],
             revoked: Vec::new(),
         })
     }
@@ -250,6 +303,16 @@ impl Keyset {
         &mut self,
         now: OffsetDateTime,
         retire_after: std::time::Duration,
+    ) -> Result<(), AuthzError> {
+        self.rotate_with(now, retire_after, &mut KeyEntry::generate)
+    }
+
+    /// [`Keyset::rotate`] with new keys from `fresh`.
+    pub fn rotate_with(
+        &mut self,
+        now: OffsetDateTime,
+        retire_after: std::time::Duration,
+        fresh: &mut FreshKey<'_>,
     ) -> Result<(), AuthzError> {
         self.retire_expired(now);
         let alg = self.current()?.alg;
@@ -269,9 +332,9 @@ impl Keyset {
             }
         }
         if !promoted {
-            self.keys.push(KeyEntry::generate(alg, KeyState::Current)?);
+            self.keys.push(fresh(alg, KeyState::Current)?);
         }
-        self.keys.push(KeyEntry::generate(alg, KeyState::Next)?);
+        self.keys.push(fresh(alg, KeyState::Next)?);
         Ok(())
     }
 
@@ -283,6 +346,17 @@ impl Keyset {
         kid: &str,
         now: OffsetDateTime,
         retire_after: std::time::Duration,
+    ) -> Result<KeyState, AuthzError> {
+        self.revoke_with(kid, now, retire_after, &mut KeyEntry::generate)
+    }
+
+    /// [`Keyset::revoke`] with new keys from `fresh`.
+    pub fn revoke_with(
+        &mut self,
+        kid: &str,
+        now: OffsetDateTime,
+        retire_after: std::time::Duration,
+        fresh: &mut FreshKey<'_>,
     ) -> Result<KeyState, AuthzError> {
         let i = self
             .keys
@@ -299,11 +373,11 @@ impl Keyset {
             KeyState::Current => {
                 match self.keys.iter_mut().find(|k| k.state == KeyState::Next) {
                     Some(next) => next.state = KeyState::Current,
-                    None => self.keys.push(KeyEntry::generate(alg, KeyState::Current)?),
+                    None => self.keys.push(fresh(alg, KeyState::Current)?),
                 }
-                self.keys.push(KeyEntry::generate(alg, KeyState::Next)?);
+                self.keys.push(fresh(alg, KeyState::Next)?);
             }
-            KeyState::Next => self.keys.push(KeyEntry::generate(alg, KeyState::Next)?),
+            KeyState::Next => self.keys.push(fresh(alg, KeyState::Next)?),
             KeyState::Previous => {}
         }
         Ok(removed.state)
@@ -475,7 +549,11 @@ mod tests {
                 assert_eq!(k["use"], "sig");
                 assert!(k.get("d").is_none(), "{k}");
                 let text = k.to_string();
-                assert!(ks.keys.iter().all(|e| !text.contains(&e.private_key)));
+                assert!(
+                    ks.keys
+                        .iter()
+                        .all(|e| !text.contains(e.private_key.as_deref().unwrap()))
+                );
             }
             let kty = jwks["keys"][0]["kty"].as_str().unwrap().to_owned();
             assert_eq!(kty, if alg == KeyAlg::EdDSA { "OKP" } else { "EC" });
@@ -485,7 +563,7 @@ mod tests {
     #[test]
     fn debug_output_never_shows_the_private_key() {
         let k = KeyEntry::generate(KeyAlg::EdDSA, KeyState::Current).unwrap();
-        assert!(!format!("{k:?}").contains(&k.private_key));
+        assert!(!format!("{k:?}").contains(k.private_key.as_deref().unwrap()));
     }
 
     #[test]

@@ -3,10 +3,14 @@
 
 pub mod authorizer;
 pub mod buyer_secret;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
+pub mod jose;
 pub mod jwks;
 pub mod jwks_source;
 pub mod jwks_verifier;
+pub mod key_store;
 pub mod keyset;
 pub mod private_file;
 pub mod subscriptions;
@@ -18,6 +22,7 @@ pub mod verify;
 pub use authorizer::Authorizer;
 pub use error::AuthzError;
 pub use jwks_verifier::{JwksVerifier, RefreshPolicy};
+pub use key_store::KeyStore;
 pub use keyset::{KeyAlg, KeyState, Keyset};
 pub use token::{Claims, TokenIssuer};
 pub use verify::{TokenRejection, Verifier, VerifierConfig};

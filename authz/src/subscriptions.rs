@@ -28,6 +28,15 @@ impl SubscriptionStatus {
     }
 }
 
+/// A new grant id: 128 random bits, base64url. Opaque, so the published deny list names a
+/// subscription without naming its buyer.
+pub fn new_grant_id() -> Result<String, AuthzError> {
+    use base64::Engine as _;
+    let mut id = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut id).map_err(|e| AuthzError::Crypto(e.to_string()))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id))
+}
+
 /// One buyer's subscription to one product.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Subscription {
@@ -35,6 +44,9 @@ pub struct Subscription {
     pub buyer: String,
     /// Product id (`aud` of its tokens).
     pub product: String,
+    /// Opaque id made at the first grant and kept for the subscription's life: the `grant`
+    /// claim of its tokens and the name the deny list gives it.
+    pub grant_id: String,
     /// Active or revoked.
     pub status: SubscriptionStatus,
     /// When it ends by itself, if ever.
@@ -75,7 +87,7 @@ impl Subscription {
             (r, e) => r.or(e)?,
         };
         (cut + RETIRE_AFTER > now).then(|| Denial {
-            sub: self.buyer.clone(),
+            grant: self.grant_id.clone(),
             before: cut.unix_timestamp(),
         })
     }
@@ -94,7 +106,8 @@ pub struct Credentials {
 #[async_trait]
 pub trait SubscriptionRegistry: Send + Sync {
     /// Grants (or renews) `buyer`'s subscription to `product` until `until`, with a new secret
-    /// hash; returns the subscription.
+    /// hash; returns the subscription. The first grant makes its grant id (`new_grant_id`); a
+    /// renewal keeps it, and keeps `revoked_at`.
     async fn grant(
         &self,
         buyer: &str,
@@ -133,6 +146,7 @@ mod tests {
         Subscription {
             buyer: "b1".into(),
             product: "p".into(),
+            grant_id: "g1".into(),
             status: SubscriptionStatus::Active,
             expires_at: None,
             revoked_at: None,

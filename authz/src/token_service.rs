@@ -306,7 +306,7 @@ async fn token(State(svc): State<Arc<TokenService>>, request: Request) -> Respon
         .read()
         .map_err(|_| AuthzError::Crypto("keyset lock poisoned".into()))
         .and_then(|ks| TokenIssuer::new(&ks))
-        .and_then(|issuer| issuer.issue(&buyer, &svc.config.product, lifetime));
+        .and_then(|issuer| issuer.issue(&buyer, &svc.config.product, &sub.grant_id, lifetime));
     match issued {
         Ok(token) => {
             let expires_at = now + lifetime;

@@ -70,7 +70,7 @@ struct VerifyingKey {
 struct Known {
     keys: HashMap<String, Arc<VerifyingKey>>,
     revoked: HashSet<String>,
-    /// Buyer id -> tokens issued at or before this time are refused.
+    /// Grant id -> tokens issued at or before this time are refused.
     denied: HashMap<String, i64>,
     loaded_at: Option<Instant>,
 }
@@ -87,7 +87,7 @@ impl Known {
 
     fn denied(&self, claims: &Claims) -> bool {
         self.denied
-            .get(&claims.sub)
+            .get(&claims.grant)
             .is_some_and(|before| claims.iat <= *before)
     }
 }
@@ -157,8 +157,8 @@ impl Verifier {
                 .denied
                 .into_iter()
                 .fold(HashMap::new(), |mut m, d| {
-                    // A buyer listed twice is denied up to the later time.
-                    let before = m.entry(d.sub).or_insert(d.before);
+                    // A grant listed twice is denied up to the later time.
+                    let before = m.entry(d.grant).or_insert(d.before);
                     *before = (*before).max(d.before);
                     m
                 }),
@@ -418,7 +418,7 @@ impl Verifier {
 }
 
 /// Names of the contract's string claims and of its date claims (whole seconds since the epoch).
-const STRING_CLAIMS: [&str; 5] = ["iss", "sub", "aud", "jti", "scope"];
+const STRING_CLAIMS: [&str; 6] = ["iss", "sub", "aud", "jti", "scope", "grant"];
 const DATE_CLAIMS: [&str; 3] = ["iat", "nbf", "exp"];
 
 /// Checks that every contract claim is present with its type, before any value is judged.
@@ -524,7 +524,9 @@ mod tests {
     fn issued_tokens_verify_for_both_algorithms() {
         for alg in [KeyAlg::EdDSA, KeyAlg::ES256] {
             let (_, v, i) = setup(alg);
-            let t = i.issue("b1", "product", Duration::from_secs(60)).unwrap();
+            let t = i
+                .issue("b1", "product", "g-b1", Duration::from_secs(60))
+                .unwrap();
             assert_eq!(v.verify(&t, "b1").map(|c| c.sub), Ok("b1".to_owned()));
         }
     }
@@ -532,7 +534,9 @@ mod tests {
     #[test]
     fn a_cached_token_is_still_bound_to_its_buyer_and_forgotten_when_keys_change() {
         let (ks, v, i) = setup(KeyAlg::EdDSA);
-        let t = i.issue("b1", "product", Duration::from_secs(60)).unwrap();
+        let t = i
+            .issue("b1", "product", "g-b1", Duration::from_secs(60))
+            .unwrap();
         assert!(v.verify(&t, "b1").is_ok());
         assert_eq!(
             v.verify(&t, "b2").unwrap_err().reason,
@@ -554,13 +558,17 @@ mod tests {
     fn a_refresh_evicts_the_cached_tokens_of_a_removed_key_or_a_denied_buyer_only() {
         use crate::jwks::Denial;
         let (mut ks, v, i) = setup(KeyAlg::EdDSA);
-        let t1 = i.issue("b1", "product", Duration::from_secs(60)).unwrap();
-        let t2 = i.issue("b2", "product", Duration::from_secs(60)).unwrap();
+        let t1 = i
+            .issue("b1", "product", "g-b1", Duration::from_secs(60))
+            .unwrap();
+        let t2 = i
+            .issue("b2", "product", "g-b2", Duration::from_secs(60))
+            .unwrap();
         ks.rotate(time::OffsetDateTime::now_utc(), crate::keyset::RETIRE_AFTER)
             .unwrap();
         let t3 = TokenIssuer::new(&ks)
             .unwrap()
-            .issue("b3", "product", Duration::from_secs(60))
+            .issue("b3", "product", "g-b3", Duration::from_secs(60))
             .unwrap();
         v.load(PublishedKeys::from_keyset(&ks, Vec::new()).unwrap())
             .unwrap();
@@ -570,7 +578,7 @@ mod tests {
         assert_eq!(v.cached_tokens(), 3);
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let deny_b1 = vec![Denial {
-            sub: "b1".into(),
+            grant: "g-b1".into(),
             before: now,
         }];
         v.load(PublishedKeys::from_keyset(&ks, deny_b1.clone()).unwrap())
@@ -601,7 +609,9 @@ mod tests {
     fn a_key_swapped_under_the_same_kid_does_not_vouch_for_tokens_cached_with_the_old_one() {
         use crate::jwks::PublicKey;
         let (ks, v, i) = setup(KeyAlg::EdDSA);
-        let t = i.issue("b1", "product", Duration::from_secs(60)).unwrap();
+        let t = i
+            .issue("b1", "product", "g-b1", Duration::from_secs(60))
+            .unwrap();
         assert!(v.verify(&t, "b1").is_ok());
         let other = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
         let swapped = PublishedKeys {
@@ -649,7 +659,7 @@ mod tests {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         serde_json::json!({
             "iss": "seller", "sub": "b1", "aud": "product", "iat": now, "nbf": now,
-            "exp": now + 600, "jti": "t-1", "scope": "invoke"
+            "exp": now + 600, "jti": "t-1", "scope": "invoke", "grant": "g-b1"
         })
     }
 
@@ -715,6 +725,7 @@ mod tests {
             ("aud", Value::Null, "missing"),
             ("jti", serde_json::json!(1), "mistyped"),
             ("scope", serde_json::json!(["invoke"]), "mistyped"),
+            ("grant", serde_json::json!(7), "mistyped"),
             ("iat", serde_json::json!(now.to_string()), "mistyped"),
             ("iat", serde_json::json!(now as f64 + 0.5), "mistyped"),
             ("iat", serde_json::json!(-1), "mistyped"),
@@ -754,7 +765,9 @@ mod tests {
     #[test]
     fn a_token_for_another_buyer_is_refused() {
         let (_, v, i) = setup(KeyAlg::EdDSA);
-        let t = i.issue("b1", "product", Duration::from_secs(60)).unwrap();
+        let t = i
+            .issue("b1", "product", "g-b1", Duration::from_secs(60))
+            .unwrap();
         assert_eq!(
             v.verify(&t, "b2").unwrap_err().reason,
             Reason::TokenSubjectMismatch

@@ -26,7 +26,7 @@ fn claims() -> Value {
     let now = now();
     json!({
         "iss": "seller", "sub": BUYER, "aud": "product", "iat": now, "nbf": now,
-        "exp": now + 600, "jti": "t-1", "scope": "invoke"
+        "exp": now + 600, "jti": "t-1", "scope": "invoke", "grant": "g-b1"
     })
 }
 

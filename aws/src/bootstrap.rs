@@ -107,7 +107,7 @@ pub async fn bootstrap(clients: &Clients, name: &str) -> Result<Vec<(Var, String
     ])
 }
 
-async fn create_bucket(clients: &Clients, bucket: &str, region: &str) -> Result<()> {
+pub(crate) async fn create_bucket(clients: &Clients, bucket: &str, region: &str) -> Result<()> {
     let mut create = clients.s3.create_bucket().bucket(bucket);
     // us-east-1 is the one region that refuses to be named as a location constraint.
     if region != "us-east-1" {

@@ -30,10 +30,16 @@ pub enum Var {
     Product,
     /// `SEALBOX_ISSUER`: the seller tokens must come from (default `sealbox-seller`).
     Issuer,
+    /// `SEALBOX_KEYS_TABLE`: the seller's DynamoDB table of key states.
+    KeysTable,
+    /// `SEALBOX_SUBSCRIPTIONS_TABLE`: the seller's DynamoDB table of subscriptions.
+    SubscriptionsTable,
+    /// `SEALBOX_JWKS_OBJECT`: where the seller publishes its keys, `s3://bucket/key`.
+    JwksObject,
 }
 
 impl Var {
-    /// Every setting, in the order they are listed to users.
+    /// Every setting of the buyer's side, in the order they are listed to users.
     pub const ALL: [Var; 9] = [
         Var::InboxBucket,
         Var::OutboxBucket,
@@ -42,6 +48,15 @@ impl Var {
         Var::TopicArn,
         Var::EndpointName,
         Var::Jwks,
+        Var::Product,
+        Var::Issuer,
+    ];
+
+    /// Every setting of the seller's side.
+    pub const SELLER: [Var; 5] = [
+        Var::KeysTable,
+        Var::SubscriptionsTable,
+        Var::JwksObject,
         Var::Product,
         Var::Issuer,
     ];
@@ -58,6 +73,9 @@ impl Var {
             Var::Jwks => "SEALBOX_JWKS",
             Var::Product => "SEALBOX_PRODUCT",
             Var::Issuer => "SEALBOX_ISSUER",
+            Var::KeysTable => "SEALBOX_KEYS_TABLE",
+            Var::SubscriptionsTable => "SEALBOX_SUBSCRIPTIONS_TABLE",
+            Var::JwksObject => "SEALBOX_JWKS_OBJECT",
         }
     }
 
@@ -81,7 +99,7 @@ impl fmt::Display for Var {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// Variables this role needs are unset or empty.
-    #[error("missing settings: {} (set them in the environment; `sealbox aws bootstrap` prints them for a development stack)", join(.0))]
+    #[error("missing settings: {} (set them in the environment; `sealbox aws bootstrap` or, for the seller, `sealbox aws bootstrap-seller` prints them for a development stack)", join(.0))]
     Missing(Vec<Var>),
     /// A variable is set to something unusable.
     #[error("{var} = {value:?}: {rule}")]
@@ -152,6 +170,12 @@ impl Settings {
     }
 }
 
+/// The bucket and key of `s3://bucket/key`.
+pub fn s3_location(value: &str) -> Option<(&str, &str)> {
+    let (bucket, key) = value.strip_prefix("s3://")?.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty()).then_some((bucket, key))
+}
+
 fn check(var: Var, value: &str) -> Result<(), ConfigError> {
     let invalid = |rule| {
         Err(ConfigError::Invalid {
@@ -173,6 +197,9 @@ fn check(var: Var, value: &str) -> Result<(), ConfigError> {
                 || value.starts_with("s3://")) =>
         {
             invalid("an https URL or s3://bucket/key")
+        }
+        Var::JwksObject if s3_location(value).is_none() => {
+            invalid("an object location, s3://bucket/key")
         }
         _ => Ok(()),
     }

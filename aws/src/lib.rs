@@ -8,6 +8,8 @@ pub mod lambda;
 pub mod s3;
 pub mod sagemaker;
 pub mod sdk;
+#[cfg(feature = "seller")]
+pub mod seller;
 pub mod sns;
 pub mod sqs;
 

@@ -50,6 +50,17 @@ pub(crate) fn check_buyer(buyer: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a grant's arguments before any registry is opened (or created).
+fn check_grant(buyer: &str, until: Option<OffsetDateTime>) -> anyhow::Result<()> {
+    check_buyer(buyer)?;
+    if let Some(t) = until
+        && t <= OffsetDateTime::now_utc()
+    {
+        bail!("--until {} is in the past", rfc3339(t));
+    }
+    Ok(())
+}
+
 /// Subscribes `buyer` to `product` until `until` with a new secret; returns the subscription
 /// and the secret (shown once: only its hash is kept).
 pub async fn grant_secret(
@@ -58,19 +69,25 @@ pub async fn grant_secret(
     product: &str,
     until: Option<OffsetDateTime>,
 ) -> anyhow::Result<(Subscription, String)> {
-    check_buyer(buyer)?;
-    if let Some(t) = until
-        && t <= OffsetDateTime::now_utc()
-    {
-        bail!("--until {} is in the past", rfc3339(t));
-    }
+    check_grant(buyer, until)?;
+    grant_secret_in(&registry(data)?, buyer, product, until).await
+}
+
+/// [`grant_secret`] in `registry`, whichever it is.
+pub async fn grant_secret_in(
+    registry: &dyn SubscriptionRegistry,
+    buyer: &str,
+    product: &str,
+    until: Option<OffsetDateTime>,
+) -> anyhow::Result<(Subscription, String)> {
+    check_grant(buyer, until)?;
     let secret = new_secret()?;
     let hash = tokio::task::spawn_blocking({
         let secret = secret.clone();
         move || hash_secret(&secret)
     })
     .await??;
-    let sub = registry(data)?.grant(buyer, product, until, &hash).await?;
+    let sub = registry.grant(buyer, product, until, &hash).await?;
     Ok((sub, secret))
 }
 
@@ -87,7 +104,16 @@ pub async fn grant(
     until: Option<OffsetDateTime>,
     secret_out: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (sub, secret) = grant_secret(data, buyer, product, until).await?;
+    let granted = grant_secret(data, buyer, product, until).await?;
+    print_grant(granted, secret_out)
+}
+
+/// Tells what a grant did, and prints (or writes) the new secret.
+pub fn print_grant(
+    (sub, secret): (Subscription, String),
+    secret_out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let (buyer, product) = (&sub.buyer, &sub.product);
     let until = sub
         .expires_at
         .map(rfc3339)
@@ -117,16 +143,20 @@ pub async fn revoke(data: &Path, buyer: &str, product: &str) -> anyhow::Result<(
         );
     }
     registry(data)?.revoke(buyer, product).await?;
+    print_revoked(buyer, product);
+    Ok(())
+}
+
+/// Tells what a revocation does.
+pub fn print_revoked(buyer: &str, product: &str) {
     println!(
         "revoked {buyer}'s subscription to {product}: no new tokens; tokens already issued stop \
          working when verifiers next refresh the published keys"
     );
-    Ok(())
 }
 
 /// `sealbox seller subscriptions`.
 pub async fn subscriptions(data: &Path, json: bool) -> anyhow::Result<()> {
-    let now = OffsetDateTime::now_utc();
     let paths = existing_data(data)?;
     // No registry yet: nobody was granted, and opening it would create it.
     let subs = if paths.subscriptions.exists() {
@@ -134,12 +164,18 @@ pub async fn subscriptions(data: &Path, json: bool) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    print_subscriptions(&subs, json)
+}
+
+/// Prints subscriptions as a table or JSON lines.
+pub fn print_subscriptions(subs: &[Subscription], json: bool) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
     if subs.is_empty() {
         eprintln!("no subscriptions yet: `sealbox seller grant BUYER` subscribes a buyer");
     }
     if json {
         let mut out = String::new();
-        for s in &subs {
+        for s in subs {
             let mut v = serde_json::to_value(s)?;
             v["status"] = s.status_at(now).into();
             out.push_str(&format!("{v}\n"));

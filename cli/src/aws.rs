@@ -37,6 +37,12 @@ pub async fn bootstrap(name: &str, json: bool) -> anyhow::Result<ExitCode> {
     let settings = sealbox_aws::bootstrap::bootstrap(&clients, name)
         .await
         .with_context(|| format!("bootstrapping the stack {name:?} (is the AWS environment set, e.g. AWS_ENDPOINT_URL for an emulator?)"))?;
+    print_settings(&settings, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints settings as `KEY=VALUE` lines, or one JSON object.
+pub(crate) fn print_settings(settings: &[(Var, String)], json: bool) {
     if json {
         let object: serde_json::Map<String, serde_json::Value> = settings
             .iter()
@@ -44,11 +50,10 @@ pub async fn bootstrap(name: &str, json: bool) -> anyhow::Result<ExitCode> {
             .collect();
         println!("{}", serde_json::Value::Object(object));
     } else {
-        for (k, v) in &settings {
+        for (k, v) in settings {
             println!("{}={v}", k.name());
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The object store of the AWS environment, and the settings `needed` (every missing one
@@ -143,9 +148,11 @@ pub async fn start_pipeline(
     let source = jwks_source::at_location(settings.get(Var::Jwks), store.clone())?;
     let mut config = VerifierConfig::new(settings.get(Var::Issuer), settings.get(Var::Product));
     config.max_staleness = opts.jwks_max_staleness;
+    let default = RefreshPolicy::default();
+    // As in the embedded runtime: an unknown kid never waits longer than a regular refresh.
     let policy = RefreshPolicy {
         interval: opts.jwks_refresh,
-        ..RefreshPolicy::default()
+        unknown_kid_min_interval: default.unknown_kid_min_interval.min(opts.jwks_refresh),
     };
     let verifier = Arc::new(JwksVerifier::new(config, source, policy));
     if let Err(e) = verifier.refresh().await {

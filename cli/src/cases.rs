@@ -59,6 +59,10 @@ impl Case {
 /// Iris measurements, one per species, to build inputs from.
 pub const SAMPLE_ROWS: [&str; 3] = ["5.1,3.5,1.4,0.2", "6.4,3.2,4.5,1.5", "6.3,3.3,6.0,2.5"];
 
+/// The grant id of tokens signed here rather than by the token service: the cases never revoke
+/// a subscription, so no deny list names it.
+const LOCAL_GRANT: &str = "cases-local";
+
 /// What cases are built with.
 pub struct CaseContext {
     /// The buyer most cases are for.
@@ -105,7 +109,7 @@ impl CaseContext {
         }
         Ok(self
             .issuer
-            .issue(buyer, &self.product, Duration::from_secs(3600))?)
+            .issue(buyer, &self.product, LOCAL_GRANT, Duration::from_secs(3600))?)
     }
 
     fn claims(&self) -> Claims {
@@ -119,6 +123,7 @@ impl CaseContext {
             exp: now + 3600,
             jti: "demo".into(),
             scope: "invoke".into(),
+            grant: LOCAL_GRANT.into(),
         }
     }
 }
@@ -409,7 +414,7 @@ pub fn bad_cases(ctx: &CaseContext) -> anyhow::Result<Vec<Case>> {
         with_token(
             "bad-kid",
             ctx.stranger
-                .issue(buyer, &ctx.product, Duration::from_secs(600))?,
+                .issue(buyer, &ctx.product, LOCAL_GRANT, Duration::from_secs(600))?,
         ),
         R(Reason::TokenUnknownKid),
     );

@@ -4,16 +4,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::bail;
-use sealbox_authz::keyset::RETIRE_AFTER;
-use sealbox_authz::subscriptions::SubscriptionRegistry as _;
-use sealbox_authz::{KeyAlg, Keyset, TokenIssuer};
+use sealbox_authz::key_store::file::FileKeyStore;
+use sealbox_authz::subscriptions::SubscriptionRegistry;
+use sealbox_authz::token::issue_through;
+use sealbox_authz::{KeyAlg, KeyStore, Keyset};
 use sealbox_aws::config::Var;
 use sealbox_core::contract::rfc3339;
 use sealbox_core::ports::QueueAdmin;
 use sealbox_embedded::sqlite_queue::SqliteQueue;
 use serde_json::json;
 
-use crate::output::{Backend, Table, emit, existing_data, io_sentence, store_error};
+use crate::output::{Backend, Table, emit, existing_data, store_error};
 use crate::stack::{INBOX_EVENTS, JOBS, Paths, Stack, StackOptions};
 
 /// `sealbox up`: runs until Ctrl-C or SIGTERM, then drains in-flight jobs.
@@ -64,51 +65,38 @@ pub fn keys_init(data: &Path, issuer: &str, alg: KeyAlg) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the keyset, changes it and saves it under an exclusive lock, so two key commands at
-/// once cannot undo each other (a revocation lost to a concurrent rotation).
-fn change_keyset<T>(
-    data: &Path,
-    change: impl FnOnce(&mut Keyset) -> anyhow::Result<T>,
-) -> anyhow::Result<(Keyset, T)> {
-    let path = Paths::new(data).keyset;
-    // Loaded once before locking, so a missing keyset says `seller keys init` and the lock
-    // file is never created in a folder without one.
-    Keyset::load(&path)?;
-    let lock_path = path.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create the keyset lock {}: {}",
-            lock_path.display(),
-            io_sentence(&e)
-        )
-    })?;
-    lock.lock().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot lock the keyset ({}): {}",
-            lock_path.display(),
-            io_sentence(&e)
-        )
-    })?;
-    let mut ks = Keyset::load(&path)?;
-    let out = change(&mut ks)?;
-    ks.save(&path)?;
-    Ok((ks, out))
+fn file_keys(data: &Path) -> FileKeyStore {
+    FileKeyStore::new(Paths::new(data).keyset)
 }
 
 /// `sealbox seller keys rotate`.
-pub fn keys_rotate(data: &Path) -> anyhow::Result<()> {
-    let (ks, ()) = change_keyset(data, |ks| {
-        Ok(ks.rotate(time::OffsetDateTime::now_utc(), RETIRE_AFTER)?)
-    })?;
-    println!("rotated: {} now signs", ks.current()?.kid);
+pub async fn keys_rotate(data: &Path) -> anyhow::Result<()> {
+    keys_rotate_in(&file_keys(data)).await
+}
+
+/// Rotates the keys of `store` once, from the current key it has now.
+pub async fn keys_rotate_in(store: &dyn KeyStore) -> anyhow::Result<()> {
+    let from = store.load().await?.current()?.kid.clone();
+    let r = store.rotate(&from, time::OffsetDateTime::now_utc()).await?;
+    let now_signing = &r.keyset.current()?.kid;
+    if r.rotated {
+        println!("rotated: {now_signing} now signs");
+    } else {
+        println!(
+            "another rotation changed the keyset first; {now_signing} now signs (not rotated again)"
+        );
+    }
     Ok(())
 }
 
 /// `sealbox seller keys revoke KID`.
-pub fn keys_revoke(data: &Path, kid: &str) -> anyhow::Result<()> {
-    let (ks, was) = change_keyset(data, |ks| {
-        Ok(ks.revoke(kid, time::OffsetDateTime::now_utc(), RETIRE_AFTER)?)
-    })?;
+pub async fn keys_revoke(data: &Path, kid: &str) -> anyhow::Result<()> {
+    keys_revoke_in(&file_keys(data), kid).await
+}
+
+/// Revokes key `kid` of `store`.
+pub async fn keys_revoke_in(store: &dyn KeyStore, kid: &str) -> anyhow::Result<()> {
+    let (ks, was) = store.revoke(kid, time::OffsetDateTime::now_utc()).await?;
     println!("revoked {kid} (was {was:?}); {} signs", ks.current()?.kid);
     Ok(())
 }
@@ -116,7 +104,11 @@ pub fn keys_revoke(data: &Path, kid: &str) -> anyhow::Result<()> {
 /// `sealbox seller keys list`.
 pub fn keys_list(data: &Path) -> anyhow::Result<()> {
     let paths = existing_data(data)?;
-    let ks = Keyset::load(&paths.keyset)?;
+    print_keys(&Keyset::load(&paths.keyset)?)
+}
+
+/// Prints kid, algorithm, state, created and retires-at of each key.
+pub fn print_keys(ks: &Keyset) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = ks
         .keys
         .iter()
@@ -149,24 +141,38 @@ pub async fn seller_token(
     product: &str,
     ttl: Duration,
 ) -> anyhow::Result<String> {
+    let paths = Paths::new(data);
+    // No registry yet means no buyer was ever granted; opening it would create one.
+    let registry = if paths.subscriptions.exists() {
+        Some(crate::access::registry(data)?)
+    } else {
+        None
+    };
+    let registry = registry.as_ref().map(|r| r as &dyn SubscriptionRegistry);
+    seller_token_in(&file_keys(data), registry, buyer, product, ttl).await
+}
+
+/// A token for `buyer`, signed through `keys`, if `registry` holds an active subscription.
+pub async fn seller_token_in(
+    keys: &dyn KeyStore,
+    registry: Option<&dyn SubscriptionRegistry>,
+    buyer: &str,
+    product: &str,
+    ttl: Duration,
+) -> anyhow::Result<String> {
     crate::access::check_buyer(buyer)?;
     // Arguments first: a lifetime out of range is wrong whoever the buyer.
     if ttl.is_zero() || ttl > sealbox_authz::token::MAX_TOKEN_LIFETIME {
         return Err(sealbox_authz::AuthzError::BadLifetime(ttl.as_secs()).into());
     }
-    let paths = Paths::new(data);
     // Keys first: without them nothing can be signed, whoever the buyer.
-    let ks = Keyset::load(&paths.keyset)?;
+    let ks = keys.load().await?;
     let now = time::OffsetDateTime::now_utc();
-    // No registry yet means no buyer was ever granted; opening it would create one.
-    let credentials = if paths.subscriptions.exists() {
-        crate::access::registry(data)?
-            .credentials(buyer, product)
-            .await?
-    } else {
-        None
+    let credentials = match registry {
+        Some(r) => r.credentials(buyer, product).await?,
+        None => None,
     };
-    match credentials {
+    let grant = match credentials {
         None => bail!(
             "{buyer} has no subscription to {product}: it was never granted one. Run \
              `sealbox seller grant {buyer}` first"
@@ -176,9 +182,9 @@ pub async fn seller_token(
              to renew it",
             c.subscription.status_at(now)
         ),
-        Some(_) => {}
-    }
-    Ok(TokenIssuer::new(&ks)?.issue(buyer, product, ttl)?)
+        Some(c) => c.subscription.grant_id,
+    };
+    Ok(issue_through(keys, &ks, buyer, product, &grant, ttl).await?)
 }
 
 // ---------------------------------------------------------------------------------------------

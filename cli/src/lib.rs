@@ -10,6 +10,7 @@ pub mod demo;
 pub mod model;
 pub mod output;
 pub mod results;
+pub mod seller_aws;
 pub mod submit;
 
 /// The embedded stack, wired in `sealbox-embedded` (re-exported so `sealbox::stack` paths stay).

@@ -44,6 +44,11 @@ enum Command {
     },
     /// Seller commands: keys, subscriptions and tokens.
     Seller {
+        /// Where the keys and subscriptions are: the data directory's, or on AWS keys in KMS
+        /// and subscriptions in DynamoDB ($SEALBOX_KEYS_TABLE, $SEALBOX_SUBSCRIPTIONS_TABLE),
+        /// the published keys at $SEALBOX_JWKS_OBJECT (`sealbox aws bootstrap-seller`).
+        #[arg(long, value_enum, default_value_t = Backend::Embedded, global = true)]
+        backend: Backend,
         #[command(subcommand)]
         command: SellerCommand,
     },
@@ -88,6 +93,16 @@ enum AwsCommand {
     /// topic and the inbox notification; print its settings as KEY=VALUE lines.
     Bootstrap {
         /// Stack name: resources are NAME-inbox, NAME-outbox, NAME-jobs, ...
+        #[arg(long)]
+        name: String,
+        /// Print one JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create (idempotently) the seller's development resources: the keys and subscriptions
+    /// tables and the bucket of the published keys; print their settings as KEY=VALUE lines.
+    BootstrapSeller {
+        /// Name: resources are NAME-keys, NAME-subscriptions and NAME-keys-published.
         #[arg(long)]
         name: String,
         /// Print one JSON object instead.
@@ -399,7 +414,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
-        Command::Seller { command } => match command {
+        Command::Seller {
+            backend: Backend::Aws,
+            command,
+        } => seller_aws(command).await,
+        Command::Seller { command, .. } => match command {
             SellerCommand::Keys {
                 command: KeysCommand::Init { alg, issuer },
             } => {
@@ -413,13 +432,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             SellerCommand::Keys {
                 command: KeysCommand::Rotate,
             } => {
-                commands::keys_rotate(&data)?;
+                commands::keys_rotate(&data).await?;
                 Ok(ExitCode::SUCCESS)
             }
             SellerCommand::Keys {
                 command: KeysCommand::Revoke { kid },
             } => {
-                commands::keys_revoke(&data, &kid)?;
+                commands::keys_revoke(&data, &kid).await?;
                 Ok(ExitCode::SUCCESS)
             }
             SellerCommand::Keys {
@@ -502,8 +521,54 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Aws {
             command: AwsCommand::Bootstrap { name, json },
         } => aws::bootstrap(&name, json).await,
+        Command::Aws {
+            command: AwsCommand::BootstrapSeller { name, json },
+        } => sealbox::seller_aws::bootstrap_seller(&name, json).await,
         Command::Model {
             command: ModelCommand::Serve(a),
         } => model::serve(a).await,
     }
+}
+
+/// The seller's commands on AWS.
+async fn seller_aws(command: SellerCommand) -> anyhow::Result<ExitCode> {
+    let aws = sealbox::seller_aws::AwsSeller::from_env().await?;
+    match command {
+        SellerCommand::Keys { command } => match command {
+            KeysCommand::Init { alg, issuer } => {
+                let alg = match alg {
+                    Alg::Eddsa => sealbox_authz::KeyAlg::EdDSA,
+                    Alg::Es256 => sealbox_authz::KeyAlg::ES256,
+                };
+                aws.keys_init(&issuer, alg).await?
+            }
+            KeysCommand::Rotate => aws.keys_rotate().await?,
+            KeysCommand::Revoke { kid } => aws.keys_revoke(&kid).await?,
+            KeysCommand::List => aws.keys_list().await?,
+            KeysCommand::Jwks {
+                object: Some(_), ..
+            } => anyhow::bail!(
+                "--object is for the embedded store; with --backend aws the keys are published \
+                 to $SEALBOX_JWKS_OBJECT"
+            ),
+            KeysCommand::Jwks { object: None, .. } => aws.keys_jwks().await?,
+        },
+        SellerCommand::Grant {
+            buyer,
+            until,
+            product,
+            secret_out,
+        } => {
+            aws.grant(&buyer, &product, until, secret_out.as_deref())
+                .await?
+        }
+        SellerCommand::Revoke { buyer, product } => aws.revoke(&buyer, &product).await?,
+        SellerCommand::Subscriptions { json } => aws.subscriptions(json).await?,
+        SellerCommand::Token {
+            buyer,
+            ttl,
+            product,
+        } => println!("{}", aws.token(&buyer, &product, ttl.into()).await?),
+    }
+    Ok(ExitCode::SUCCESS)
 }

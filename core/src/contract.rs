@@ -1237,4 +1237,7 @@ pub struct Claims {
     pub jti: String,
     /// Space-separated scopes; must contain `invoke`.
     pub scope: String,
+    /// The opaque id of the subscription (grant) the token was issued under: what the published
+    /// deny list names, so the list never shows a buyer id.
+    pub grant: String,
 }

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use sealbox_authz::AuthzError;
 use sealbox_authz::subscriptions::{
-    Credentials, Subscription, SubscriptionRegistry, SubscriptionStatus,
+    Credentials, Subscription, SubscriptionRegistry, SubscriptionStatus, new_grant_id,
 };
 
 /// Subscriptions in a SQLite file.
@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     secret_hash TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
+    grant_id TEXT UNIQUE,
     PRIMARY KEY (buyer, product)
 ) STRICT;
 ";
@@ -65,6 +66,7 @@ impl SqliteSubscriptions {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        add_grant_ids(&conn).map_err(db)?;
         Ok(SqliteSubscriptions {
             path: path.to_owned(),
             conn: Arc::new(Mutex::new(conn)),
@@ -88,8 +90,34 @@ impl SqliteSubscriptions {
     }
 }
 
-const COLUMNS: &str =
-    "buyer, product, status, expires_at, revoked_at, created_at, updated_at, secret_hash";
+/// Registries made before grant ids existed get the column, and each subscription its id.
+fn add_grant_ids(conn: &Connection) -> rusqlite::Result<()> {
+    let has_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('subscriptions') WHERE name = 'grant_id'")?
+        .exists([])?;
+    if !has_column {
+        // SQLite cannot add a UNIQUE column; the index gives the same guarantee.
+        conn.execute_batch(
+            "ALTER TABLE subscriptions ADD COLUMN grant_id TEXT;
+             CREATE UNIQUE INDEX IF NOT EXISTS subscriptions_grant_id ON subscriptions (grant_id);",
+        )?;
+    }
+    let missing: Vec<(String, String)> = conn
+        .prepare("SELECT buyer, product FROM subscriptions WHERE grant_id IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (buyer, product) in missing {
+        let id = new_grant_id().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        conn.execute(
+            "UPDATE subscriptions SET grant_id = ?3 WHERE buyer = ?1 AND product = ?2 AND grant_id IS NULL",
+            params![buyer, product, id],
+        )?;
+    }
+    Ok(())
+}
+
+const COLUMNS: &str = "buyer, product, status, expires_at, revoked_at, created_at, updated_at, \
+                       secret_hash, grant_id";
 
 fn row_to_credentials(row: &rusqlite::Row<'_>) -> rusqlite::Result<Credentials> {
     let status: String = row.get(2)?;
@@ -97,6 +125,7 @@ fn row_to_credentials(row: &rusqlite::Row<'_>) -> rusqlite::Result<Credentials> 
         subscription: Subscription {
             buyer: row.get(0)?,
             product: row.get(1)?,
+            grant_id: row.get::<_, Option<String>>(8)?.unwrap_or_default(),
             status: if status == "revoked" {
                 SubscriptionStatus::Revoked
             } else {
@@ -131,15 +160,19 @@ impl SubscriptionRegistry for SqliteSubscriptions {
     ) -> Result<Subscription, AuthzError> {
         let (buyer, product, hash) = (buyer.to_owned(), product.to_owned(), secret_hash.to_owned());
         let now = to_ns(OffsetDateTime::now_utc());
+        let grant_id = new_grant_id()?;
         let got = self
             .with(move |c| {
+                // A renewal keeps the grant id (and revoked_at): the one made here is for a
+                // first grant only.
                 c.execute(
                     "INSERT INTO subscriptions
-                         (buyer, product, status, expires_at, revoked_at, secret_hash, created_at, updated_at)
-                     VALUES (?1, ?2, 'active', ?3, NULL, ?4, ?5, ?5)
+                         (buyer, product, status, expires_at, revoked_at, secret_hash, created_at,
+                          updated_at, grant_id)
+                     VALUES (?1, ?2, 'active', ?3, NULL, ?4, ?5, ?5, ?6)
                      ON CONFLICT (buyer, product) DO UPDATE SET
                          status = 'active', expires_at = ?3, secret_hash = ?4, updated_at = ?5",
-                    params![buyer, product, until.map(to_ns), hash, now],
+                    params![buyer, product, until.map(to_ns), hash, now, grant_id],
                 )?;
                 select(c, &buyer, &product)
             })
@@ -217,6 +250,8 @@ mod tests {
             "earlier tokens stay denied"
         );
         assert_eq!(again.created_at, s.created_at);
+        assert_eq!(again.grant_id, s.grant_id, "a renewal keeps the grant id");
+        assert_eq!(s.grant_id.len(), 22, "128 random bits, base64url");
         let creds = reg.credentials("b1", "p").await.unwrap().unwrap();
         assert_eq!(creds.secret_hash, "h2");
         assert_eq!(

@@ -516,7 +516,7 @@ mod tests {
         let ks = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
         let token = TokenIssuer::new(&ks)
             .unwrap()
-            .issue("b1", "p", Duration::from_secs(600))
+            .issue("b1", "p", "g-b1", Duration::from_secs(600))
             .unwrap();
         let verifier = Verifier::from_keyset(VerifierConfig::new("seller", "p"), &ks).unwrap();
         let ingest = Ingest::new(

@@ -30,23 +30,77 @@ pub struct AwsStack {
     pub model: Daemon,
 }
 
+/// Where the seller's keys and subscriptions are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SellerSide {
+    /// In the embedded data directory; the keys are published into the outbox bucket.
+    Embedded,
+    /// On AWS: ES256 keys in KMS, states and subscriptions in DynamoDB, the keys published by
+    /// `sealbox seller … --backend aws` to the object of `aws bootstrap-seller`.
+    Aws,
+}
+
+/// Runs `sealbox ARGS` in `dir` with `env`, asserting success; answers stdout.
+fn ok(dir: &std::path::Path, env: &[(String, String)], args: &[&str]) -> String {
+    let out = sealbox(dir)
+        .args(args)
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sealbox {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 impl AwsStack {
     /// Starts moto, bootstraps stack `name`, publishes the keys, and serves the model with
     /// `model_args` (e.g. `--max-concurrency 1`).
     pub fn start(name: &str, model_args: &[&str]) -> AwsStack {
+        AwsStack::start_with(name, model_args, SellerSide::Embedded)
+    }
+
+    /// [`AwsStack::start`] with the seller's side where `seller` says.
+    pub fn start_with(name: &str, model_args: &[&str], seller: SellerSide) -> AwsStack {
         let moto = Moto::start();
         let dir = tempfile::tempdir().unwrap();
         let mut env = moto.env();
-        let init = sealbox(dir.path())
-            .args(["seller", "keys", "init"])
-            .output()
-            .unwrap();
-        assert!(
-            init.status.success(),
-            "{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let token = granted_token(dir.path(), BUYER);
+        let mut seller_settings: BTreeMap<String, String> = BTreeMap::new();
+        let token = match seller {
+            SellerSide::Embedded => {
+                ok(dir.path(), &env, &["seller", "keys", "init"]);
+                granted_token(dir.path(), BUYER)
+            }
+            SellerSide::Aws => {
+                let made = ok(
+                    dir.path(),
+                    &env,
+                    &[
+                        "aws",
+                        "bootstrap-seller",
+                        "--name",
+                        &format!("{name}-seller"),
+                        "--json",
+                    ],
+                );
+                seller_settings = serde_json::from_str(&made).unwrap();
+                env.extend(seller_settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let aws = ["--backend", "aws"];
+                let init = ["seller", "keys", "init", "--alg", "es256"];
+                ok(dir.path(), &env, &[&init[..], &aws].concat());
+                ok(
+                    dir.path(),
+                    &env,
+                    &[&["seller", "grant", BUYER][..], &aws].concat(),
+                );
+                let token = ["seller", "token", "--buyer", BUYER];
+                ok(dir.path(), &env, &[&token[..], &aws].concat())
+                    .trim()
+                    .to_owned()
+            }
+        };
         let out = sealbox(dir.path())
             .args(["aws", "bootstrap", "--name", name, "--json"])
             .envs(env.iter().cloned())
@@ -58,22 +112,25 @@ impl AwsStack {
             String::from_utf8_lossy(&out.stderr)
         );
         let made: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
-        let jwks = sealbox(dir.path())
-            .args(["seller", "keys", "jwks"])
-            .output()
-            .unwrap();
-        assert!(
-            jwks.status.success(),
-            "{}",
-            String::from_utf8_lossy(&jwks.stderr)
-        );
         let outbox = made["SEALBOX_OUTBOX_BUCKET"].clone();
         let mut settings = made;
         settings.insert("SEALBOX_ENDPOINT_NAME".into(), ENDPOINT.into());
-        settings.insert(
-            "SEALBOX_JWKS".into(),
-            format!("s3://{outbox}/seller/jwks.json"),
-        );
+        // Embedded: the document is printed here and put into the outbox below.
+        let jwks = match seller {
+            SellerSide::Embedded => {
+                settings.insert(
+                    "SEALBOX_JWKS".into(),
+                    format!("s3://{outbox}/seller/jwks.json"),
+                );
+                Some(ok(dir.path(), &env, &["seller", "keys", "jwks"]))
+            }
+            SellerSide::Aws => {
+                let published = seller_settings["SEALBOX_JWKS_OBJECT"].clone();
+                settings.insert("SEALBOX_JWKS".into(), published);
+                settings.extend(seller_settings);
+                None
+            }
+        };
         let mut child = sealbox(dir.path())
             .args(["model", "serve", "--port", "0"])
             .args(model_args)
@@ -100,8 +157,9 @@ impl AwsStack {
             token,
             model,
         };
-        let doc = String::from_utf8_lossy(&jwks.stdout).into_owned();
-        stack.put(&outbox, &[("seller/jwks.json".into(), doc)]);
+        if let Some(doc) = jwks {
+            stack.put(&outbox, &[("seller/jwks.json".into(), doc)]);
+        }
         stack
     }
 

@@ -6,6 +6,8 @@
 // Helpers outside #[test] functions: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sealbox_authz::subscriptions::SubscriptionRegistry as _;
+use sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -50,7 +52,8 @@ fn tokens_signed_by_pyjwt_with_an_exported_key_verify_in_sealbox() {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = json!({
             "iss": "seller", "sub": BUYER, "aud": "product", "iat": now, "nbf": now,
-            "exp": now + 600, "jti": format!("py-{}", alg.as_str()), "scope": "invoke"
+            "exp": now + 600, "jti": format!("py-{}", alg.as_str()), "scope": "invoke",
+            "grant": "g-py"
         });
         let signed = pyjwt(&[
             "sign",
@@ -134,6 +137,16 @@ async fn tokens_from_the_token_service_verify_in_pyjwt_against_the_published_key
     assert_eq!(claims["sub"], BUYER);
     assert_eq!(claims["aud"], e.opts.product.as_str());
     assert_eq!(claims["scope"], "invoke");
+    let granted = SqliteSubscriptions::open(&e.stack.paths.subscriptions)
+        .unwrap()
+        .credentials(BUYER, &e.opts.product)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        claims["grant"], granted.subscription.grant_id,
+        "the token names its subscription by the opaque grant id"
+    );
     assert!(
         verify(&token, "another-product").is_err(),
         "PyJWT checks aud"

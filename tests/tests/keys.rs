@@ -38,12 +38,12 @@ async fn rotation_keeps_issued_tokens_working_and_revocation_stops_them_at_once(
         EventKind::InferenceCompleted
     );
 
-    keys_rotate(&data).unwrap();
+    keys_rotate(&data).await.unwrap();
     let ks = Keyset::load(&e.stack.paths.keyset).unwrap();
     assert_ne!(ks.current().unwrap().kid, old_kid);
     let new_token = TokenIssuer::new(&ks)
         .unwrap()
-        .issue(BUYER, &product, Duration::from_secs(600))
+        .issue(BUYER, &product, "g-test", Duration::from_secs(600))
         .unwrap();
     // The new current key was published as `next` before the rotation: usable at once.
     assert_eq!(
@@ -55,7 +55,7 @@ async fn rotation_keeps_issued_tokens_working_and_revocation_stops_them_at_once(
         EventKind::InferenceCompleted
     );
 
-    keys_revoke(&data, &old_kid).unwrap();
+    keys_revoke(&data, &old_kid).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         outcome(&mut e, "revoked", &old_token).await,

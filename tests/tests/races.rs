@@ -80,7 +80,7 @@ fn rig() -> Rig {
     let keyset = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
     let token = TokenIssuer::new(&keyset)
         .unwrap()
-        .issue(BUYER, "product", Duration::from_secs(600))
+        .issue(BUYER, "product", "g-test", Duration::from_secs(600))
         .unwrap();
     let verifier =
         Verifier::from_keyset(VerifierConfig::new("seller", "product"), &keyset).unwrap();

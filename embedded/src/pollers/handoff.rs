@@ -326,7 +326,7 @@ mod tests {
             dir.path().join("token"),
             TokenIssuer::new(&keyset)
                 .unwrap()
-                .issue("b1", "p", Duration::from_secs(600))
+                .issue("b1", "p", "g-b1", Duration::from_secs(600))
                 .unwrap(),
         )
         .unwrap();

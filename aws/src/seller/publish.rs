@@ -1,0 +1,73 @@
+//! The published keys document in S3: written whenever keys or subscriptions change, read by
+//! every buyer's ingest (`SEALBOX_JWKS=s3://…`, or over https through the bucket's website or a
+//! CDN, which honour its `Cache-Control`).
+
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use sealbox_authz::AuthzError;
+use sealbox_authz::jwks::{Denial, publish};
+use sealbox_authz::keyset::Keyset;
+
+use crate::config::s3_location;
+
+/// How long a reader may keep the document: one verifier refresh interval, so a cache in front
+/// of it delays a revocation by at most one more interval.
+pub const PUBLISHED_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Writes the published keys document to one S3 object.
+#[derive(Debug, Clone)]
+pub struct S3Publisher {
+    s3: aws_sdk_s3::Client,
+    location: String,
+}
+
+impl S3Publisher {
+    /// A publisher to `location`, `s3://bucket/key`.
+    pub fn new(s3: aws_sdk_s3::Client, location: impl Into<String>) -> Self {
+        S3Publisher {
+            s3,
+            location: location.into(),
+        }
+    }
+
+    /// Where it publishes.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Publishes the keys of `keyset` and the deny list `denied`; answers the document.
+    pub async fn publish(
+        &self,
+        keyset: &Keyset,
+        denied: &[Denial],
+    ) -> Result<serde_json::Value, AuthzError> {
+        let doc = publish(keyset, denied)?;
+        let Some((bucket, key)) = s3_location(&self.location) else {
+            return Err(AuthzError::KeyStore(format!(
+                "cannot publish to {:?}: not s3://bucket/key",
+                self.location
+            )));
+        };
+        let body =
+            serde_json::to_vec(&doc).map_err(|e| AuthzError::KeyStore(format!("JSON: {e}")))?;
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/jwk-set+json")
+            .cache_control(format!("public, max-age={}", PUBLISHED_MAX_AGE.as_secs()))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                AuthzError::KeyStore(format!(
+                    "publishing the keys to {}: {}",
+                    self.location,
+                    DisplayErrorContext(e)
+                ))
+            })?;
+        Ok(doc)
+    }
+}
