@@ -190,6 +190,16 @@ impl JwksVerifier {
             if *shutdown.borrow() {
                 return;
             }
+            // A fetch made meanwhile for an unknown kid counts as this refresh: the interval
+            // runs from the last fetch, so a flood of made-up kids never doubles the fetches.
+            let since = self.last_fetch.lock().await.map(|t| t.elapsed());
+            if let Some(since) = since
+                && since < self.policy.interval
+                && self.verifier.keys_age().is_some()
+            {
+                wait = self.policy.interval - since;
+                continue;
+            }
             wait = match self.refresh().await {
                 Ok(()) => self.policy.interval,
                 Err(e) => {

@@ -70,6 +70,13 @@ pub struct KeyEntry {
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When it became the current key (absent for a key made current: its creation).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub current_since: Option<OffsetDateTime>,
     /// For a `previous` key: when every token it signed has expired and it leaves the JWKS.
     #[serde(
         default,
@@ -94,6 +101,7 @@ impl fmt::Debug for KeyEntry {
             .field("alg", &self.alg)
             .field("state", &self.state)
             .field("created_at", &self.created_at)
+            .field("current_since", &self.current_since)
             .field("retires_at", &self.retires_at)
             .field("public_key", &self.public_key)
             .field("kms_key_id", &self.kms_key_id)
@@ -142,6 +150,7 @@ impl KeyEntry {
             alg,
             state,
             created_at: OffsetDateTime::now_utc(),
+            current_since: None,
             retires_at: None,
             public_key: B64.encode(public),
             private_key: None,
@@ -326,6 +335,7 @@ impl Keyset {
                 }
                 KeyState::Next if !promoted => {
                     k.state = KeyState::Current;
+                    k.current_since = Some(now);
                     promoted = true;
                 }
                 _ => {}
@@ -372,7 +382,10 @@ impl Keyset {
         match removed.state {
             KeyState::Current => {
                 match self.keys.iter_mut().find(|k| k.state == KeyState::Next) {
-                    Some(next) => next.state = KeyState::Current,
+                    Some(next) => {
+                        next.state = KeyState::Current;
+                        next.current_since = Some(now);
+                    }
                     None => self.keys.push(fresh(alg, KeyState::Current)?),
                 }
                 self.keys.push(fresh(alg, KeyState::Next)?);
@@ -398,6 +411,13 @@ impl Keyset {
             .map(KeyEntry::jwk)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(serde_json::json!({ "keys": keys }))
+    }
+
+    /// How long the current key has been signing at `now`.
+    pub fn current_age(&self, now: OffsetDateTime) -> Result<std::time::Duration, AuthzError> {
+        let k = self.current()?;
+        let since = k.current_since.unwrap_or(k.created_at);
+        Ok(std::time::Duration::try_from(now - since).unwrap_or_default())
     }
 
     /// The signing key.

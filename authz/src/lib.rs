@@ -13,6 +13,7 @@ pub mod jwks_verifier;
 pub mod key_store;
 pub mod keyset;
 pub mod private_file;
+pub mod rotation;
 pub mod subscriptions;
 pub mod token;
 #[cfg(feature = "token-service")]

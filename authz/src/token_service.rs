@@ -7,8 +7,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
@@ -22,13 +22,16 @@ use time::OffsetDateTime;
 
 use crate::buyer_secret::{hash_secret, verify_secret};
 use crate::error::AuthzError;
-use crate::jwks::publish;
+use crate::jwks::{Denial, publish};
+use crate::key_store::KeyStore;
 use crate::keyset::Keyset;
 use crate::subscriptions::SubscriptionRegistry;
-use crate::token::{MAX_TOKEN_LIFETIME, TokenIssuer};
+use crate::token::{MAX_TOKEN_LIFETIME, issue_through};
 
-/// The seller's keyset as the token service sees it: replaced when the keyset file changes.
-pub type SharedKeyset = Arc<RwLock<Keyset>>;
+/// The caller's address when no socket peer is there to tell it (behind API Gateway or a
+/// function URL, from the request context): attempts are limited per address either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
 
 /// Path of the published keys.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -44,16 +47,26 @@ pub struct TokenServiceConfig {
     pub jwks_max_age: Duration,
     /// Token requests per buyer per minute (a burst of a fifth of it, at least 1).
     pub per_buyer_per_minute: NonZeroU32,
+    /// How long a keyset read from the key store is used before it is read again: how soon
+    /// tokens are signed by the key a rotation made current, and retired keys leave.
+    pub keys_refresh: Duration,
+    /// How long the deny list read from the registry is used by the published document: a
+    /// revocation reaches the document within it, and the registry is scanned at most once
+    /// per it, however many verifiers fetch.
+    pub deny_list_refresh: Duration,
 }
 
 impl TokenServiceConfig {
-    /// Defaults: 1 h tokens, keys cacheable for 60 s, 60 requests per buyer per minute.
+    /// Defaults: 1 h tokens, keys cacheable for 60 s, 60 requests per buyer per minute; keys
+    /// and deny list read again after 1 s.
     pub fn new(product: &str) -> Self {
         TokenServiceConfig {
             product: product.to_owned(),
             max_lifetime: Duration::from_secs(3600),
             jwks_max_age: Duration::from_secs(60),
             per_buyer_per_minute: NonZeroU32::MIN.saturating_add(59),
+            keys_refresh: Duration::from_secs(1),
+            deny_list_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -64,8 +77,12 @@ const MAX_BODY_BYTES: usize = 4096;
 /// The token service's state.
 pub struct TokenService {
     config: TokenServiceConfig,
-    keyset: SharedKeyset,
+    keys: Arc<dyn KeyStore>,
     registry: Arc<dyn SubscriptionRegistry>,
+    /// The keyset last read from `keys`, and when.
+    keyset: tokio::sync::Mutex<Option<(Instant, Keyset)>>,
+    /// The deny list last read from `registry`, and when.
+    denied: tokio::sync::Mutex<Option<(Instant, Vec<Denial>)>>,
     /// Tokens issued per buyer: charged only once the secret is right, so nobody else can use
     /// up a buyer's allowance.
     per_buyer: DefaultKeyedRateLimiter<String>,
@@ -79,10 +96,10 @@ pub struct TokenService {
 }
 
 impl TokenService {
-    /// A service signing with `keyset` for the subscriptions in `registry`.
+    /// A service signing with the keys of `keys` for the subscriptions in `registry`.
     pub fn new(
         config: TokenServiceConfig,
-        keyset: SharedKeyset,
+        keys: Arc<dyn KeyStore>,
         registry: Arc<dyn SubscriptionRegistry>,
     ) -> Result<Self, AuthzError> {
         if config.max_lifetime.is_zero() || config.max_lifetime > MAX_TOKEN_LIFETIME {
@@ -99,9 +116,44 @@ impl TokenService {
             hashing: tokio::sync::Semaphore::new(cores),
             dummy_hash: hash_secret("sbx_not-a-buyer")?,
             config,
-            keyset,
+            keys,
             registry,
+            keyset: tokio::sync::Mutex::new(None),
+            denied: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The keyset, read from the key store at most once per `keys_refresh`; keys past their
+    /// retirement are left out even before the store drops them.
+    pub async fn keyset(&self) -> Result<Keyset, AuthzError> {
+        let mut cached = self.keyset.lock().await;
+        if let Some((at, ks)) = cached.as_ref()
+            && at.elapsed() < self.config.keys_refresh
+        {
+            return Ok(ks.clone());
+        }
+        let read_at = Instant::now();
+        let mut ks = self.keys.load().await?;
+        ks.retire_expired(OffsetDateTime::now_utc());
+        *cached = Some((read_at, ks.clone()));
+        Ok(ks)
+    }
+
+    /// The deny list, read from the registry at most once per `deny_list_refresh`.
+    async fn denied(&self) -> Result<Vec<Denial>, AuthzError> {
+        let mut cached = self.denied.lock().await;
+        if let Some((at, denied)) = cached.as_ref()
+            && at.elapsed() < self.config.deny_list_refresh
+        {
+            return Ok(denied.clone());
+        }
+        let read_at = Instant::now();
+        let denied = self
+            .registry
+            .denials(&self.config.product, OffsetDateTime::now_utc())
+            .await?;
+        *cached = Some((read_at, denied.clone()));
+        Ok(denied)
     }
 
     /// The router: `POST /token` and `GET /.well-known/jwks.json`. Serve it with
@@ -114,17 +166,10 @@ impl TokenService {
             .with_state(self)
     }
 
-    /// The published key document now: keys of every state, revoked kids, denied buyers.
+    /// The published key document: keys of every state, revoked kids, denied grants.
     pub async fn published(&self) -> Result<serde_json::Value, AuthzError> {
-        let denied = self
-            .registry
-            .denials(&self.config.product, OffsetDateTime::now_utc())
-            .await?;
-        let keyset = self
-            .keyset
-            .read()
-            .map_err(|_| AuthzError::Crypto("keyset lock poisoned".into()))?;
-        publish(&keyset, &denied)
+        let denied = self.denied().await?;
+        publish(&self.keyset().await?, &denied)
     }
 }
 
@@ -189,8 +234,14 @@ fn wait_of(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> Du
 async fn token(State(svc): State<Arc<TokenService>>, request: Request) -> Response {
     let peer = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        });
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let Some((buyer, secret)) = basic_credentials(&headers) else {
@@ -301,12 +352,20 @@ async fn token(State(svc): State<Arc<TokenService>>, request: Request) -> Respon
         let left = Duration::try_from(end - now).unwrap_or(Duration::ZERO);
         lifetime = lifetime.min(left.max(Duration::from_secs(1)));
     }
-    let issued = svc
-        .keyset
-        .read()
-        .map_err(|_| AuthzError::Crypto("keyset lock poisoned".into()))
-        .and_then(|ks| TokenIssuer::new(&ks))
-        .and_then(|issuer| issuer.issue(&buyer, &svc.config.product, &sub.grant_id, lifetime));
+    let issued = match svc.keyset().await {
+        Ok(ks) => {
+            issue_through(
+                svc.keys.as_ref(),
+                &ks,
+                &buyer,
+                &svc.config.product,
+                &sub.grant_id,
+                lifetime,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     match issued {
         Ok(token) => {
             let expires_at = now + lifetime;

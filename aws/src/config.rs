@@ -36,6 +36,9 @@ pub enum Var {
     SubscriptionsTable,
     /// `SEALBOX_JWKS_OBJECT`: where the seller publishes its keys, `s3://bucket/key`.
     JwksObject,
+    /// `SEALBOX_ROTATE_EVERY`: how long a key signs before the scheduled rotation replaces it
+    /// (default 30d).
+    RotateEvery,
 }
 
 impl Var {
@@ -76,6 +79,7 @@ impl Var {
             Var::KeysTable => "SEALBOX_KEYS_TABLE",
             Var::SubscriptionsTable => "SEALBOX_SUBSCRIPTIONS_TABLE",
             Var::JwksObject => "SEALBOX_JWKS_OBJECT",
+            Var::RotateEvery => "SEALBOX_ROTATE_EVERY",
         }
     }
 
@@ -84,6 +88,7 @@ impl Var {
         match self {
             Var::Product => Some(DEFAULT_PRODUCT),
             Var::Issuer => Some(DEFAULT_ISSUER),
+            Var::RotateEvery => Some("30d"),
             _ => None,
         }
     }
@@ -200,6 +205,9 @@ fn check(var: Var, value: &str) -> Result<(), ConfigError> {
         }
         Var::JwksObject if s3_location(value).is_none() => {
             invalid("an object location, s3://bucket/key")
+        }
+        Var::RotateEvery if humantime::parse_duration(value).is_err() => {
+            invalid("a duration such as 30d, 12h or 90m")
         }
         _ => Ok(()),
     }

@@ -33,20 +33,16 @@ impl AwsSeller {
         })
     }
 
-    /// Publishes the keys and the deny list; answers the document. The list holds the denied
-    /// grants of every product: grant ids are opaque and unique, so one document serves them
-    /// all and tells no reader whose they are.
+    /// Publishes the keys and the deny list; answers the document.
     pub async fn publish(&self) -> anyhow::Result<serde_json::Value> {
-        let now = OffsetDateTime::now_utc();
-        let mut keyset = self.seller.keys.load().await?;
-        // Keys past retirement are not published even before a rotation drops them.
-        keyset.retire_expired(now);
-        let subscriptions = self.seller.subscriptions.list().await?;
-        let denied: Vec<_> = subscriptions.iter().filter_map(|s| s.denial(now)).collect();
-        let doc = self.seller.publisher.publish(&keyset, &denied).await?;
+        let s = &self.seller;
+        let doc = s
+            .publisher
+            .publish_current(&s.keys, &s.subscriptions)
+            .await?;
         eprintln!(
             "published the keys and deny list to {}",
-            self.seller.publisher.location()
+            s.publisher.location()
         );
         Ok(doc)
     }

@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sealbox_authz::jwks_source::{FileJwks, HttpJwks, JwksSource, ObjectJwks};
-use sealbox_authz::token_service::{JWKS_PATH, SharedKeyset, TokenService, TokenServiceConfig};
+use sealbox_authz::key_store::file::FileKeyStore;
+use sealbox_authz::token_service::{JWKS_PATH, TokenService, TokenServiceConfig};
 use sealbox_authz::{AuthzError, JwksVerifier, KeyAlg, Keyset, RefreshPolicy, VerifierConfig};
 use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, Notification};
 use sealbox_core::layout::{INBOX, OUTBOX};
@@ -350,13 +351,12 @@ impl Stack {
         let keyset = Keyset::load_or_init(&paths.keyset, &opts.issuer, KeyAlg::EdDSA)
             .map_err(StackError::Keys)?;
         let issuer = keyset.issuer.clone();
-        let keyset: SharedKeyset = Arc::new(RwLock::new(keyset));
         let registry =
             SqliteSubscriptions::open(&paths.subscriptions).map_err(StackError::Registry)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (token_url, token_service) = start_token_service(
             &opts,
-            keyset.clone(),
+            Arc::new(FileKeyStore::new(&paths.keyset)),
             Arc::new(registry),
             shutdown_rx.clone(),
         )
@@ -496,11 +496,6 @@ impl Stack {
             shutdown_rx,
             alarm.clone(),
         ));
-        pollers.push(tokio::spawn(reload_keys(
-            paths.keyset.clone(),
-            keyset,
-            shutdown.subscribe(),
-        )));
         pollers.push(tokio::spawn(verifier_handle.run(shutdown.subscribe())));
         let watcher = InboxWatcher::start(InboxScanner::new(&store, INBOX, events))
             .await
@@ -543,52 +538,6 @@ impl Stack {
         }
         let _ = (&mut self.token_service).await;
         let _ = std::fs::remove_file(&self.paths.token_url);
-    }
-}
-
-/// Keeps the token service's keyset in step with the keyset file: a rotation or revocation by
-/// `sealbox seller keys` is published within a second, and previous keys leave the published
-/// document once they retire.
-async fn reload_keys(path: PathBuf, keyset: SharedKeyset, mut shutdown: watch::Receiver<bool>) {
-    // Modification time alone can miss two saves within one timestamp tick; each save is a new
-    // file (rename), so the inode tells them apart.
-    let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .and_then(|m| {
-                Ok((
-                    m.modified()?,
-                    m.len(),
-                    std::os::unix::fs::MetadataExt::ino(&m),
-                ))
-            })
-            .ok()
-    };
-    let mut seen = stamp(&path);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut ticks = 0u32;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        ticks = ticks.wrapping_add(1);
-        let now = stamp(&path);
-        // Reload on change, and once a minute so that retirements happen on time.
-        if now == seen && !ticks.is_multiple_of(60) {
-            continue;
-        }
-        seen = now;
-        match Keyset::load(&path) {
-            Ok(mut ks) => {
-                ks.retire_expired(time::OffsetDateTime::now_utc());
-                if let Ok(mut shared) = keyset.write() {
-                    *shared = ks;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "keyset reload failed; keeping the previous keys")
-            }
-        }
     }
 }
 
@@ -640,7 +589,7 @@ fn check_key_refresh(opts: &StackOptions) -> Result<(), StackError> {
 /// Starts the token service on 127.0.0.1 and returns its URL and task.
 async fn start_token_service(
     opts: &StackOptions,
-    keyset: SharedKeyset,
+    keys: Arc<FileKeyStore>,
     registry: Arc<SqliteSubscriptions>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(String, JoinHandle<()>), StackError> {
@@ -648,7 +597,7 @@ async fn start_token_service(
     config.max_lifetime = opts.max_token_lifetime;
     config.jwks_max_age = opts.jwks_refresh.interval;
     let service =
-        Arc::new(TokenService::new(config, keyset, registry).map_err(StackError::TokenService)?);
+        Arc::new(TokenService::new(config, keys, registry).map_err(StackError::TokenService)?);
     let (listener, addr) = bind("token service", opts.token_port).await?;
     let url = format!("http://{addr}");
     let task = tokio::spawn(async move {

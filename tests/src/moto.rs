@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,11 @@ pub struct Moto {
     pub endpoint: String,
     child: Child,
     log: Arc<Mutex<VecDeque<String>>>,
+    counters: Counters,
 }
+
+/// Log lines counted by what they contain (see [`Moto::count_requests`]).
+type Counters = Arc<Mutex<Vec<(String, Arc<AtomicUsize>)>>>;
 
 impl Moto {
     /// Starts moto from the test venv and waits until it answers; panics if it cannot.
@@ -53,6 +58,8 @@ impl Moto {
         let (port_tx, port_rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("moto's piped stderr");
         let tail = Arc::clone(&log);
+        let counters: Counters = Arc::default();
+        let counting = Arc::clone(&counters);
         std::thread::spawn(move || {
             let mut port_tx = Some(port_tx);
             for line in BufReader::new(stderr).lines() {
@@ -61,6 +68,11 @@ impl Moto {
                     && let Some(tx) = port_tx.take()
                 {
                     let _ = tx.send(port);
+                }
+                for (needle, n) in counting.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    if line.contains(needle.as_str()) {
+                        n.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
                 if tail.len() == LOG_TAIL {
@@ -75,6 +87,7 @@ impl Moto {
             endpoint: String::new(),
             child,
             log,
+            counters,
         };
         let port = loop {
             match port_rx.recv_timeout(Duration::from_millis(100)) {
@@ -110,6 +123,17 @@ impl Moto {
                 }
             }
         }
+    }
+
+    /// Counts, from now on, the requests whose log line contains `needle` (moto logs one line
+    /// per request: `"GET /bucket/key HTTP/1.1" 200 -`).
+    pub fn count_requests(&self, needle: &str) -> Arc<AtomicUsize> {
+        let n = Arc::new(AtomicUsize::new(0));
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((needle.to_owned(), Arc::clone(&n)));
+        n
     }
 
     /// The SDK configuration that reaches this server, for a test's own clients.

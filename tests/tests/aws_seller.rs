@@ -440,3 +440,61 @@ async fn a_token_too_large_for_kms_is_refused_before_any_call() {
         Err(AuthzError::Exists(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_kids_costs_one_fetch_per_interval_and_ends_in_unknown_kid() {
+    let stack = AwsStack::start_with("kid-flood", &[], SellerSide::Aws);
+    let (bucket, key) = bucket_and_key(stack.get("SEALBOX_JWKS"));
+    let fetches = stack.moto.count_requests(&format!("GET /{bucket}/{key}"));
+    let interval = Duration::from_secs(2);
+    let daemon = stack.up(&["--jwks-refresh", "2s"]);
+    let started = std::time::Instant::now();
+    // 100 requests, each with a token of a key nobody published (100 different kids).
+    let objects: Vec<(String, String)> = (0..100)
+        .map(|i| {
+            let stranger = Keyset::generate("sealbox-seller", KeyAlg::EdDSA).unwrap();
+            let token = sealbox_authz::TokenIssuer::new(&stranger)
+                .unwrap()
+                .issue(
+                    BUYER,
+                    "iris-classifier",
+                    "g-made-up",
+                    Duration::from_secs(600),
+                )
+                .unwrap();
+            let id = format!("flood-{i:03}");
+            let body = serde_json::to_string(&sealbox::cases::text_request(
+                &id,
+                Some(&token),
+                sealbox::cases::SAMPLE_ROWS[0],
+            ))
+            .unwrap();
+            (format!("{BUYER}/requests/{id}.json"), body)
+        })
+        .collect();
+    stack.put(stack.get("SEALBOX_INBOX_BUCKET"), &objects);
+    let mut rejected = BTreeSet::new();
+    let done = wait_until(Duration::from_secs(90), || {
+        rejected = answered(&stack, "rejected");
+        rejected.len() >= 100
+    });
+    let elapsed = started.elapsed();
+    assert!(done, "{} of 100 rejected", rejected.len());
+    assert!(answered(&stack, "results").is_empty());
+    for id in ["flood-000", "flood-050", "flood-099"] {
+        let doc = stack.get_object(
+            stack.get("SEALBOX_OUTBOX_BUCKET"),
+            &format!("{BUYER}/rejected/{id}.json"),
+        );
+        assert!(doc.contains("token_unknown_kid"), "{doc}");
+    }
+    // The periodic refresh and the unknown-kid fetches share one rate limit: fetches are at
+    // least one interval apart. Allowed: the first load (before `started`), one per interval
+    // begun, and one the count may see before `elapsed` was taken. Twice the rate (a fetch
+    // for the flood beside each periodic one) would exceed it.
+    let n = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    let allowed = (elapsed.as_secs_f64() / interval.as_secs_f64()).ceil() as usize + 2;
+    eprintln!("{n} fetches of the published keys in {elapsed:?} (at most {allowed})");
+    assert!(n <= allowed, "{n} fetches in {elapsed:?}");
+    drop(daemon);
+}

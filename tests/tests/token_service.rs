@@ -5,14 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use sealbox_authz::AuthzError;
 use sealbox_authz::buyer_secret::{hash_secret, new_secret};
 use sealbox_authz::jwks_source::HttpJwks;
-use sealbox_authz::subscriptions::SubscriptionRegistry;
+use sealbox_authz::key_store::file::FileKeyStore;
+use sealbox_authz::subscriptions::{Credentials, Subscription, SubscriptionRegistry};
 use sealbox_authz::token_service::{JWKS_PATH, TokenService, TokenServiceConfig};
-use sealbox_authz::{JwksVerifier, KeyAlg, Keyset, RefreshPolicy, VerifierConfig};
+use sealbox_authz::{JwksVerifier, KeyAlg, KeyStore as _, RefreshPolicy, VerifierConfig};
 use sealbox_core::contract::Reason;
 use sealbox_core::ports::NotAuthorized;
 use sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions;
@@ -23,18 +26,57 @@ struct Service {
     _dir: tempfile::TempDir,
     url: String,
     registry: SqliteSubscriptions,
+    /// Scans of the registry (`list`), which the deny list is made from.
+    scans: Arc<AtomicUsize>,
     http: reqwest::Client,
+}
+
+/// The registry, counting its scans.
+struct Counting {
+    inner: SqliteSubscriptions,
+    scans: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl SubscriptionRegistry for Counting {
+    async fn grant(
+        &self,
+        buyer: &str,
+        product: &str,
+        until: Option<time::OffsetDateTime>,
+        secret_hash: &str,
+    ) -> Result<Subscription, AuthzError> {
+        self.inner.grant(buyer, product, until, secret_hash).await
+    }
+    async fn revoke(&self, buyer: &str, product: &str) -> Result<Subscription, AuthzError> {
+        self.inner.revoke(buyer, product).await
+    }
+    async fn credentials(
+        &self,
+        buyer: &str,
+        product: &str,
+    ) -> Result<Option<Credentials>, AuthzError> {
+        self.inner.credentials(buyer, product).await
+    }
+    async fn list(&self) -> Result<Vec<Subscription>, AuthzError> {
+        self.scans.fetch_add(1, Ordering::SeqCst);
+        self.inner.list().await
+    }
 }
 
 async fn start(per_minute: u32) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let registry = SqliteSubscriptions::open(&dir.path().join("subscriptions.db")).unwrap();
-    let keyset = Arc::new(RwLock::new(
-        Keyset::generate("seller", KeyAlg::EdDSA).unwrap(),
-    ));
+    let keys = FileKeyStore::new(dir.path().join("keyset.json"));
+    keys.init("seller", KeyAlg::EdDSA).await.unwrap();
     let mut config = TokenServiceConfig::new(PRODUCT);
     config.per_buyer_per_minute = NonZeroU32::new(per_minute).unwrap();
-    let svc = Arc::new(TokenService::new(config, keyset, Arc::new(registry.clone())).unwrap());
+    let scans = Arc::new(AtomicUsize::new(0));
+    let counting = Counting {
+        inner: registry.clone(),
+        scans: scans.clone(),
+    };
+    let svc = Arc::new(TokenService::new(config, Arc::new(keys), Arc::new(counting)).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -47,6 +89,7 @@ async fn start(per_minute: u32) -> Service {
         _dir: dir,
         url,
         registry,
+        scans,
         http: reqwest::Client::new(),
     }
 }
@@ -177,6 +220,8 @@ async fn revoked_and_expired_buyers_get_403_and_their_tokens_stop_at_the_next_re
         v.verify(&token, "b1", SystemTime::now()).await.is_ok(),
         "cached until the refresh"
     );
+    // The service reads the deny list again after 1 s; verifiers refresh after that.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     v.refresh().await.unwrap();
     let r = v.verify(&token, "b1", SystemTime::now()).await;
     assert!(
@@ -245,8 +290,20 @@ async fn the_published_keys_carry_cache_headers_and_answer_304_when_unchanged() 
         .unwrap();
     assert_eq!(again.status().as_u16(), 304);
 
+    // Verifiers fetching at once cost one registry scan per refresh of the deny list.
+    let scans = s.scans.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(s.http.get(&url).send().await.unwrap().status(), 200);
+    }
+    assert!(
+        s.scans.load(Ordering::SeqCst) - scans <= 1,
+        "the deny list is cached, not read from the registry per request"
+    );
+
     s.grant("b1", None).await;
     s.registry.revoke("b1", PRODUCT).await.unwrap();
+    // Within one refresh of the deny list (1 s), the document has it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let changed = s
         .http
         .get(&url)

@@ -37,7 +37,6 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ScalarAttributeType, TableStatus,
 };
-use aws_smithy_types::error::display::DisplayErrorContext;
 use time::OffsetDateTime;
 
 use sealbox_authz::AuthzError;
@@ -87,7 +86,7 @@ impl DynamoDbSubscriptions {
 
     fn sdk_error<E, R>(&self, operation: &str, err: SdkError<E, R>) -> AuthzError
     where
-        E: std::error::Error + 'static,
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
         R: Debug,
     {
         sdk_error(&self.table, operation, err)
@@ -425,16 +424,16 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), AuthzError
     }
 }
 
-/// An SDK failure as a registry error: the table, the operation and the SDK's whole chain of
-/// causes.
+/// An SDK failure as a registry error: the table, the operation and what the service said (or,
+/// without an answer, the SDK's chain of causes).
 fn sdk_error<E, R>(table: &str, operation: &str, err: SdkError<E, R>) -> AuthzError
 where
-    E: std::error::Error + 'static,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
     R: Debug,
 {
     AuthzError::Registry(format!(
         "DynamoDB table {table}: {operation} failed: {}",
-        DisplayErrorContext(&err)
+        super::sdk_sentence(&err)
     ))
 }
 

@@ -19,12 +19,15 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec, Tag};
-use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use sealbox_authz::AuthzError;
 use sealbox_authz::jose::{KMS_MAX_MESSAGE_BYTES, ecdsa_der_to_fixed, public_key_from_spki};
 use sealbox_authz::key_store::{KeyStore, Rotation};
 use sealbox_authz::keyset::{FreshKey, KeyAlg, KeyEntry, KeyState, Keyset, RETIRE_AFTER};
 use time::OffsetDateTime;
+
+use super::sdk_sentence;
 
 /// The item's partition key value: one keyset per table.
 const ITEM_ID: &str = "keyset";
@@ -41,8 +44,12 @@ pub struct KmsKeyStore {
     table: String,
 }
 
-fn kms_error(what: &str, e: impl std::error::Error) -> AuthzError {
-    AuthzError::KeyStore(format!("KMS {what}: {}", DisplayErrorContext(e)))
+fn kms_error<E, R>(what: &str, e: &SdkError<E, R>) -> AuthzError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    AuthzError::KeyStore(format!("KMS {what}: {}", sdk_sentence(e)))
 }
 
 /// Creates the keys table if it does not exist (on-demand billing, key `id`).
@@ -80,7 +87,7 @@ pub async fn create_table(
         }
         Err(e) => Err(AuthzError::KeyStore(format!(
             "creating table {table}: {}",
-            DisplayErrorContext(e)
+            sdk_sentence(&e)
         ))),
     }
 }
@@ -99,11 +106,15 @@ impl KmsKeyStore {
         }
     }
 
-    fn table_error(&self, what: &str, e: impl std::error::Error) -> AuthzError {
+    fn table_error<E, R>(&self, what: &str, e: &SdkError<E, R>) -> AuthzError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
         AuthzError::KeyStore(format!(
             "{what} of table {}: {}",
             self.table,
-            DisplayErrorContext(e)
+            sdk_sentence(e)
         ))
     }
 
@@ -117,7 +128,7 @@ impl KmsKeyStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.table_error("GetItem", e))?;
+            .map_err(|e| self.table_error("GetItem", &e))?;
         let Some(item) = got.item else {
             return Ok(None);
         };
@@ -174,7 +185,7 @@ impl KmsKeyStore {
             {
                 Ok(false)
             }
-            Err(e) => Err(self.table_error("PutItem", e)),
+            Err(e) => Err(self.table_error("PutItem", &e)),
         }
     }
 
@@ -198,7 +209,16 @@ impl KmsKeyStore {
             .tags(tag)
             .send()
             .await
-            .map_err(|e| kms_error("CreateKey", e))?;
+            .map_err(|e| {
+                let mut err = kms_error("CreateKey", &e);
+                if alg == KeyAlg::EdDSA
+                    && let AuthzError::KeyStore(text) = &mut err
+                    && text.contains("ECC_NIST_EDWARDS25519")
+                {
+                    text.push_str(" (this KMS offers no Ed25519 keys: use --alg es256)");
+                }
+                err
+            })?;
         let key_id = made
             .key_metadata
             .map(|m| m.key_id)
@@ -210,7 +230,7 @@ impl KmsKeyStore {
                 .key_id(&key_id)
                 .send()
                 .await
-                .map_err(|e| kms_error("GetPublicKey", e))?;
+                .map_err(|e| kms_error("GetPublicKey", &e))?;
             let der = got.public_key.ok_or_else(|| {
                 AuthzError::KeyStore(format!("KMS GetPublicKey of {key_id} answered no key"))
             })?;
@@ -245,8 +265,8 @@ impl KmsKeyStore {
                 (d, s) => tracing::warn!(
                     kms_key = %id,
                     why,
-                    disable = ?d.err().map(|e| DisplayErrorContext(e).to_string()),
-                    schedule = ?s.err().map(|e| DisplayErrorContext(e).to_string()),
+                    disable = ?d.err().map(|e| sdk_sentence(&e)),
+                    schedule = ?s.err().map(|e| sdk_sentence(&e)),
                     "could not retire a KMS key; disable it and schedule its deletion by hand"
                 ),
             }
@@ -468,7 +488,7 @@ impl KeyStore for KmsKeyStore {
             .signing_algorithm(algorithm)
             .send()
             .await
-            .map_err(|e| kms_error("Sign", e))?;
+            .map_err(|e| kms_error("Sign", &e))?;
         let signature = signed
             .signature
             .ok_or_else(|| AuthzError::KeyStore("KMS Sign answered no signature".into()))?;

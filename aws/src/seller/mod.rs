@@ -8,6 +8,9 @@ pub mod kms_keys;
 pub mod publish;
 
 use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::{Settings, Var};
 use crate::sdk::Clients;
@@ -65,4 +68,21 @@ pub struct Seller {
     pub subscriptions: dynamodb_subscriptions::DynamoDbSubscriptions,
     /// The published keys document in S3.
     pub publisher: publish::S3Publisher,
+}
+
+/// An SDK failure in a sentence: a service's refusal as its code and message (the raw response
+/// would bury them), anything else (no connection, a timeout) with its chain of causes.
+pub fn sdk_sentence<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(s) => format!(
+            "{}: {}",
+            s.code().unwrap_or("error"),
+            s.message().unwrap_or("(no message)")
+        ),
+        None => DisplayErrorContext(e).to_string(),
+    }
 }

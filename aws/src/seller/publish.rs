@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use sealbox_authz::AuthzError;
 use sealbox_authz::jwks::{Denial, publish};
+use sealbox_authz::key_store::KeyStore;
 use sealbox_authz::keyset::Keyset;
+use sealbox_authz::subscriptions::SubscriptionRegistry;
+use time::OffsetDateTime;
 
 use crate::config::s3_location;
 
@@ -65,9 +67,26 @@ impl S3Publisher {
                 AuthzError::KeyStore(format!(
                     "publishing the keys to {}: {}",
                     self.location,
-                    DisplayErrorContext(e)
+                    super::sdk_sentence(&e)
                 ))
             })?;
         Ok(doc)
+    }
+
+    /// Publishes the keyset of `keys` now and the deny list of `registry`; answers the
+    /// document. The list holds the denied grants of every product: grant ids are opaque and
+    /// unique, so one document serves them all and tells no reader whose they are.
+    pub async fn publish_current(
+        &self,
+        keys: &dyn KeyStore,
+        registry: &dyn SubscriptionRegistry,
+    ) -> Result<serde_json::Value, AuthzError> {
+        let now = OffsetDateTime::now_utc();
+        let mut keyset = keys.load().await?;
+        // Keys past retirement are not published even before the store drops them.
+        keyset.retire_expired(now);
+        let subscriptions = registry.list().await?;
+        let denied: Vec<Denial> = subscriptions.iter().filter_map(|s| s.denial(now)).collect();
+        self.publish(&keyset, &denied).await
     }
 }

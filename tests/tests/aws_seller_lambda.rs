@@ -1,0 +1,223 @@
+//! The seller's Lambda binaries (built for the host) under the Lambda Runtime API emulator, on
+//! moto: `token-service` answers function URL events (payload 2.0) for `POST /token` and the
+//! published keys; `rotate-keys`, invoked twice in a row, rotates once and publishes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use sealbox_authz::jwks::PublishedKeys;
+use sealbox_authz::{Verifier, VerifierConfig};
+use sealbox_tests::aws_stack::{AwsStack, BUYER, SellerSide};
+use sealbox_tests::lambda_emulator::LambdaEmulator;
+use serde_json::{Value, json};
+
+async fn function(stack: &AwsStack, name: &str, extra: &[(&str, &str)]) -> LambdaEmulator {
+    let bin = sealbox_tests::sealbox_bin().with_file_name(name);
+    assert!(
+        bin.is_file(),
+        "the {name} Lambda binary is missing at {}: run `cargo build --bins` (scripts/test does)",
+        bin.display()
+    );
+    let mut env = stack.env.clone();
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let f = LambdaEmulator::start(&bin, &env, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let init = f.ready().await.unwrap();
+    eprintln!("{name}: init {:.1} ms", init.as_secs_f64() * 1e3);
+    f
+}
+
+/// A function URL event (payload format 2.0) from `source_ip`.
+fn url_event(
+    method: &str,
+    path: &str,
+    headers: Value,
+    body: Option<&str>,
+    source_ip: &str,
+) -> Value {
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abcdefghij",
+            "domainName": "abcdefghij.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abcdefghij",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": "sealbox-tests"
+            },
+            "requestId": "req-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "26/Nov/2026:17:00:00 +0000",
+            "timeEpoch": 1_795_712_400_000_u64
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
+
+/// The status and JSON body of a function URL response.
+fn answer(response: &Value) -> (u64, Value) {
+    let status = response["statusCode"].as_u64().unwrap();
+    let text = response["body"].as_str().unwrap_or_default();
+    let bytes = if response["isBase64Encoded"].as_bool() == Some(true) {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap()
+    } else {
+        text.as_bytes().to_vec()
+    };
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn seller(stack: &AwsStack, args: &[&str]) -> String {
+    let out = stack
+        .sealbox()
+        .args(args)
+        .args(["--backend", "aws"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn published(stack: &AwsStack) -> String {
+    let (bucket, key) = stack
+        .get("SEALBOX_JWKS")
+        .strip_prefix("s3://")
+        .and_then(|l| l.split_once('/'))
+        .unwrap();
+    stack.get_object(bucket, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_service_function_issues_tokens_and_serves_the_published_keys() {
+    let stack = AwsStack::start_with("token-fn", &[], SellerSide::Aws);
+    let secret_file = stack.dir.path().join("buyer.secret");
+    seller(
+        &stack,
+        &[
+            "seller",
+            "grant",
+            BUYER,
+            "--secret-out",
+            secret_file.to_str().unwrap(),
+        ],
+    );
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    let basic = |secret: &str| {
+        let pair = format!("{BUYER}:{}", secret.trim());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    let f = function(&stack, "token-service", &[]).await;
+
+    let ok = f
+        .invoke(url_event(
+            "POST",
+            "/token",
+            json!({"authorization": basic(&secret), "content-type": "application/json"}),
+            Some(r#"{"lifetime_seconds": 600}"#),
+            "203.0.113.9",
+        ))
+        .await
+        .unwrap();
+    let (status, body) = answer(&ok);
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(body["expires_in"], 600);
+    let token = body["token"].as_str().unwrap();
+    // Signed in KMS, verified against the document the seller published to S3.
+    let verifier = Verifier::new(VerifierConfig::new("sealbox-seller", "iris-classifier"));
+    verifier
+        .load(PublishedKeys::parse(published(&stack).as_bytes()).unwrap())
+        .unwrap();
+    let claims = verifier.verify(token, BUYER).unwrap();
+    assert_eq!(claims.sub, BUYER);
+
+    let wrong = f
+        .invoke(url_event(
+            "POST",
+            "/token",
+            json!({"authorization": basic("sbx_wrong")}),
+            None,
+            "203.0.113.9",
+        ))
+        .await
+        .unwrap();
+    let (status, body) = answer(&wrong);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+
+    let jwks = f
+        .invoke(url_event(
+            "GET",
+            "/.well-known/jwks.json",
+            json!({}),
+            None,
+            "198.51.100.4",
+        ))
+        .await
+        .unwrap();
+    let (status, doc) = answer(&jwks);
+    assert_eq!(status, 200, "{jwks}");
+    assert_eq!(doc["keys"].as_array().unwrap().len(), 2, "{doc}");
+    let cache = jwks["headers"]["cache-control"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(cache, "public, max-age=60", "{jwks}");
+    assert!(!doc.to_string().contains(BUYER), "no buyer id is published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rotate_keys_function_invoked_twice_in_a_row_rotates_once() {
+    let stack = AwsStack::start_with("rotate-fn", &[], SellerSide::Aws);
+    let f = function(&stack, "rotate-keys", &[("SEALBOX_ROTATE_EVERY", "1s")]).await;
+    // The first key must have signed for the whole period.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let first = f.invoke(json!({"source": "aws.scheduler"})).await.unwrap();
+    let second = f.invoke(json!({"source": "aws.scheduler"})).await.unwrap();
+    assert_eq!(first["rotated"], true, "{first}");
+    assert_eq!(second["rotated"], false, "{second}");
+    assert_eq!(first["current"], second["current"]);
+
+    let doc: Value = serde_json::from_str(&published(&stack)).unwrap();
+    let kids: Vec<&str> = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kids.len(),
+        3,
+        "previous, current and next are published: {doc}"
+    );
+    assert!(kids.contains(&first["current"].as_str().unwrap()));
+    let logs = f.logs().join("\n");
+    assert!(logs.contains("\"KeysRotated\""), "EMF metrics: {logs}");
+}
