@@ -175,6 +175,15 @@ enum Alg {
     Es256,
 }
 
+impl From<Alg> for sealbox_authz::KeyAlg {
+    fn from(alg: Alg) -> Self {
+        match alg {
+            Alg::Eddsa => sealbox_authz::KeyAlg::EdDSA,
+            Alg::Es256 => sealbox_authz::KeyAlg::ES256,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum SellerCommand {
     /// Keyset commands.
@@ -422,11 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             SellerCommand::Keys {
                 command: KeysCommand::Init { alg, issuer },
             } => {
-                let alg = match alg {
-                    Alg::Eddsa => sealbox_authz::KeyAlg::EdDSA,
-                    Alg::Es256 => sealbox_authz::KeyAlg::ES256,
-                };
-                commands::keys_init(&data, &issuer, alg)?;
+                commands::keys_init(&data, &issuer, alg.into())?;
                 Ok(ExitCode::SUCCESS)
             }
             SellerCommand::Keys {
@@ -535,13 +540,7 @@ async fn seller_aws(command: SellerCommand) -> anyhow::Result<ExitCode> {
     let aws = sealbox::seller_aws::AwsSeller::from_env().await?;
     match command {
         SellerCommand::Keys { command } => match command {
-            KeysCommand::Init { alg, issuer } => {
-                let alg = match alg {
-                    Alg::Eddsa => sealbox_authz::KeyAlg::EdDSA,
-                    Alg::Es256 => sealbox_authz::KeyAlg::ES256,
-                };
-                aws.keys_init(&issuer, alg).await?
-            }
+            KeysCommand::Init { alg, issuer } => aws.keys_init(&issuer, alg.into()).await?,
             KeysCommand::Rotate => aws.keys_rotate().await?,
             KeysCommand::Revoke { kid } => aws.keys_revoke(&kid).await?,
             KeysCommand::List => aws.keys_list().await?,

@@ -284,4 +284,66 @@ impl AwsStack {
         .unwrap();
         (format!("{BUYER}/requests/{id}.json"), body)
     }
+
+    /// `sealbox ARGS --backend aws` with the stack's environment, which must succeed; answers
+    /// stdout.
+    pub fn sealbox_aws(&self, args: &[&str]) -> String {
+        let out = self
+            .sealbox()
+            .args(args)
+            .args(["--backend", "aws"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The published keys document at `SEALBOX_JWKS` (an `s3://` location), read with boto3.
+    pub fn published_keys(&self) -> String {
+        let (bucket, key) = self
+            .get("SEALBOX_JWKS")
+            .strip_prefix("s3://")
+            .and_then(|l| l.split_once('/'))
+            .unwrap();
+        self.get_object(bucket, key)
+    }
+
+    /// The Lambda binary `name` (built beside `sealbox`) under the Runtime API emulator, with
+    /// the stack's environment and `extra`.
+    pub async fn lambda(
+        &self,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> crate::lambda_emulator::LambdaEmulator {
+        let bin = crate::sealbox_bin().with_file_name(name);
+        assert!(
+            bin.is_file(),
+            "the {name} Lambda binary is missing at {}: run `cargo build --bins` (scripts/test does)",
+            bin.display()
+        );
+        let mut env = self.env.clone();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let f = crate::lambda_emulator::LambdaEmulator::start(
+            &bin,
+            &env,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let init = f.ready().await.unwrap();
+        eprintln!(
+            "{name}: init {:.1} ms, peak RSS {:?} KiB",
+            init.as_secs_f64() * 1e3,
+            f.peak_rss_kib()
+        );
+        f
+    }
 }

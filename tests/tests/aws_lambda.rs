@@ -17,25 +17,11 @@ async fn sqs_client(stack: &AwsStack) -> aws_sdk_sqs::Client {
 }
 
 async fn function(stack: &AwsStack, name: &str) -> LambdaEmulator {
-    let bin = sealbox_tests::sealbox_bin().with_file_name(name);
-    assert!(
-        bin.is_file(),
-        "the {name} Lambda binary is missing at {}: run `cargo build --bins` (scripts/test does)",
-        bin.display()
-    );
-    let mut env = stack.env.clone();
-    env.push(("SEALBOX_MAX_CONCURRENT_INVOCATIONS".into(), "4".into()));
-    env.push(("RUST_LOG".into(), "info".into()));
-    let f = LambdaEmulator::start(&bin, &env, Duration::from_secs(30))
-        .await
-        .unwrap();
-    let init = f.ready().await.unwrap();
-    eprintln!(
-        "{name}: init {:.1} ms, peak RSS {:?} KiB",
-        init.as_secs_f64() * 1e3,
-        f.peak_rss_kib()
-    );
-    f
+    let extra = [
+        ("SEALBOX_MAX_CONCURRENT_INVOCATIONS", "4"),
+        ("RUST_LOG", "info"),
+    ];
+    stack.lambda(name, &extra).await
 }
 
 /// One round of the event source mapping: receives up to 10 messages, invokes the function

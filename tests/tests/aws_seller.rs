@@ -76,22 +76,6 @@ fn outcome_of(stack: &AwsStack, id: &str) -> String {
     kind.unwrap().to_owned()
 }
 
-/// `sealbox ARGS --backend aws` with the stack's environment; answers stdout.
-fn seller(stack: &AwsStack, args: &[&str]) -> String {
-    let out = stack
-        .sealbox()
-        .args(args)
-        .args(["--backend", "aws"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 async fn key_store(config: &aws_config::SdkConfig, table: &str) -> KmsKeyStore {
     let clients = SellerClients::new(config);
     KmsKeyStore::new(clients.kms, clients.dynamodb, table)
@@ -277,9 +261,8 @@ async fn a_revoked_buyer_is_refused_within_one_refresh_and_a_new_grant_works() {
     stack.put(&inbox, &[stack.request("before-revoke")]);
     assert_eq!(outcome_of(&stack, "before-revoke"), "results");
 
-    seller(&stack, &["seller", "revoke", BUYER]);
-    let (bucket, key) = bucket_and_key(stack.get("SEALBOX_JWKS"));
-    let doc: serde_json::Value = serde_json::from_str(&stack.get_object(bucket, key)).unwrap();
+    stack.sealbox_aws(&["seller", "revoke", BUYER]);
+    let doc: serde_json::Value = serde_json::from_str(&stack.published_keys()).unwrap();
     assert_eq!(doc["denied_grants"].as_array().unwrap().len(), 1, "{doc}");
     assert!(
         !doc.to_string().contains(BUYER),
@@ -297,8 +280,8 @@ async fn a_revoked_buyer_is_refused_within_one_refresh_and_a_new_grant_works() {
 
     // A new grant: its tokens are issued after the revocation (a later second) and work.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    seller(&stack, &["seller", "grant", BUYER]);
-    let token = seller(&stack, &["seller", "token", "--buyer", BUYER]);
+    stack.sealbox_aws(&["seller", "grant", BUYER]);
+    let token = stack.sealbox_aws(&["seller", "token", "--buyer", BUYER]);
     let body = serde_json::to_string(&sealbox::cases::text_request(
         "regranted",
         Some(token.trim()),

@@ -9,29 +9,7 @@ use base64::Engine as _;
 use sealbox_authz::jwks::PublishedKeys;
 use sealbox_authz::{Verifier, VerifierConfig};
 use sealbox_tests::aws_stack::{AwsStack, BUYER, SellerSide};
-use sealbox_tests::lambda_emulator::LambdaEmulator;
 use serde_json::{Value, json};
-
-async fn function(stack: &AwsStack, name: &str, extra: &[(&str, &str)]) -> LambdaEmulator {
-    let bin = sealbox_tests::sealbox_bin().with_file_name(name);
-    assert!(
-        bin.is_file(),
-        "the {name} Lambda binary is missing at {}: run `cargo build --bins` (scripts/test does)",
-        bin.display()
-    );
-    let mut env = stack.env.clone();
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let f = LambdaEmulator::start(&bin, &env, Duration::from_secs(30))
-        .await
-        .unwrap();
-    let init = f.ready().await.unwrap();
-    eprintln!("{name}: init {:.1} ms", init.as_secs_f64() * 1e3);
-    f
-}
 
 /// A function URL event (payload format 2.0) from `source_ip`.
 fn url_event(
@@ -87,44 +65,17 @@ fn answer(response: &Value) -> (u64, Value) {
     )
 }
 
-fn seller(stack: &AwsStack, args: &[&str]) -> String {
-    let out = stack
-        .sealbox()
-        .args(args)
-        .args(["--backend", "aws"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn published(stack: &AwsStack) -> String {
-    let (bucket, key) = stack
-        .get("SEALBOX_JWKS")
-        .strip_prefix("s3://")
-        .and_then(|l| l.split_once('/'))
-        .unwrap();
-    stack.get_object(bucket, key)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_service_function_issues_tokens_and_serves_the_published_keys() {
     let stack = AwsStack::start_with("token-fn", &[], SellerSide::Aws);
     let secret_file = stack.dir.path().join("buyer.secret");
-    seller(
-        &stack,
-        &[
-            "seller",
-            "grant",
-            BUYER,
-            "--secret-out",
-            secret_file.to_str().unwrap(),
-        ],
-    );
+    stack.sealbox_aws(&[
+        "seller",
+        "grant",
+        BUYER,
+        "--secret-out",
+        secret_file.to_str().unwrap(),
+    ]);
     let secret = std::fs::read_to_string(&secret_file).unwrap();
     let basic = |secret: &str| {
         let pair = format!("{BUYER}:{}", secret.trim());
@@ -133,7 +84,7 @@ async fn the_token_service_function_issues_tokens_and_serves_the_published_keys(
             base64::engine::general_purpose::STANDARD.encode(pair)
         )
     };
-    let f = function(&stack, "token-service", &[]).await;
+    let f = stack.lambda("token-service", &[]).await;
 
     let ok = f
         .invoke(url_event(
@@ -152,7 +103,7 @@ async fn the_token_service_function_issues_tokens_and_serves_the_published_keys(
     // Signed in KMS, verified against the document the seller published to S3.
     let verifier = Verifier::new(VerifierConfig::new("sealbox-seller", "iris-classifier"));
     verifier
-        .load(PublishedKeys::parse(published(&stack).as_bytes()).unwrap())
+        .load(PublishedKeys::parse(stack.published_keys().as_bytes()).unwrap())
         .unwrap();
     let claims = verifier.verify(token, BUYER).unwrap();
     assert_eq!(claims.sub, BUYER);
@@ -196,7 +147,9 @@ async fn the_token_service_function_issues_tokens_and_serves_the_published_keys(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rotate_keys_function_invoked_twice_in_a_row_rotates_once() {
     let stack = AwsStack::start_with("rotate-fn", &[], SellerSide::Aws);
-    let f = function(&stack, "rotate-keys", &[("SEALBOX_ROTATE_EVERY", "1s")]).await;
+    let f = stack
+        .lambda("rotate-keys", &[("SEALBOX_ROTATE_EVERY", "1s")])
+        .await;
     // The first key must have signed for the whole period.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let first = f.invoke(json!({"source": "aws.scheduler"})).await.unwrap();
@@ -205,7 +158,7 @@ async fn the_rotate_keys_function_invoked_twice_in_a_row_rotates_once() {
     assert_eq!(second["rotated"], false, "{second}");
     assert_eq!(first["current"], second["current"]);
 
-    let doc: Value = serde_json::from_str(&published(&stack)).unwrap();
+    let doc: Value = serde_json::from_str(&stack.published_keys()).unwrap();
     let kids: Vec<&str> = doc["keys"]
         .as_array()
         .unwrap()
