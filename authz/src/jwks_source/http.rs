@@ -44,6 +44,10 @@ impl JwksSource for HttpJwks {
             .client
             .get(&self.url)
             .header(reqwest::header::ACCEPT, "application/json")
+            // The document may sit behind a cache (it is served with max-age): a verifier
+            // counts a fetch as newer than a request, so it must get the origin's copy, not an
+            // older one a cache kept (RFC 9111 §5.2.1.4).
+            .header(reqwest::header::CACHE_CONTROL, "no-cache")
             .send()
             .await
             .map_err(|e| unavailable(e.to_string()))?;
@@ -62,5 +66,38 @@ impl JwksSource for HttpJwks {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_fetch_asks_caches_for_the_origins_copy() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let body = br#"{"keys": []}"#;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            conn.write_all(head.as_bytes()).await.unwrap();
+            conn.write_all(body).await.unwrap();
+            String::from_utf8_lossy(&request).to_ascii_lowercase()
+        });
+        let source =
+            HttpJwks::new(&format!("http://{addr}/jwks.json"), Duration::from_secs(5)).unwrap();
+        assert_eq!(source.fetch().await.unwrap(), br#"{"keys": []}"#);
+        let request = server.await.unwrap();
+        assert!(request.contains("cache-control: no-cache"), "{request}");
     }
 }
