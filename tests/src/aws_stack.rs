@@ -288,18 +288,11 @@ impl AwsStack {
     /// `sealbox ARGS --backend aws` with the stack's environment, which must succeed; answers
     /// stdout.
     pub fn sealbox_aws(&self, args: &[&str]) -> String {
-        let out = self
-            .sealbox()
-            .args(args)
-            .args(["--backend", "aws"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ok(
+            self.dir.path(),
+            &self.env,
+            &[args, &["--backend", "aws"]].concat(),
+        )
     }
 
     /// The published keys document at `SEALBOX_JWKS` (an `s3://` location), read with boto3.
