@@ -1,25 +1,33 @@
-# The Python virtualenv of the tests and of packaging, sourced by scripts/test and scripts/package:
-# .venv-test/, every package pinned by scripts/requirements-test.txt.
-venv=.venv-test
-reqs=scripts/requirements-test.txt
+# The Python virtualenvs of the tests and of packaging, sourced by scripts/test and scripts/package.
+# `ensure_venv DIR REQS` builds DIR from REQS (every package pinned); sourcing this file builds the
+# test venv .venv-test/ from scripts/requirements-test.txt and sets $venv and $reqs to it.
+
 # Rebuilt only when the requirements changed: the venv keeps a copy of the file it was built from,
 # written last, so a half-built venv never counts as ready.
-if ! { [ -x "$venv/bin/python" ] && cmp -s "$reqs" "$venv/requirements-test.txt"; }; then
+ensure_venv() {
+    local dir=$1 file=$2
+    if { [ -x "$dir/bin/python" ] && cmp -s "$file" "$dir/requirements.txt"; }; then
+        return 0
+    fi
     if ! command -v python3 >/dev/null 2>&1; then
-        echo "error: python3 is missing; the tests and packaging need it for $venv ($reqs). Install Python 3 with its venv module." >&2
+        echo "error: python3 is missing; the tests and packaging need it for $dir ($file). Install Python 3 with its venv module." >&2
         exit 1
     fi
-    rm -rf "$venv"
-    if ! python3 -m venv "$venv"; then
-        rm -rf "$venv"
-        echo "error: \`python3 -m venv $venv\` failed; install Python's venv module (on Debian/Ubuntu: python3-venv)." >&2
+    rm -rf "$dir"
+    if ! python3 -m venv "$dir"; then
+        rm -rf "$dir"
+        echo "error: \`python3 -m venv $dir\` failed; install Python's venv module (on Debian/Ubuntu: python3-venv)." >&2
         exit 1
     fi
-    if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$reqs"; then
-        rm -rf "$venv"
-        echo "error: installing $reqs into $venv failed (see pip's output above); the tests and packaging need it." >&2
+    if ! "$dir/bin/python" -m pip install --disable-pip-version-check -q -r "$file"; then
+        rm -rf "$dir"
+        echo "error: installing $file into $dir failed (see pip's output above); the tests and packaging need it." >&2
         exit 1
     fi
-    cp "$reqs" "$venv/requirements-test.txt"
-    echo "built $venv from $reqs"
-fi
+    cp "$file" "$dir/requirements.txt"
+    echo "built $dir from $file"
+}
+
+venv=.venv-test
+reqs=scripts/requirements-test.txt
+ensure_venv "$venv" "$reqs"

@@ -2,6 +2,7 @@
 // Test support: a panic is how a test reports a broken precondition.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod aws_cli;
 pub mod aws_stack;
 pub mod lambda_emulator;
 pub mod moto;
