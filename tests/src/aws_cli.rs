@@ -1,7 +1,7 @@
 //! The AWS CLI of the test venv (`.venv-test/bin/aws`, pinned in scripts/requirements-test.txt),
 //! run against moto: the deploy tests drive CloudFormation with it, as docs/DEPLOY.md does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::moto::Moto;
@@ -66,4 +66,33 @@ impl AwsCli {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// The Lambda functions `scripts/package` packages.
+pub const FUNCTIONS: [&str; 4] = ["ingest", "worker", "token-service", "rotate-keys"];
+
+/// Writes a placeholder `NAME/bootstrap.zip` under `lambda_dir` for each function, for
+/// `SKIP_BUILD=1 LAMBDA_DIR=... scripts/package`: moto stores a function's code and runs none.
+pub fn placeholder_zips(lambda_dir: &Path) {
+    for name in FUNCTIONS {
+        let zip = lambda_dir.join(name).join("bootstrap.zip");
+        std::fs::create_dir_all(zip.parent().unwrap()).unwrap();
+        let code = format!(
+            "import zipfile; z = zipfile.ZipFile({:?}, 'w'); z.writestr('bootstrap', 'placeholder {name}'); z.close()",
+            zip.to_str().unwrap()
+        );
+        let status = Command::new(crate::python())
+            .args(["-c", &code])
+            .status()
+            .unwrap();
+        assert!(status.success(), "writing {}", zip.display());
+    }
+}
+
+/// The workspace root, where `scripts/`, `infra/` and `docs/` are.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }

@@ -131,22 +131,7 @@ impl AwsStack {
                 None
             }
         };
-        let mut child = sealbox(dir.path())
-            .args(["model", "serve", "--port", "0"])
-            .args(model_args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let model = Daemon(child);
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_owned();
+        let (model, url) = serve_model(dir.path(), model_args);
         env.push(("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME".into(), url));
         env.extend(settings.iter().map(|(k, v)| (k.clone(), v.clone())));
         let stack = AwsStack {
@@ -339,4 +324,26 @@ impl AwsStack {
         );
         f
     }
+}
+
+/// Serves the sample model as the SageMaker Runtime API (`sealbox model serve --port 0` with
+/// `args`); returns the server and its URL, for `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`.
+pub fn serve_model(data_dir: &std::path::Path, args: &[&str]) -> (Daemon, String) {
+    let mut child = sealbox(data_dir)
+        .args(["model", "serve", "--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let model = Daemon(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    (model, url)
 }

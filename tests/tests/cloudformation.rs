@@ -7,13 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
 use sealbox_aws::config::Var;
-use sealbox_tests::aws_cli::AwsCli;
+use sealbox_tests::aws_cli::{AwsCli, placeholder_zips, workspace_root};
 use sealbox_tests::moto::Moto;
 use sealbox_tests::python;
 
@@ -57,20 +57,13 @@ const PROPERTIES_NOT_ON_MOTO: &[&str] = &[
 const MODEL_PACKAGE: &str =
     "arn:aws:sagemaker:us-east-1:123456789012:model-package/iris-classifier/1";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// A template as JSON, read with cfn-lint's decoder from the test venv: the YAML short forms
 /// become `{"Ref": ..}`, `{"Fn::GetAtt": [..]}`, `{"Fn::Sub": ..}`.
 fn template(path: &str) -> Value {
     let script = "import json, sys\nfrom cfnlint.decode import decode\nt, errors = decode(sys.argv[1])\nassert not errors, errors\nprint(json.dumps(t))";
     let out = Command::new(python())
         .args(["-c", script])
-        .arg(root().join(path))
+        .arg(workspace_root().join(path))
         .output()
         .unwrap();
     assert!(
@@ -202,27 +195,10 @@ fn without_function_url_outputs(template: &str) -> String {
     format!("{head}{}{}", &tail[..start], &tail[end..])
 }
 
-/// Placeholder zips for `scripts/package`'s SKIP_BUILD mode, one per function.
-fn placeholder_zips(dir: &Path) {
-    for name in ["ingest", "worker", "token-service", "rotate-keys"] {
-        let d = dir.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let script = format!(
-            "import zipfile; z = zipfile.ZipFile({:?}, 'w'); z.writestr('bootstrap', 'placeholder {name}'); z.close()",
-            d.join("bootstrap.zip").to_str().unwrap()
-        );
-        let status = Command::new(python())
-            .args(["-c", &script])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
 /// Runs `scripts/package` on zips built before; returns the packaged templates' folder.
 fn package(lambda_dir: &Path, out: &Path) -> String {
     let run = Command::new("bash")
-        .arg(root().join("scripts/package"))
+        .arg(workspace_root().join("scripts/package"))
         .env("SKIP_BUILD", "1")
         .env("LAMBDA_DIR", lambda_dir)
         .env("PACKAGE_DIR", out)

@@ -5,13 +5,12 @@
 //! and `sealbox up --backend aws` runs the same handlers in their place.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sealbox_tests::aws_cli::aws_bin;
+use sealbox_tests::aws_cli::{AwsCli, aws_bin, placeholder_zips, workspace_root};
+use sealbox_tests::aws_stack::serve_model;
 use sealbox_tests::moto::Moto;
-use sealbox_tests::{Daemon, python, sealbox_bin};
+use sealbox_tests::{python, sealbox_bin};
 
 /// One fenced shell block of the guide.
 #[derive(Debug)]
@@ -21,13 +20,6 @@ struct Block {
     /// The line the block starts on (1-based), for messages.
     line: usize,
     code: String,
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
 }
 
 /// The ```` ```sh ```` blocks of a Markdown text; other fences are not shell.
@@ -90,38 +82,9 @@ fn script(blocks: &[Block]) -> String {
     out
 }
 
-/// Serves the sample model as the SageMaker Runtime API; returns it and its URL.
-fn model(dir: &Path) -> (Daemon, String) {
-    let mut child = Command::new(sealbox_bin())
-        .args([
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "model",
-            "serve",
-            "--port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let daemon = Daemon(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
-    (daemon, url)
-}
-
 #[test]
 fn the_deploy_guide_runs_step_by_step_on_the_emulator() {
-    let guide = std::fs::read_to_string(root().join("docs/DEPLOY.md")).unwrap();
+    let guide = std::fs::read_to_string(workspace_root().join("docs/DEPLOY.md")).unwrap();
     let blocks = shell_blocks(&guide);
     let run = script(&blocks);
     let skipped = blocks
@@ -142,24 +105,10 @@ fn the_deploy_guide_runs_step_by_step_on_the_emulator() {
     // `scripts/package` would build them.
     std::fs::create_dir_all(work.join("target/lambda")).unwrap();
     for d in ["scripts", "infra"] {
-        std::os::unix::fs::symlink(root().join(d), work.join(d)).unwrap();
+        std::os::unix::fs::symlink(workspace_root().join(d), work.join(d)).unwrap();
     }
-    for name in ["ingest", "worker", "token-service", "rotate-keys"] {
-        let zip = work.join("target/lambda").join(name).join("bootstrap.zip");
-        std::fs::create_dir_all(zip.parent().unwrap()).unwrap();
-        let code = format!(
-            "import zipfile; z = zipfile.ZipFile({:?}, 'w'); z.writestr('bootstrap', 'placeholder'); z.close()",
-            zip.to_str().unwrap()
-        );
-        assert!(
-            Command::new(python())
-                .args(["-c", &code])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-    let (_model, model_url) = model(&dir.path().join("model"));
+    placeholder_zips(&work.join("target/lambda"));
+    let (_model, model_url) = serve_model(&dir.path().join("model"), &[]);
 
     // `aws` is the venv's CLI with moto's endpoint as a flag: the CLI v1 ignores
     // AWS_ENDPOINT_URL for SQS. `python3` is the venv's (the guide's one-liners need no more).
@@ -226,7 +175,7 @@ fn the_deploy_guide_runs_step_by_step_on_the_emulator() {
         "the consumer queue got the completed notification:\n{stdout}"
     );
     // The signing keys (made by `keys init`, outside the stack) are all scheduled for deletion.
-    let cli = sealbox_tests::aws_cli::AwsCli::new(&moto);
+    let cli = AwsCli::new(&moto);
     let tagged = cli.json(&[
         "resourcegroupstaggingapi",
         "get-resources",
