@@ -2,7 +2,10 @@
 
 Reads the AWS environment (AWS_ENDPOINT_URL for moto). Commands:
   put BUCKET              JSON lines {"key": K, "body": TEXT} on stdin -> one PutObject each
+                          (with "storage_class": C, in that storage class: GLACIER objects
+                          are refused to GetObject with 403 InvalidObjectState)
   get BUCKET KEY          prints the object's body
+  bodies BUCKET PREFIX    prints {"key": K, "body": TEXT} for every object under PREFIX
   list BUCKET PREFIX      prints every key under PREFIX, one per line
   subscribe TOPIC QUEUE [FILTER_JSON]
                           creates QUEUE, subscribes it to TOPIC with raw delivery (and the
@@ -22,7 +25,8 @@ def put(bucket):
     for line in sys.stdin:
         if line.strip():
             item = json.loads(line)
-            s3.put_object(Bucket=bucket, Key=item["key"], Body=item["body"].encode())
+            extra = {"StorageClass": item["storage_class"]} if item.get("storage_class") else {}
+            s3.put_object(Bucket=bucket, Key=item["key"], Body=item["body"].encode(), **extra)
             n += 1
     print(n)
 
@@ -36,6 +40,14 @@ def list_keys(bucket, prefix):
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
             print(o["Key"])
+
+
+def bodies(bucket, prefix):
+    s3 = boto3.client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
+            print(json.dumps({"key": o["Key"], "body": body}))
 
 
 def subscribe(topic, queue, filter_policy=None):
@@ -69,4 +81,4 @@ def drain(url, quiet):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"put": put, "get": get, "list": list_keys, "subscribe": subscribe, "drain": drain}[cmd](*args)
+    {"put": put, "get": get, "bodies": bodies, "list": list_keys, "subscribe": subscribe, "drain": drain}[cmd](*args)

@@ -13,7 +13,9 @@
 //! incomplete multipart uploads is still the backstop for a process that dies mid-upload).
 //!
 //! Reads of a missing key answer 404 only if the caller may list the bucket (`s3:ListBucket`);
-//! without it S3 answers 403, which this adapter reports as a storage fault.
+//! without it S3 answers 403. A read S3 refuses for a reason about the object (403 of any code
+//! but those about our credentials or clock, `InvalidObjectState`, `KMS.*`, a checksum mismatch)
+//! is [`Error::Unreadable`]: for a buyer's object, that request's answer, never an outage.
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -463,7 +465,11 @@ impl ObjectStore for S3ObjectStore {
             Ok(_) => Ok(()),
             // S3 answers 204 for a missing key; an emulator's 404 means the same.
             Err(e) if matches!(classify(&e), Fault::NotFound) => Ok(()),
-            Err(e) => Err(read_error(e, "deleting", bucket, key)),
+            Err(e) => Err(bucket_error(
+                e,
+                &format!("deleting s3://{bucket}/{key}"),
+                bucket,
+            )),
         }
     }
 }
@@ -555,7 +561,7 @@ async fn read_capped(
         .take(max_bytes.saturating_add(1))
         .read_to_end(&mut buf)
         .await
-        .map_err(|e| storage_error(format!("reading the body of s3://{bucket}/{key}"), e))?;
+        .map_err(|e| body_error(e, bucket, key))?;
     if buf.len() as u64 > max_bytes {
         return Err(too_large(buf.len() as u64));
     }
@@ -636,21 +642,40 @@ enum Fault {
     /// A condition failed: 412 PreconditionFailed, or 409 ConditionalRequestConflict (another
     /// conditional write of the key was in progress).
     Precondition,
+    /// S3 will not hand over this object, for a reason about the object: 403 (access denied,
+    /// a storage class that keeps it from being read), `InvalidObjectState`, a KMS refusal.
+    /// Not the 403s that say our own credentials or clock are wrong: those are ours.
+    Refused,
     /// Anything else.
     Other,
 }
+
+/// 403 codes about the caller's credentials or clock, not about the object: every read would
+/// fail the same, so they are faults of ours, held and retried, never a buyer's answer.
+const CREDENTIAL_CODES: &[&str] = &[
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "RequestTimeTooSkewed",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+];
 
 fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Fault {
     match err.code() {
         Some("NoSuchBucket") => return Fault::NoSuchBucket,
         Some("NoSuchKey" | "NotFound") => return Fault::NotFound,
         Some("PreconditionFailed" | "ConditionalRequestConflict") => return Fault::Precondition,
+        Some("InvalidObjectState") => return Fault::Refused,
+        Some(code) if code.starts_with("KMS.") => return Fault::Refused,
+        Some(code) if CREDENTIAL_CODES.contains(&code) => return Fault::Other,
         _ => {}
     }
     // HEAD answers carry no error code: the status says it.
     match err.raw_response().map(|r| r.status().as_u16()) {
         Some(404) => Fault::NotFound,
         Some(412) => Fault::Precondition,
+        Some(403) => Fault::Refused,
         _ => Fault::Other,
     }
 }
@@ -665,8 +690,40 @@ where
             bucket: bucket.to_owned(),
             key: key.to_owned(),
         },
+        Fault::Refused => Error::Unreadable {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            why: refusal(&err),
+        },
         _ => bucket_error(err, &format!("{doing} s3://{bucket}/{key}"), bucket),
     }
+}
+
+/// What S3 answered, in a line a buyer can act on: status, code and message.
+fn refusal<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> String {
+    let status = err
+        .raw_response()
+        .map(|r| r.status().as_u16().to_string())
+        .unwrap_or_else(|| "an error".to_owned());
+    match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("S3 answered {status} {code}: {message}"),
+        (Some(code), None) => format!("S3 answered {status} {code}"),
+        _ => format!("S3 answered {status}"),
+    }
+}
+
+/// A failed body read: a checksum that does not match is the object's (S3 would send the same
+/// bytes again); anything else is a fault of the connection, ours to retry.
+fn body_error(e: std::io::Error, bucket: &str, key: &str) -> Error {
+    let text = DisplayErrorContext(&e).to_string();
+    if text.to_ascii_lowercase().contains("checksum mismatch") {
+        return Error::Unreadable {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            why: format!("its body does not match its checksum: {text}"),
+        };
+    }
+    storage_error(format!("reading the body of s3://{bucket}/{key}"), e)
 }
 
 /// A failed write as a port error: a failed create-new condition is `AlreadyExists`.

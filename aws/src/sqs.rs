@@ -412,6 +412,7 @@ impl SqsQueue {
                         body: m.body.unwrap_or_default(),
                         delay_seconds: 0,
                         attributes: m.message_attributes,
+                        group: None,
                     };
                     Some((entry, handle))
                 })
@@ -600,6 +601,7 @@ impl QueueSender for SqsQueue {
                 body: m.body.clone(),
                 delay_seconds: whole_seconds(m.delay),
                 attributes: None,
+                group: m.group.clone(),
             })
             .collect();
         let sent = self.send_entries(&self.url, &entries).await;
@@ -874,6 +876,8 @@ struct Entry {
     body: String,
     delay_seconds: i32,
     attributes: Option<HashMap<String, MessageAttributeValue>>,
+    /// `MessageGroupId`: on a standard queue, the tenant of a fair queue.
+    group: Option<String>,
 }
 
 impl Entry {
@@ -893,7 +897,8 @@ impl Entry {
         let mut entry = SendMessageBatchRequestEntry::builder()
             .id(index.to_string())
             .message_body(&self.body)
-            .set_message_attributes(self.attributes.clone());
+            .set_message_attributes(self.attributes.clone())
+            .set_message_group_id(self.group.clone());
         if self.delay_seconds > 0 {
             entry = entry.delay_seconds(self.delay_seconds);
         }
@@ -1091,6 +1096,7 @@ mod tests {
             body: "x".repeat(size),
             delay_seconds: 0,
             attributes: None,
+            group: None,
         }
     }
 

@@ -199,6 +199,11 @@ pub enum Reason {
     ModelError,
     /// The model's answer is larger than the worker accepts.
     ModelResponseTooLarge,
+    /// The store will not hand over the request object (S3's 403, `InvalidObjectState`, a KMS
+    /// key the function may not use, a checksum mismatch; permission denied on a file system).
+    RequestUnreadable,
+    /// The store will not hand over the input object, for the same reasons.
+    InputUnreadable,
 }
 
 impl Reason {
@@ -247,6 +252,8 @@ impl Reason {
             Reason::RequestReplaced => "request_replaced",
             Reason::ModelError => "model_error",
             Reason::ModelResponseTooLarge => "model_response_too_large",
+            Reason::RequestUnreadable => "request_unreadable",
+            Reason::InputUnreadable => "input_unreadable",
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub use crate::fault::Whose;
+
 /// Errors returned by ports and their adapters.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +53,19 @@ pub enum Error {
         key: String,
         /// What it is instead.
         what: &'static str,
+    },
+    /// The store will not hand this object over, for a reason about the object that waiting
+    /// will not change: S3's 403 (access denied, a storage class that keeps it from being read),
+    /// 400 `InvalidObjectState`, a KMS key the reader may not use, a checksum mismatch; on a file
+    /// system, permission denied. Permanent (see [`crate::fault`]).
+    #[error("{bucket}/{key} cannot be read: {why}")]
+    Unreadable {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// What the store answered.
+        why: String,
     },
     /// A local file operation failed.
     #[error("{context}: {source}")]
@@ -155,25 +170,36 @@ impl Error {
         }
     }
 
-    /// True for a fault of the pipeline's own storage (files, queue database, event log):
-    /// nothing about the job, so holding the job and trying again must not count against it.
+    /// Whose fault this error is, and so what happens to the message that met it: the one table
+    /// of [`crate::fault`].
+    pub fn whose(&self) -> Whose {
+        match self {
+            Error::Io { .. } | Error::Storage { .. } | Error::Notify(_) => Whose::Ours,
+            Error::EndpointUnavailable { .. } | Error::Task(_) => Whose::Service,
+            Error::NotFound { .. }
+            | Error::AlreadyExists { .. }
+            | Error::TooLarge { .. }
+            | Error::InvalidKey { .. }
+            | Error::NotAFile { .. }
+            | Error::Unreadable { .. }
+            | Error::Json { .. }
+            | Error::ModelRejected { .. }
+            | Error::ModelFailed { .. }
+            | Error::ResponseTooLarge { .. }
+            | Error::PayloadTooLarge { .. } => Whose::Request,
+        }
+    }
+
+    /// True for a fault of the pipeline's own storage (files, queue database, event log, an
+    /// AWS storage or messaging service): nothing about the job, so holding the job and trying
+    /// again must not count against it.
     pub fn is_own_storage(&self) -> bool {
-        matches!(
-            self,
-            Error::Io { .. } | Error::Storage { .. } | Error::Notify(_)
-        )
+        self.whose() == Whose::Ours
     }
 
     /// True if trying again later can succeed (transient storage, queue or endpoint faults).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Io { .. }
-                | Error::Storage { .. }
-                | Error::EndpointUnavailable { .. }
-                | Error::Notify(_)
-                | Error::Task(_)
-        )
+        self.whose() != Whose::Request
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod conformance;
 pub mod contract;
 pub mod error;
+pub mod fault;
 pub mod layout;
 pub mod outcome;
 pub mod ports;

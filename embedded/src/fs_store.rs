@@ -537,6 +537,12 @@ impl FsObjectStore {
                     key: key.to_owned(),
                 })
             }
+            // The file's mode or owner keeps us out: S3's 403, an answer about this object.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Error::Unreadable {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                why: format!("permission denied ({e})"),
+            }),
             Err(e) => Err(Error::io(format!("opening {bucket}/{key}"), e)),
         }
     }

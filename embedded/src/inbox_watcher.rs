@@ -28,6 +28,7 @@ use crate::fs_store::FsObjectStore;
 use crate::sqlite_queue::SqliteQueue;
 use sealbox_core::contract::InboxEvent;
 use sealbox_core::layout::{TEMP_PREFIX, parse_request_key};
+use sealbox_core::ports::OutgoingMessage;
 use sealbox_core::{Error, Result};
 
 /// How long a file written in place must have been left unmodified before it is taken whole.
@@ -113,12 +114,12 @@ impl InboxScanner {
 
     /// The event for an entry of `requests/` named like a request object. Entries that are
     /// not regular files get one too: ingest answers them with `request_not_a_file`.
-    fn event_for(&self, key: &str, md: &fs::Metadata) -> Option<(String, String)> {
+    fn event_for(&self, key: &str, md: &fs::Metadata) -> Option<(String, OutgoingMessage)> {
         let name = key.rsplit('/').next()?;
         if name.starts_with(TEMP_PREFIX) {
             return None;
         }
-        if parse_request_key(key).is_none() {
+        let Some(request) = parse_request_key(key) else {
             if md.is_dir() {
                 tracing::warn!(
                     key,
@@ -126,7 +127,7 @@ impl InboxScanner {
                 );
             }
             return None;
-        }
+        };
         let meta = FsObjectStore::meta_of(key, md);
         let event = InboxEvent {
             bucket: self.bucket.clone(),
@@ -138,7 +139,9 @@ impl InboxScanner {
             event_time: time::OffsetDateTime::now_utc(),
         };
         let body = serde_json::to_string(&event).ok()?;
-        Some((format!("{}|{}", meta.key, meta.etag), body))
+        // The buyer is the event's tenant: one buyer's burst does not delay another's.
+        let message = OutgoingMessage::new(body).in_group(request.buyer);
+        Some((format!("{}|{}", meta.key, meta.etag), message))
     }
 
     /// Collects what is under `path` (blocking). Files that may still be written go to
@@ -213,7 +216,7 @@ impl InboxScanner {
     /// to look at again after [`SETTLE`] and the folders that want a watch.
     async fn scan(&self, paths: Vec<PathBuf>, whole: bool) -> Result<Scanned> {
         // The walk streams its events in chunks: a scan of a full inbox never holds them all.
-        let (tx, mut rx) = mpsc::channel::<Vec<(String, String)>>(4);
+        let (tx, mut rx) = mpsc::channel::<Vec<(String, OutgoingMessage)>>(4);
         let this = self.clone();
         let walk = tokio::task::spawn_blocking(move || {
             let mut found = Found {
@@ -278,16 +281,16 @@ impl InboxScanner {
 /// What a scan found, as the walk goes.
 struct Found {
     /// Events not yet handed to the recorder: (dedup id, event body).
-    chunk: Vec<(String, String)>,
+    chunk: Vec<(String, OutgoingMessage)>,
     /// Files modified too recently to be taken as whole.
     unsettled: Vec<PathBuf>,
     /// Folders of the three watched levels.
     dirs: Vec<PathBuf>,
-    tx: mpsc::Sender<Vec<(String, String)>>,
+    tx: mpsc::Sender<Vec<(String, OutgoingMessage)>>,
 }
 
 impl Found {
-    fn push(&mut self, event: (String, String)) {
+    fn push(&mut self, event: (String, OutgoingMessage)) {
         self.chunk.push(event);
         if self.chunk.len() >= CHUNK {
             self.flush();

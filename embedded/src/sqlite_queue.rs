@@ -65,6 +65,8 @@ pub struct QueueDb {
     conn: Arc<Mutex<Connection>>,
     // Wakes long polls of one queue in this process; other processes are seen by polling.
     notifiers: Arc<Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
+    // Per queue, the group the last receive in this process took from last (fair share).
+    cursors: Arc<Mutex<std::collections::HashMap<String, Arc<Mutex<String>>>>>,
 }
 
 /// Poll interval of a long poll, for messages sent by other processes or becoming visible.
@@ -129,6 +131,7 @@ impl QueueDb {
              ) WITHOUT ROWID;",
         )?;
         add_dedup_sent_at(&mut conn)?;
+        add_message_groups(&mut conn)?;
         conn.execute_batch("CREATE INDEX IF NOT EXISTS dedup_age ON dedup (sent_at);")?;
         // Checkpoints fsync the database: run them off the request path, from their own
         // connection, so no send or receive ever waits for one.
@@ -138,6 +141,7 @@ impl QueueDb {
         Ok(QueueDb {
             conn,
             notifiers: Arc::default(),
+            cursors: Arc::default(),
         })
     }
 
@@ -149,6 +153,14 @@ impl QueueDb {
             name: Arc::from(name),
             redrive: dead_letter,
             notify: self.notifier(name),
+            cursor: self.cursor(name),
+        }
+    }
+
+    fn cursor(&self, name: &str) -> Arc<Mutex<String>> {
+        match self.cursors.lock() {
+            Ok(mut map) => map.entry(name.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
         }
     }
 
@@ -204,6 +216,23 @@ fn add_dedup_sent_at(conn: &mut Connection) -> Result<()> {
 }
 
 /// Checkpoints the WAL every half second while the database is open.
+/// Databases made before message groups get the column (every old message in group "") and
+/// the index the fair receive walks.
+fn add_message_groups(conn: &mut Connection) -> Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = 'grp'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE messages ADD COLUMN grp TEXT NOT NULL DEFAULT '';")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS messages_group_ready ON messages (queue, grp, visible_at, id);",
+    )?;
+    Ok(())
+}
+
 fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<Mutex<Connection>>) -> Result<()> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -237,14 +266,27 @@ pub struct SqliteQueue {
     name: Arc<str>,
     redrive: Option<RedrivePolicy>,
     notify: Arc<Notify>,
+    cursor: Arc<Mutex<String>>,
 }
 
-fn insert(tx: &rusqlite::Transaction<'_>, queue: &str, body: &str, delay: Duration) -> Result<i64> {
+fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    queue: &str,
+    body: &str,
+    delay: Duration,
+    group: Option<&str>,
+) -> Result<i64> {
     let now = now_ms();
     tx.prepare_cached(
-        "INSERT INTO messages (queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO messages (queue, body, sent_at, visible_at, grp) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![queue, body, now, now + ms(delay)])?;
+    .execute(params![
+        queue,
+        body,
+        now,
+        now + ms(delay),
+        group.unwrap_or("")
+    ])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -271,7 +313,7 @@ impl SqliteQueue {
     /// The key is recorded in the same transaction, so a crash cannot send twice or lose one.
     pub async fn send_if_new(
         &self,
-        messages: Vec<(String, String)>,
+        messages: Vec<(String, OutgoingMessage)>,
     ) -> sealbox_core::Result<usize> {
         let name = self.name.clone();
         let sent = self
@@ -280,7 +322,7 @@ impl SqliteQueue {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let now = now_ms();
                 let mut sent = 0;
-                for (key, body) in &messages {
+                for (key, message) in &messages {
                     // Seen again: remember when, so a complete scan knows it is still there.
                     let seen = tx
                         .prepare_cached(
@@ -296,7 +338,13 @@ impl SqliteQueue {
                         )?
                         .execute(params![&*name, key, now])?;
                     if fresh == 1 {
-                        insert(&tx, &name, body, Duration::ZERO)?;
+                        insert(
+                            &tx,
+                            &name,
+                            &message.body,
+                            message.delay,
+                            message.group.as_deref(),
+                        )?;
                         sent += 1;
                     }
                 }
@@ -353,11 +401,86 @@ impl SqliteQueue {
             .await
     }
 
+    /// Up to `want` visible messages, shared out between the groups that have some: one of
+    /// each group in turn, starting after the group `cursor` names (SQS fair queues share a
+    /// standard queue between tenants so; a queue of one group is plain oldest first).
+    fn fair_candidates(
+        tx: &rusqlite::Transaction<'_>,
+        name: &str,
+        now: i64,
+        want: usize,
+        cursor: &str,
+    ) -> Result<Vec<Candidate>> {
+        // The groups with any message, one index step each (a skip scan of the group index).
+        let groups: Vec<String> = tx
+            .prepare_cached(
+                "WITH RECURSIVE g(grp) AS (
+                     SELECT (SELECT grp FROM messages WHERE queue = ?1 ORDER BY grp LIMIT 1)
+                     UNION ALL
+                     SELECT (SELECT grp FROM messages WHERE queue = ?1 AND grp > g.grp
+                             ORDER BY grp LIMIT 1)
+                     FROM g WHERE g.grp IS NOT NULL)
+                 SELECT grp FROM g WHERE grp IS NOT NULL",
+            )?
+            .query_map(params![name], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let oldest = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<Vec<Candidate>> {
+            Ok(tx
+                .prepare_cached(sql)?
+                .query_map(args, |r| {
+                    Ok(Candidate {
+                        id: r.get(0)?,
+                        body: r.get(1)?,
+                        receive_count: r.get(2)?,
+                        sent_at: r.get(3)?,
+                        group: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?)
+        };
+        if groups.len() <= 1 {
+            return oldest(
+                "SELECT id, body, receive_count, sent_at, grp FROM messages
+                 WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
+                &[&name, &now, &(want as i64)],
+            );
+        }
+        let start = groups.partition_point(|g| g.as_str() <= cursor);
+        let mut per_group: Vec<std::collections::VecDeque<Candidate>> = Vec::new();
+        for group in groups[start..].iter().chain(&groups[..start]) {
+            let rows = oldest(
+                "SELECT id, body, receive_count, sent_at, grp FROM messages
+                 WHERE queue = ?1 AND grp = ?2 AND visible_at <= ?3
+                 ORDER BY visible_at, id LIMIT ?4",
+                &[&name, group, &now, &(want as i64)],
+            )?;
+            if !rows.is_empty() {
+                per_group.push(rows.into());
+            }
+            // Each group met so far gives one at least: enough to fill the receive.
+            if per_group.len() >= want {
+                break;
+            }
+        }
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want && per_group.iter().any(|g| !g.is_empty()) {
+            for g in &mut per_group {
+                if out.len() < want
+                    && let Some(c) = g.pop_front()
+                {
+                    out.push(c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn try_receive(
         conn: &mut Connection,
         name: &str,
         redrive: Option<&RedrivePolicy>,
         opts: ReceiveOptions,
+        cursor: &Mutex<String>,
     ) -> Result<Vec<ReceivedMessage>> {
         // An empty poll stays a read: it takes no write lock and waits for no writer.
         let any: bool = conn
@@ -373,6 +496,7 @@ impl SqliteQueue {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         let mut out = Vec::new();
+        let mut last_group = cursor.lock().map(|c| c.clone()).unwrap_or_default();
         // Rows already handled in this receive (a zero visibility timeout leaves them visible).
         let mut seen = std::collections::HashSet::new();
         loop {
@@ -380,54 +504,60 @@ impl SqliteQueue {
             if want == 0 {
                 break;
             }
-            let rows: Vec<(i64, String, u32, i64)> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, body, receive_count, sent_at FROM messages
-                     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
-                )?;
-                stmt.query_map(params![name, now, want as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?
-            };
-            let rows: Vec<_> = rows.into_iter().filter(|r| seen.insert(r.0)).collect();
+            let rows: Vec<Candidate> = Self::fair_candidates(&tx, name, now, want, &last_group)?
+                .into_iter()
+                .filter(|r| seen.insert(r.id))
+                .collect();
             if rows.is_empty() {
                 break;
             }
-            for (id, body, count, sent_at) in rows {
+            for c in rows {
+                last_group.clone_from(&c.group);
                 if let Some(policy) = redrive
-                    && count >= policy.max_receives
+                    && c.receive_count >= policy.max_receives
                 {
                     tx.prepare_cached(
                         "UPDATE messages SET queue = ?2, visible_at = ?3, receipt = NULL WHERE id = ?1",
                     )?
-                    .execute(params![id, policy.dead_letter_queue, now])?;
+                    .execute(params![c.id, policy.dead_letter_queue, now])?;
                     tracing::warn!(
                         queue = name,
-                        message_id = id,
-                        receives = count,
+                        message_id = c.id,
+                        receives = c.receive_count,
                         "moved to dead-letter queue"
                     );
                     continue;
                 }
-                let receipt = new_receipt(id);
+                let receipt = new_receipt(c.id);
                 tx.prepare_cached(
                     "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3
                      WHERE id = ?1",
                 )?
-                .execute(params![id, now + ms(opts.visibility_timeout), receipt])?;
+                .execute(params![c.id, now + ms(opts.visibility_timeout), receipt])?;
                 out.push(ReceivedMessage {
-                    message_id: id.to_string(),
-                    body,
+                    message_id: c.id.to_string(),
+                    body: c.body,
                     receipt_handle: receipt,
-                    receive_count: count + 1,
-                    sent_at: to_system_time(sent_at),
+                    receive_count: c.receive_count + 1,
+                    sent_at: to_system_time(c.sent_at),
                 });
             }
         }
         tx.commit()?;
+        if let Ok(mut c) = cursor.lock() {
+            *c = last_group;
+        }
         Ok(out)
     }
+}
+
+/// A visible message a receive may take.
+struct Candidate {
+    id: i64,
+    body: String,
+    receive_count: u32,
+    sent_at: i64,
+    group: String,
 }
 
 #[async_trait]
@@ -441,7 +571,7 @@ impl QueueSender for SqliteQueue {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let mut ids = Vec::with_capacity(messages.len());
                 for m in &messages {
-                    ids.push(insert(&tx, &name, &m.body, m.delay)?.to_string());
+                    ids.push(insert(&tx, &name, &m.body, m.delay, m.group.as_deref())?.to_string());
                 }
                 tx.commit()?;
                 Ok(ids)
@@ -462,9 +592,10 @@ impl QueueConsumer for SqliteQueue {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (name, redrive) = (self.name.clone(), self.redrive.clone());
+            let cursor = self.cursor.clone();
             let got = self
                 .db
-                .run(move |conn| Self::try_receive(conn, &name, redrive.as_ref(), opts))
+                .run(move |conn| Self::try_receive(conn, &name, redrive.as_ref(), opts, &cursor))
                 .await?;
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
@@ -698,6 +829,7 @@ mod tests {
         q.send_batch(&[OutgoingMessage {
             body: "later".into(),
             delay: Duration::from_secs(60),
+            group: None,
         }])
         .await
         .unwrap();
@@ -740,15 +872,20 @@ mod tests {
         {
             let q = QueueDb::open(&path).unwrap().queue("events", None);
             assert_eq!(
-                q.send_if_new(vec![("k".into(), "1".into())]).await.unwrap(),
+                q.send_if_new(vec![("k".into(), OutgoingMessage::new("1".into()))])
+                    .await
+                    .unwrap(),
                 1
             );
         }
         let q = QueueDb::open(&path).unwrap().queue("events", None);
         assert_eq!(
-            q.send_if_new(vec![("k".into(), "1".into()), ("j".into(), "2".into())])
-                .await
-                .unwrap(),
+            q.send_if_new(vec![
+                ("k".into(), OutgoingMessage::new("1".into())),
+                ("j".into(), OutgoingMessage::new("2".into())),
+            ])
+            .await
+            .unwrap(),
             1
         );
         assert_eq!(q.stats().await.unwrap().visible, 2);
@@ -886,9 +1023,9 @@ mod tests {
         .unwrap();
     }
 
-    fn batch(keys: &[&str]) -> Vec<(String, String)> {
+    fn batch(keys: &[&str]) -> Vec<(String, OutgoingMessage)> {
         keys.iter()
-            .map(|k| (k.to_string(), k.to_string()))
+            .map(|k| (k.to_string(), OutgoingMessage::new(k.to_string())))
             .collect()
     }
 
@@ -945,5 +1082,96 @@ mod tests {
         let db = QueueDb::open(&path).unwrap();
         let q = db.queue("events", None);
         assert_eq!(q.send_if_new(batch(&["k"])).await.unwrap(), 0);
+    }
+
+    fn grouped(group: &str, n: usize) -> Vec<OutgoingMessage> {
+        (0..n)
+            .map(|i| OutgoingMessage::new(format!("{group}{i}")).in_group(group))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_receive_shares_out_the_waiting_messages_between_groups() {
+        let (_d, db) = db();
+        let q = db.queue("jobs", None);
+        // Buyer a's burst first, then buyer b's three.
+        q.send_batch(&grouped("a", 30)).await.unwrap();
+        q.send_batch(&grouped("b", 3)).await.unwrap();
+        let got = q.receive(opts(10, 60_000)).await.unwrap();
+        let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(got.len(), 10);
+        for b in ["b0", "b1", "b2"] {
+            assert!(
+                bodies.contains(&b),
+                "b's messages wait behind a's burst: {bodies:?}"
+            );
+        }
+        // Each group's own messages keep their order.
+        let a: Vec<&str> = bodies
+            .iter()
+            .copied()
+            .filter(|b| b.starts_with('a'))
+            .collect();
+        assert_eq!(a, ["a0", "a1", "a2", "a3", "a4", "a5", "a6"]);
+    }
+
+    #[tokio::test]
+    async fn successive_receives_take_from_each_group_in_turn() {
+        let (_d, db) = db();
+        let q = db.queue("jobs", None);
+        q.send_batch(&grouped("c", 3)).await.unwrap();
+        q.send_batch(&grouped("a", 3)).await.unwrap();
+        q.send_batch(&grouped("b", 3)).await.unwrap();
+        let mut order = Vec::new();
+        for _ in 0..9 {
+            let got = q.receive(opts(1, 60_000)).await.unwrap();
+            order.push(got[0].body.clone());
+        }
+        assert_eq!(
+            order,
+            ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"],
+            "one of each group with messages waiting, in turn"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_messages_are_all_in_flight_does_not_hold_up_a_receive() {
+        let (_d, db) = db();
+        let q = db.queue("jobs", None);
+        q.send_batch(&grouped("a", 2)).await.unwrap();
+        let held = q.receive(opts(10, 60_000)).await.unwrap();
+        assert_eq!(held.len(), 2);
+        q.send_batch(&grouped("b", 12)).await.unwrap();
+        let got = q.receive(opts(10, 60_000)).await.unwrap();
+        assert_eq!(
+            got.len(),
+            10,
+            "b alone has messages waiting: a full batch of b's"
+        );
+        assert!(got.iter().all(|m| m.body.starts_with('b')));
+    }
+
+    #[tokio::test]
+    async fn a_queue_database_from_before_groups_keeps_its_messages() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("q.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE messages (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
+                     body TEXT NOT NULL, sent_at INTEGER NOT NULL, visible_at INTEGER NOT NULL,
+                     receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT);
+                 INSERT INTO messages (queue, body, sent_at, visible_at) VALUES ('jobs', 'old', 0, 0);",
+            )
+            .unwrap();
+        }
+        let db = QueueDb::open(&path).unwrap();
+        let q = db.queue("jobs", None);
+        q.send_batch(&grouped("b", 1)).await.unwrap();
+        let got = q.receive(opts(10, 60_000)).await.unwrap();
+        let mut bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+        bodies.sort();
+        assert_eq!(bodies, ["b0", "old"]);
     }
 }

@@ -11,6 +11,7 @@ use sealbox_core::contract::{
     MAX_CARRYING_JOB_BYTES, MAX_REQUEST_OBJECT_BYTES, OutcomeDocument, OutcomeKind, Reason,
     RequestObject, Split, Violation,
 };
+use sealbox_core::fault::{BuyerObject, answer_for_read};
 use sealbox_core::layout::{is_valid_buyer, parse_request_key};
 use sealbox_core::outcome::{Claim, Outcomes};
 use sealbox_core::ports::{
@@ -200,7 +201,8 @@ impl Ingest {
         for d in &mut decisions {
             if let (Dispatch::Queue, Ok(Decision::Accept(job))) = (dispatch, &mut *d) {
                 match encode_job(job) {
-                    Ok(body) => jobs.push(OutgoingMessage::new(body)),
+                    // The buyer is the job's tenant: one buyer's backlog does not delay another's.
+                    Ok(body) => jobs.push(OutgoingMessage::new(body).in_group(job.buyer.clone())),
                     // Not sent, so not accepted: the event comes back.
                     Err(e) => {
                         *d = Err(IngestError::Transient(sealbox_core::Error::json(
@@ -226,6 +228,10 @@ impl Ingest {
                         tracing::info!(buyer = %job.buyer, request_id = %job.request_id, "accepted");
                         Ok(IngestOutcome::Accepted(job))
                     }
+                    // Our own queue failing is held and retried like any fault of ours.
+                    Err(e) if e.is_own_storage() => Err(IngestError::Transient(
+                        sealbox_core::Error::storage("sending jobs", e.to_string()),
+                    )),
                     Err(e) => Err(IngestError::Transient(sealbox_core::Error::Task(format!(
                         "sending jobs: {e}"
                     )))),
@@ -293,17 +299,11 @@ impl Ingest {
                 self.finish_own_rejection(ev).await?;
                 return Ok(Decision::Ignore("request object deleted before ingest"));
             }
-            Err(sealbox_core::Error::TooLarge { size, limit, .. }) => {
-                return reject(Violation::new(
-                    Reason::RequestTooLarge,
-                    "request",
-                    format!("is {size} bytes; must be at most {limit}"),
-                ));
-            }
+            // Whose fault: an answer about this object is the request's (the one table).
             Err(e) => {
-                return match not_a_file(&e, Reason::RequestNotAFile, "request", &ev.key) {
-                    Some(v) => reject(v),
-                    None => Err(e.into()),
+                return match answer_for_read(e, BuyerObject::Request, &ev.key) {
+                    Ok(v) => reject(v),
+                    Err(e) => Err(e.into()),
                 };
             }
         };
@@ -341,9 +341,9 @@ impl Ingest {
             Input::Inline(bytes) => InputRef::carried(bytes.clone()),
             Input::Object(key) => match self.store.head(&self.config.inbox, key).await {
                 Err(e) => {
-                    return match not_a_file(&e, Reason::InputNotAFile, "input.s3_key", key) {
-                        Some(v) => reject(v),
-                        None => Err(e.into()),
+                    return match answer_for_read(e, BuyerObject::Input, key) {
+                        Ok(v) => reject(v),
+                        Err(e) => Err(e.into()),
                     };
                 }
                 Ok(None) => {
@@ -460,24 +460,6 @@ impl Ingest {
         }
         Ok(())
     }
-}
-
-/// The rejection of an object that is not a regular file (a link, a FIFO, a folder: only a
-/// file system can hold them), or `None` for any other error.
-fn not_a_file(
-    e: &sealbox_core::Error,
-    reason: Reason,
-    field: &str,
-    key: &str,
-) -> Option<Violation> {
-    let rule = match e {
-        sealbox_core::Error::NotAFile { what, .. } => {
-            format!("{key} is {what}, not a regular file")
-        }
-        sealbox_core::Error::InvalidKey { rule, .. } => format!("{key}: {rule}"),
-        _ => return None,
-    };
-    Some(Violation::new(reason, field, rule))
 }
 
 /// The owner ingest names in the claim of a version it rejects.

@@ -224,6 +224,33 @@ impl AwsStack {
         self.boto(&["put", bucket], Some(lines));
     }
 
+    /// Writes objects with boto3 in a storage class (`GLACIER`: S3 then refuses GetObject with
+    /// 403 `InvalidObjectState`, as for an object archived out of reach).
+    pub fn put_in_class(&self, bucket: &str, class: &str, objects: &[(String, String)]) {
+        let lines: String = objects
+            .iter()
+            .map(|(k, b)| {
+                serde_json::json!({"key": k, "body": b, "storage_class": class}).to_string() + "\n"
+            })
+            .collect();
+        self.boto(&["put", bucket], Some(lines));
+    }
+
+    /// Every object under `prefix` with its body (as text), read with boto3.
+    pub fn bodies(&self, bucket: &str, prefix: &str) -> BTreeMap<String, String> {
+        let out = self.boto(&["bodies", bucket, prefix], None);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["key"].as_str().unwrap().to_owned(),
+                    v["body"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// An object's body, read with boto3.
     pub fn get_object(&self, bucket: &str, key: &str) -> String {
         let out = self.boto(&["get", bucket, key], None);

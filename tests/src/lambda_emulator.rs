@@ -1018,6 +1018,66 @@ pub fn md5_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// One round of the event source mapping: receives up to 10 messages, invokes the function
+/// with them, deletes the successes. Returns (messages, the ids reported as failures).
+pub async fn pump(
+    sqs: &aws_sdk_sqs::Client,
+    f: &LambdaEmulator,
+    queue_url: &str,
+) -> (Vec<String>, Vec<String>) {
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    let got = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .visibility_timeout(30)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receiving for the event source mapping")
+        .messages
+        .unwrap_or_default();
+    if got.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let name = queue_url.rsplit('/').next().unwrap_or_default();
+    let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
+    let mut handles = std::collections::BTreeMap::new();
+    let records = got
+        .iter()
+        .map(|m| {
+            let id = m.message_id().expect("SQS answers a message id");
+            let handle = m.receipt_handle().expect("SQS answers a receipt handle");
+            handles.insert(id.to_owned(), handle.to_owned());
+            let mut r = SqsRecordInput::new(id, m.body().unwrap_or_default(), &arn);
+            r.receipt_handle = handle.to_owned();
+            r.approximate_receive_count = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            r
+        })
+        .collect();
+    let answer = f
+        .invoke(sqs_event(records))
+        .await
+        .expect("the function answers its invocation");
+    let failures = batch_item_failures(&answer);
+    for (id, handle) in &handles {
+        if !failures.contains(id) {
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(handle)
+                .send()
+                .await
+                .expect("deleting a handled message");
+        }
+    }
+    (handles.into_keys().collect(), failures)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

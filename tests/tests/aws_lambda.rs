@@ -3,14 +3,10 @@
 //! invoke, delete the successes, leave the `batchItemFailures`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::MessageSystemAttributeName;
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
-use sealbox_tests::lambda_emulator::{
-    LambdaEmulator, SqsRecordInput, batch_item_failures, sqs_event,
-};
+use sealbox_tests::lambda_emulator::{LambdaEmulator, pump};
 
 async fn sqs_client(stack: &AwsStack) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&stack.sdk_config().await)
@@ -22,61 +18,6 @@ async fn function(stack: &AwsStack, name: &str) -> LambdaEmulator {
         ("RUST_LOG", "info"),
     ];
     stack.lambda(name, &extra).await
-}
-
-/// One round of the event source mapping: receives up to 10 messages, invokes the function
-/// with them, deletes the successes. Returns (messages, the ids reported as failures).
-async fn pump(
-    sqs: &aws_sdk_sqs::Client,
-    f: &LambdaEmulator,
-    queue_url: &str,
-) -> (Vec<String>, Vec<String>) {
-    let got = sqs
-        .receive_message()
-        .queue_url(queue_url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
-        .visibility_timeout(30)
-        .message_system_attribute_names(MessageSystemAttributeName::All)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    if got.is_empty() {
-        return (Vec::new(), Vec::new());
-    }
-    let name = queue_url.rsplit('/').next().unwrap();
-    let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
-    let mut handles = BTreeMap::new();
-    let records = got
-        .iter()
-        .map(|m| {
-            let id = m.message_id().unwrap();
-            handles.insert(id.to_owned(), m.receipt_handle().unwrap().to_owned());
-            let mut r = SqsRecordInput::new(id, m.body().unwrap_or_default(), &arn);
-            r.receipt_handle = m.receipt_handle().unwrap().to_owned();
-            r.approximate_receive_count = m
-                .attributes()
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(1);
-            r
-        })
-        .collect();
-    let answer = f.invoke(sqs_event(records)).await.unwrap();
-    let failures = batch_item_failures(&answer);
-    for (id, handle) in &handles {
-        if !failures.contains(id) {
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(handle)
-                .send()
-                .await
-                .unwrap();
-        }
-    }
-    (handles.into_keys().collect(), failures)
 }
 
 async fn visible(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {

@@ -184,6 +184,7 @@ async fn an_entry_refused_in_a_batch_is_named_and_the_others_are_sent_once() {
         OutgoingMessage {
             body: "m1".into(),
             delay: Duration::from_secs(901),
+            group: None,
         },
         OutgoingMessage::new("m2".into()),
         OutgoingMessage::new("m3".into()),

@@ -12,6 +12,7 @@ use sealbox_core::contract::{
     Notification, OutcomeDocument, OutcomeKind, Reason, RequestObject, Split, ValidRequest,
     Violation,
 };
+use sealbox_core::fault::{BuyerObject, answer_for_read};
 use sealbox_core::layout::result_key;
 use sealbox_core::outcome::{Claim, Outcomes, ResultInfo};
 use sealbox_core::ports::{ByteStream, Endpoint, Invocation, Notifier, ObjectStore, PutMode};
@@ -293,8 +294,15 @@ impl Worker {
                     "the request object was deleted before it ran",
                 )));
             }
-            Err(e) if e.is_retryable() => return Err(WorkerError::Retryable(e)),
-            Err(_) => return Ok(Authorized::Replaced),
+            Err(e) => {
+                return match answer_for_read(e, BuyerObject::Request, &job.request_key) {
+                    // Refused by the store: the request's answer (the one table).
+                    Ok(v) if v.reason == Reason::RequestUnreadable => Ok(Authorized::Gone(v)),
+                    // Now too large, a link or a FIFO: a new version, with an event of its own.
+                    Ok(_) => Ok(Authorized::Replaced),
+                    Err(e) => Err(WorkerError::Retryable(e)),
+                };
+            }
         };
         if meta.etag != job.request_etag {
             return Ok(Authorized::Replaced);
@@ -321,6 +329,9 @@ impl Worker {
     async fn still_stored(&self, job: &JobMessage) -> Result<bool, WorkerError> {
         match self.store.head(&self.config.inbox, &job.request_key).await {
             Ok(meta) => Ok(meta.is_none_or(|m| m.etag == job.request_etag)),
+            // The store will not say: answer the version that was authorized (a refused read
+            // of it then gets its outcome), never leave the request without one.
+            Err(Error::Unreadable { .. }) => Ok(true),
             Err(e) if e.is_retryable() => Err(WorkerError::Retryable(e)),
             // Now a link or a FIFO: a new version, with an event of its own.
             Err(_) => Ok(false),
@@ -571,29 +582,11 @@ fn fail(reason: Reason, field: &str, rule: impl Into<String>) -> RunError {
     RunError::Fail(Failure(Violation::new(reason, field, rule)))
 }
 
+/// A failed read of the input object, by whose fault it is (the one table).
 fn input_error(e: Error, key: &str) -> RunError {
-    match e {
-        Error::NotFound { .. } => fail(
-            Reason::InputNotFound,
-            "input.s3_key",
-            format!("no object at {key}"),
-        ),
-        Error::TooLarge { size, limit, .. } => fail(
-            Reason::InputTooLarge,
-            "input.s3_key",
-            format!("{size} bytes is over the endpoint limit of {limit}; use split: line"),
-        ),
-        Error::NotAFile { what, .. } => fail(
-            Reason::InputNotAFile,
-            "input.s3_key",
-            format!("{key} is {what}, not a regular file"),
-        ),
-        Error::InvalidKey { rule, .. } => fail(
-            Reason::InputNotAFile,
-            "input.s3_key",
-            format!("{key}: {rule}"),
-        ),
-        e => RunError::Retry(e),
+    match answer_for_read(e, BuyerObject::Input, key) {
+        Ok(v) => RunError::Fail(Failure(v)),
+        Err(e) => RunError::Retry(e),
     }
 }
 

@@ -412,6 +412,7 @@ pub async fn delayed_message_is_not_received_before_its_delay(factory: &dyn Queu
             OutgoingMessage {
                 body: "later".into(),
                 delay,
+                group: None,
             },
             OutgoingMessage::new("now".into()),
         ],
@@ -589,6 +590,7 @@ pub async fn stats_count_visible_in_flight_and_delayed(factory: &dyn QueueFactor
     messages.push(OutgoingMessage {
         body: "d".into(),
         delay: secs(120),
+        group: None,
     });
     send(CHECK, &*q.sender, &messages).await;
     receive_n(CHECK, &*q.consumer, 1, secs(120)).await;

@@ -15,15 +15,26 @@ pub struct OutgoingMessage {
     pub body: String,
     /// Invisible for this long after sending.
     pub delay: Duration,
+    /// The tenant the message belongs to (the buyer): receives share out the messages waiting
+    /// between tenants, so one tenant's backlog does not delay the others (SQS fair queues:
+    /// `MessageGroupId` on a standard queue). `None` is a tenant of its own.
+    pub group: Option<String>,
 }
 
 impl OutgoingMessage {
-    /// A message visible at once.
+    /// A message visible at once, of no tenant.
     pub fn new(body: String) -> Self {
         OutgoingMessage {
             body,
             delay: Duration::ZERO,
+            group: None,
         }
+    }
+
+    /// The same message, belonging to tenant `group`.
+    pub fn in_group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
     }
 }
 
@@ -77,7 +88,8 @@ pub trait QueueSender: Send + Sync {
 /// The consuming side of a queue, with at-least-once delivery (pollers and Lambda glue).
 #[async_trait]
 pub trait QueueConsumer: Send + Sync {
-    /// Receives up to `max_messages`, waiting up to `wait` for the first.
+    /// Receives up to `max_messages`, waiting up to `wait` for the first. When several groups
+    /// have messages waiting, a receive takes from each in turn (fair share between tenants).
     async fn receive(&self, options: ReceiveOptions) -> Result<Vec<ReceivedMessage>>;
     /// Deletes messages by receipt handle; a stale handle deletes nothing and is not an error.
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<()>;

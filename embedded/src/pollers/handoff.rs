@@ -44,7 +44,7 @@ struct Shared {
     worker: Arc<Worker>,
     events: Arc<dyn QueueConsumer>,
     jobs: Arc<dyn QueueSender>,
-    running: Semaphore,
+    running: Arc<super::fair::FairSlots>,
     done: mpsc::UnboundedSender<String>,
     observer: Option<mpsc::UnboundedSender<JobReport>>,
     visibility: Duration,
@@ -76,7 +76,8 @@ pub async fn run(
         worker,
         events: events.clone(),
         jobs,
-        running: Semaphore::new(concurrency),
+        // Shared fairly: one buyer's burst never queues another buyer's job behind it.
+        running: super::fair::FairSlots::new(concurrency),
         done,
         observer,
         visibility: config.visibility_timeout,
@@ -123,9 +124,13 @@ async fn handle_message(s: &Shared, m: ReceivedMessage, shutdown: watch::Receive
             return;
         }
         Err(e) => {
-            // Not an event this contract knows: nothing to answer, drop it loudly.
-            tracing::error!(message_id = %m.message_id, error = %e, "dropping an unreadable inbox event");
-            let _ = s.done.send(m.receipt_handle);
+            // Nobody's to answer (sealbox_core::fault): left to the dead-letter queue, where an
+            // operator sees it, as the Lambda function does.
+            let delay = sealbox_ingest::retry_delay(m.receive_count);
+            tracing::error!(message_id = %m.message_id, error = %e, receives = m.receive_count, "an unreadable inbox event; left to the dead-letter queue");
+            if let Err(e) = s.events.change_visibility(&m.receipt_handle, delay).await {
+                tracing::warn!(error = %e, "could not back off; the visibility timeout will");
+            }
             return;
         }
     };
@@ -218,7 +223,7 @@ async fn run_job(
     let mut attempt = 0u32;
     loop {
         let result = {
-            let _slot = s.running.acquire().await;
+            let _slot = s.running.acquire(&job.buyer).await;
             s.worker.process(&body, receive_count).await
         };
         match result {
@@ -240,7 +245,11 @@ async fn run_job(
             Err(WorkerError::Retryable(e)) => {
                 let delay = sealbox_worker::retry_delay_after(&e, receive_count).min(MAX_DELAY);
                 tracing::warn!(request_id = %job.request_id, error = %e, retry_in_ms = delay.as_millis() as u64, "job will retry from the jobs queue");
-                let message = OutgoingMessage { body, delay };
+                let message = OutgoingMessage {
+                    body,
+                    delay,
+                    group: Some(job.buyer.clone()),
+                };
                 return s
                     .jobs
                     .send_batch(std::slice::from_ref(&message))

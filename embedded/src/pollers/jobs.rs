@@ -52,7 +52,8 @@ pub async fn run(
     // a slot, and a batch costs the queue one operation instead of ten.
     let in_hand = concurrency + 10;
     let held = Arc::new(Semaphore::new(in_hand));
-    let running = Arc::new(Semaphore::new(concurrency));
+    // Shared fairly: one buyer's backlog in hand never queues another buyer's job behind it.
+    let running = super::fair::FairSlots::new(concurrency);
     let (done_tx, done_rx) = mpsc::unbounded_channel::<String>();
     let deleter = tokio::spawn(delete_in_batches(
         jobs.clone(),
@@ -105,18 +106,19 @@ pub async fn run(
 async fn run_one(
     worker: &Worker,
     jobs: &dyn QueueConsumer,
-    running: &Semaphore,
+    running: &Arc<super::fair::FairSlots>,
     message: ReceivedMessage,
     visibility: Duration,
     done: &mpsc::UnboundedSender<String>,
     observer: Option<mpsc::UnboundedSender<JobReport>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let buyer = super::fair::buyer_of_job(&message.body);
     let work = async {
         let mut attempt = 0u32;
         loop {
             let result = {
-                let _slot = running.acquire().await;
+                let _slot = running.acquire(&buyer).await;
                 worker.process(&message.body, message.receive_count).await
             };
             // Our own disk or database failing says nothing about the job: hold the message
