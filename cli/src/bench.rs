@@ -62,6 +62,13 @@ pub struct BenchArgs {
     /// embedded only).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Instead of throughput: how long a second buyer's 20 requests take alone, and right
+    /// after a first buyer's burst of `--burst` requests (embedded; model latency default 20 ms).
+    #[arg(long)]
+    pub fair_share: bool,
+    /// Requests in the first buyer's burst (with `--fair-share`).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub burst: u32,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -293,6 +300,33 @@ pub async fn scenario(
 
 /// `sealbox bench`.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.fair_share {
+        anyhow::ensure!(
+            args.backend == BenchBackend::Embedded,
+            "--fair-share runs on the embedded backend only (on AWS, SQS fair queues share the \
+             jobs queue between buyers; moto ignores message groups)"
+        );
+        let dir = match &args.dir {
+            Some(base) => tempfile::tempdir_in(base)?,
+            None => tempfile::tempdir()?,
+        };
+        let r = crate::bench_fair_share::run(&args, args.burst, &dir).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "model {} ms, concurrency {}: buyer B's {} requests took {:.2} s alone and {:.2} s right after buyer A's burst of {} (the burst took {:.2} s)",
+                r.model_latency_ms,
+                r.concurrency,
+                r.few,
+                r.few_alone_seconds,
+                r.few_after_burst_seconds,
+                r.burst,
+                r.burst_seconds
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.backend == BenchBackend::Aws {
         return run_aws(&args).await;
     }

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod aws;
 pub mod bench;
+pub mod bench_fair_share;
 pub mod cases;
 pub mod commands;
 pub mod demo;

@@ -1,0 +1,160 @@
+//! `sealbox bench --fair-share`: how long one buyer's few requests take alone, and right after
+//! another buyer's burst, on the embedded stack. Fair share means the second figure stays close
+//! to the first instead of growing with the burst.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sealbox_authz::Keyset;
+use sealbox_core::contract::Notification;
+use sealbox_core::layout::INBOX;
+use sealbox_core::ports::{ObjectStore, PutMode};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::bench::BenchArgs;
+use crate::cases::{CaseContext, SAMPLE_ROWS, text_request};
+use crate::stack::{ModelSource, Observers, Stack, StackOptions};
+
+/// The buyer whose burst comes first.
+const BURSTING: &str = "buyer-a";
+/// The buyer with a few requests, right after the burst.
+const FEW: &str = "buyer-b";
+
+/// The numbers of `sealbox bench --fair-share`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FairShareResult {
+    /// Model latency.
+    pub model_latency_ms: u64,
+    /// Worker concurrency cap.
+    pub concurrency: u16,
+    /// Requests in the first buyer's burst.
+    pub burst: u32,
+    /// Requests of the second buyer.
+    pub few: u32,
+    /// Seconds for the second buyer's requests alone, from the first write to the last
+    /// notification.
+    pub few_alone_seconds: f64,
+    /// The same, written right after the burst.
+    pub few_after_burst_seconds: f64,
+    /// Seconds from the burst's first write to its last notification.
+    pub burst_seconds: f64,
+}
+
+/// Writes `objects` (four writers at once) and answers when the writes began.
+async fn write_all(store: Arc<dyn ObjectStore>, objects: Vec<(String, Vec<u8>)>) -> Instant {
+    let started = Instant::now();
+    let mut chunks: Vec<Vec<(String, Vec<u8>)>> = (0..4).map(|_| Vec::new()).collect();
+    for (i, o) in objects.into_iter().enumerate() {
+        chunks[i % 4].push(o);
+    }
+    let mut writers = Vec::new();
+    for chunk in chunks {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for (key, body) in chunk {
+                store
+                    .put(INBOX, &key, Bytes::from(body), PutMode::Overwrite)
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for w in writers {
+        // A failed write shows as a request that never finishes: reported by `wait_for`.
+        if let Ok(Err(e)) = w.await {
+            eprintln!("writing a request object failed: {e}");
+        }
+    }
+    started
+}
+
+/// Waits until every id in `want` (by prefix of its request id) has a notification; answers
+/// when each prefix's last one came.
+async fn wait_for(
+    notes: &mut mpsc::UnboundedReceiver<Notification>,
+    want: &[(&str, usize)],
+) -> anyhow::Result<HashMap<String, Instant>> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut last = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while want
+        .iter()
+        .any(|(p, n)| seen.get(*p).copied().unwrap_or(0) < *n)
+    {
+        let note = match tokio::time::timeout_at(deadline, notes.recv()).await {
+            Ok(Some(n)) => n,
+            _ => anyhow::bail!("not every request finished in time: {seen:?} of {want:?}"),
+        };
+        if let Some((p, _)) = want.iter().find(|(p, _)| note.request_id.starts_with(p)) {
+            *seen.entry((*p).to_owned()).or_default() += 1;
+            last.insert((*p).to_owned(), Instant::now());
+        }
+    }
+    Ok(last)
+}
+
+/// Runs the fair-share scenario on a fresh embedded stack in `dir`.
+pub async fn run(
+    args: &BenchArgs,
+    burst: u32,
+    dir: &tempfile::TempDir,
+) -> anyhow::Result<FairShareResult> {
+    let latency_ms = args.model_latency_ms.first().copied().unwrap_or(20);
+    let few = 20u32;
+    let mut opts = StackOptions::new(dir.path());
+    opts.model = ModelSource::InProcess {
+        latency: Duration::from_millis(latency_ms),
+        port: 0,
+    };
+    opts.concurrency = usize::from(args.concurrency);
+    let (ntx, mut notes) = mpsc::unbounded_channel();
+    let stack = Stack::start(
+        opts.clone(),
+        Observers {
+            notifications: Some(ntx),
+            jobs: None,
+        },
+    )
+    .await?;
+    let keyset = Keyset::load(&stack.paths.keyset)?;
+    let ctx = CaseContext::new(&keyset, BURSTING, FEW, &opts.product)?;
+    let make = |buyer: &str, prefix: &str, n: u32| -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let token = ctx.token(buyer)?;
+        (0..n)
+            .map(|i| {
+                let id = format!("{prefix}-{i:07}");
+                let r = text_request(&id, Some(&token), SAMPLE_ROWS[i as usize % 3]);
+                Ok((
+                    format!("{buyer}/requests/{id}.json"),
+                    serde_json::to_vec(&r)?,
+                ))
+            })
+            .collect()
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(stack.store.clone());
+
+    let started = write_all(store.clone(), make(FEW, "alone", few)?).await;
+    let done = wait_for(&mut notes, &[("alone", few as usize)]).await?;
+    let alone = done["alone"] - started;
+
+    let burst_started = write_all(store.clone(), make(BURSTING, "burst", burst)?).await;
+    let few_started = write_all(store, make(FEW, "beside", few)?).await;
+    let done = wait_for(
+        &mut notes,
+        &[("burst", burst as usize), ("beside", few as usize)],
+    )
+    .await?;
+    stack.stop().await;
+    Ok(FairShareResult {
+        model_latency_ms: latency_ms,
+        concurrency: args.concurrency,
+        burst,
+        few,
+        few_alone_seconds: alone.as_secs_f64(),
+        few_after_burst_seconds: (done["beside"] - few_started).as_secs_f64(),
+        burst_seconds: (done["burst"] - burst_started).as_secs_f64(),
+    })
+}
