@@ -377,7 +377,7 @@ fn aws_commands_name_each_missing_setting_they_need_and_touch_no_data_directory(
         ),
         (
             &["buyer", "results", "--buyer", BUYER],
-            &["SEALBOX_OUTBOX_BUCKET"],
+            &["SEALBOX_INBOX_BUCKET", "SEALBOX_OUTBOX_BUCKET"],
         ),
         (
             &[
