@@ -44,11 +44,8 @@ enum Command {
     },
     /// Seller commands: keys, subscriptions and tokens.
     Seller {
-        /// Where the keys and subscriptions are: the data directory's, or on AWS the signing
-        /// keys in KMS with their states in DynamoDB ($SEALBOX_KEYS_TABLE), subscriptions in
-        /// DynamoDB ($SEALBOX_SUBSCRIPTIONS_TABLE) and the published keys object
-        /// ($SEALBOX_JWKS_OBJECT, s3://BUCKET/KEY), as `sealbox aws bootstrap-seller` prints
-        /// them; never the buyer's buckets or queues.
+        /// Where the seller's keys and subscriptions are (`sealbox aws bootstrap-seller`
+        /// prints the settings of `aws`); no seller command touches a buyer's buckets or queues.
         #[arg(long, value_enum, default_value_t = SellerBackend::Embedded, global = true)]
         backend: SellerBackend,
         #[command(subcommand)]

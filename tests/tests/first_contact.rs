@@ -367,3 +367,47 @@ fn with_the_token_service_stopped_a_cached_token_still_good_is_used_and_fresh_is
             .is_file()
     );
 }
+
+#[test]
+fn keys_list_json_prints_one_object_per_key_like_every_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cwd, data) = (dir.path(), dir.path().join("data"));
+    grant(&data, cwd);
+    let table = sb(&data, cwd, &["seller", "keys", "list"]);
+    let listed = sb(&data, cwd, &["seller", "keys", "list", "--json"]);
+    assert!(listed.ok, "{}", listed.stderr);
+    let keys: Vec<serde_json::Value> = listed
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        keys.len(),
+        table.stdout.lines().count() - 1,
+        "{}",
+        listed.stdout
+    );
+    for k in &keys {
+        assert!(table.stdout.contains(k["kid"].as_str().unwrap()), "{k}");
+        for member in ["alg", "state", "created_at"] {
+            assert!(k[member].is_string(), "{member}: {k}");
+        }
+    }
+}
+
+#[test]
+fn seller_help_names_what_the_seller_uses_on_aws_and_not_the_buyers_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = sb(
+        dir.path(),
+        dir.path(),
+        &["seller", "keys", "list", "--help"],
+    );
+    assert!(help.ok, "{}", help.stderr);
+    for needed in ["KMS", "DynamoDB", "SEALBOX_JWKS_OBJECT"] {
+        assert!(help.stdout.contains(needed), "{needed}: {}", help.stdout);
+    }
+    for buyers in ["SEALBOX_INBOX_BUCKET", "SageMaker", "SQS"] {
+        assert!(!help.stdout.contains(buyers), "{buyers}: {}", help.stdout);
+    }
+}
