@@ -98,6 +98,13 @@ enum AwsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete what `aws bootstrap --name NAME` made: both buckets with every object in them,
+    /// the four queues and the topic (what is already gone is skipped).
+    Teardown {
+        /// Stack name, as given to `aws bootstrap`.
+        #[arg(long)]
+        name: String,
+    },
     /// Create (idempotently) the seller's development resources: the keys and subscriptions
     /// tables and the bucket of the published keys; print their settings as KEY=VALUE lines.
     BootstrapSeller {
@@ -544,6 +551,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Aws {
             command: AwsCommand::Bootstrap { name, json },
         } => aws::bootstrap(&name, json).await,
+        Command::Aws {
+            command: AwsCommand::Teardown { name },
+        } => aws::teardown(&name).await,
         Command::Aws {
             command: AwsCommand::BootstrapSeller { name, json },
         } => sealbox::seller_aws::bootstrap_seller(&name, json).await,
