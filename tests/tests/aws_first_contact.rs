@@ -105,3 +105,80 @@ fn submit_on_aws_gets_its_token_from_the_token_url_with_the_secret_file_and_cach
         listed.stderr
     );
 }
+
+#[test]
+fn aws_teardown_deletes_every_resource_bootstrap_made_even_with_objects_and_runs_again_harmlessly()
+{
+    let moto = sealbox_tests::moto::Moto::start();
+    let cli = sealbox_tests::aws_cli::AwsCli::new(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let sealbox = |args: &[&str]| {
+        let out = sealbox_tests::sealbox(&dir.path().join("unused"))
+            .args(args)
+            .envs(moto.env())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = sealbox(&["aws", "bootstrap", "--name", "td-one"]);
+    assert!(ok, "{err}");
+    // Another stack's resources are not this one's.
+    let (ok, _, err) = sealbox(&["aws", "bootstrap", "--name", "td-two"]);
+    assert!(ok, "{err}");
+    let file = dir.path().join("r.json");
+    std::fs::write(&file, "{}").unwrap();
+    let file = file.to_str().unwrap();
+    cli.text(&[
+        "s3",
+        "cp",
+        file,
+        "s3://td-one-inbox/111122223333/requests/r.json",
+    ]);
+    cli.text(&[
+        "s3",
+        "cp",
+        file,
+        "s3://td-one-outbox/111122223333/rejected/r.json",
+    ]);
+
+    let (ok, out, err) = sealbox(&["aws", "teardown", "--name", "td-one"]);
+    assert!(ok, "{err}");
+    let deleted: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        deleted[..6],
+        [
+            "deleted bucket td-one-inbox (1 objects)",
+            "deleted bucket td-one-outbox (1 objects)",
+            "deleted queue td-one-inbox-events",
+            "deleted queue td-one-inbox-events-dlq",
+            "deleted queue td-one-jobs",
+            "deleted queue td-one-jobs-dlq",
+        ],
+        "{out}"
+    );
+    assert!(
+        deleted[6].starts_with("deleted topic arn:")
+            && deleted[6].ends_with(":td-one-notifications"),
+        "{out}"
+    );
+    assert_eq!(deleted.len(), 7, "{out}");
+
+    let buckets = cli.json(&["s3api", "list-buckets"]).to_string();
+    let queues = cli.json(&["sqs", "list-queues"]).to_string();
+    let topics = cli.json(&["sns", "list-topics"]).to_string();
+    for listing in [&buckets, &queues, &topics] {
+        assert!(!listing.contains("td-one"), "{listing}");
+        assert!(listing.contains("td-two"), "{listing}");
+    }
+    let (ok, out, err) = sealbox(&["aws", "teardown", "--name", "td-one"]);
+    assert!(ok, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("nothing of the stack \"td-one\" exists"),
+        "{err}"
+    );
+}
