@@ -304,6 +304,17 @@ impl Verifier {
         &self,
         token: &str,
     ) -> Result<(String, Arc<VerifyingKey>, Claims), TokenRejection> {
+        // The most common paste error: the HTTP header's prefix copied along with the token.
+        if token
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+        {
+            return Err(reject(
+                Reason::TokenMalformed,
+                "starts with `Bearer `: the request object's token is the JWT alone, without \
+                 the HTTP Authorization prefix",
+            ));
+        }
         let mut parts = token.split('.');
         let (Some(h), Some(_), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -661,6 +672,16 @@ mod tests {
             "iss": "seller", "sub": "b1", "aud": "product", "iat": now, "nbf": now,
             "exp": now + 600, "jti": "t-1", "scope": "invoke", "grant": "g-b1"
         })
+    }
+
+    #[test]
+    fn a_token_sent_with_a_bearer_prefix_is_refused_with_a_reason_that_names_the_prefix() {
+        let (ks, v, _) = setup(KeyAlg::EdDSA);
+        let t = signed(&ks, &header(&ks, Some("JWT".into())), &claims());
+        assert!(v.verify(&t, "b1").is_ok());
+        let r = v.verify(&format!("Bearer {t}"), "b1").unwrap_err();
+        assert_eq!(r.reason, Reason::TokenMalformed);
+        assert!(r.detail.contains("`Bearer `"), "{r}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod sdk;
 pub mod seller;
 pub mod sns;
 pub mod sqs;
+pub mod teardown;
 
 /// How long a call that can carry a batch (a publish, a delete, a receive) waits for others to
 /// join it when the load is too light to fill it at once, in the one-process runtime. The same

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use clap::Args;
 use sealbox_authz::Keyset;
@@ -275,9 +275,16 @@ impl BuyerCredentials {
         }
     }
 
+    /// True when the token service's URL was given (`--token-url` or $SEALBOX_TOKEN_URL).
+    pub fn has_url(&self) -> bool {
+        self.token_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
+    }
+
     fn url(&self, data: &Path) -> anyhow::Result<String> {
-        if let Some(u) = &self.token_url {
-            return Ok(u.trim_end_matches('/').to_owned());
+        if let Some(u) = self.token_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            return Ok(service_base(u));
         }
         let file = Paths::new(data).token_url;
         match std::fs::read_to_string(&file) {
@@ -295,6 +302,16 @@ impl BuyerCredentials {
             ),
         }
     }
+}
+
+/// The token service's base URL from what a user typed: the base URL itself or its `/token`
+/// route (the URL a buyer is usually shown), with or without a trailing slash.
+pub fn service_base(url: &str) -> String {
+    let u = url.trim().trim_end_matches('/');
+    u.strip_suffix("/token")
+        .unwrap_or(u)
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 /// A token kept for reuse until shortly before it expires, for the secret and the lifetime it
@@ -321,8 +338,19 @@ fn secret_digest(secret: &str) -> String {
 /// A token is reused while it has at least this long to live.
 const REUSE_MARGIN: Duration = Duration::from_secs(120);
 
+/// Why the token service gave no token.
+enum FetchError {
+    /// Nothing answered (not running, wrong host or port, too slow): a cached token that is
+    /// still good may stand in.
+    Unreachable(anyhow::Error),
+    /// It answered, and refused or said something else: the answer stands.
+    Refused(anyhow::Error),
+}
+
 /// `sealbox buyer token`: a token for `buyer` from the token service, reused from the cache in
-/// the data directory until two minutes before it expires.
+/// the data directory until two minutes before it expires. When the service cannot be reached
+/// (`sealbox up` stopped, no network), a cached token for the same secret that is still good
+/// for two minutes is used instead, with a warning; `fresh` asks the service and nothing else.
 pub async fn buyer_token(
     data: &Path,
     buyer: &str,
@@ -333,66 +361,52 @@ pub async fn buyer_token(
     check_buyer(buyer)?;
     // The secret first: a mistyped --secret-file is the user's to fix, whatever runs.
     let secret = creds.secret()?;
-    let url = creds.url(data)?;
     let digest = secret_digest(&secret);
     let lifetime_seconds = lifetime.map(|l| l.as_secs());
     let cache = Paths::new(data).buyers.join(buyer).join("token.json");
-    if !fresh
-        && let Some(c) = std::fs::read(&cache)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<CachedToken>(&b).ok())
-        && c.token_url == url
-        && c.secret_sha256 == digest
-        && c.lifetime_seconds == lifetime_seconds
-        && c.expires_at - OffsetDateTime::now_utc() > REUSE_MARGIN
-    {
-        return Ok(c.token);
-    }
-    let body = match lifetime {
-        Some(l) => serde_json::json!({"lifetime_seconds": l.as_secs()}),
-        None => serde_json::json!({}),
-    };
-    let resp = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?
-        .post(format!("{url}/token"))
-        .basic_auth(buyer, Some(&secret))
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| {
-            let why = if e.is_connect() {
-                "nothing answers there; is `sealbox up` running? (or pass --token-url URL)"
-            } else if e.is_timeout() {
-                "it did not answer within 30 s; try again"
-            } else {
-                "the request failed; check the URL"
-            };
-            anyhow::anyhow!("cannot get a token from the token service at {url}: {why}")
-        })?;
-    let status = resp.status();
-    let answer: serde_json::Value = resp
-        .json()
-        .await
-        .with_context(|| format!("reading the token service's answer (HTTP {status})"))?;
-    if !status.is_success() {
-        bail!(
-            "the token service refused (HTTP {}, {}): {}",
-            status.as_u16(),
-            answer["error"].as_str().unwrap_or("?"),
-            answer["message"].as_str().unwrap_or("")
+    let now = OffsetDateTime::now_utc();
+    // Only a token asked for with this secret: a new grant (a new secret) must not keep using
+    // a token of the old one.
+    let cached = std::fs::read(&cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CachedToken>(&b).ok())
+        .filter(|c| !fresh && c.secret_sha256 == digest && c.expires_at - now > REUSE_MARGIN);
+    let fallback = |why: &str, c: &CachedToken| {
+        eprintln!(
+            "warning: using the cached token, good until {} ({} from now): {why}",
+            rfc3339(c.expires_at.replace_nanosecond(0).unwrap_or(c.expires_at)),
+            humantime::format_duration(Duration::from_secs(
+                (c.expires_at - now).whole_seconds().max(0) as u64
+            ))
         );
+        crate::token_check::strip_bearer(&c.token, "the token cache")
+    };
+    let url = match creds.url(data) {
+        Ok(url) => url,
+        Err(e) => match &cached {
+            Some(c) => return Ok(fallback(&format!("{e:#}"), c)),
+            None => return Err(e),
+        },
+    };
+    if let Some(c) = &cached
+        && c.token_url == url
+        && c.lifetime_seconds == lifetime_seconds
+    {
+        return Ok(crate::token_check::strip_bearer(
+            &c.token,
+            "the token cache",
+        ));
     }
-    let (Some(token), Some(expires_at)) = (
-        answer["token"].as_str(),
-        answer["expires_at"].as_str().and_then(|s| {
-            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-        }),
-    ) else {
-        bail!("the token service answered without a token: {answer}");
+    let (token, expires_at) = match fetch_token(&url, buyer, &secret, lifetime).await {
+        Ok(got) => got,
+        Err(FetchError::Unreachable(e)) => match &cached {
+            Some(c) => return Ok(fallback(&format!("{e:#}"), c)),
+            None => return Err(e),
+        },
+        Err(FetchError::Refused(e)) => return Err(e),
     };
     let cached = CachedToken {
-        token: token.to_owned(),
+        token,
         expires_at,
         token_url: url,
         secret_sha256: digest,
@@ -400,6 +414,81 @@ pub async fn buyer_token(
     };
     write_private(&cache, &serde_json::to_vec(&cached)?)?;
     Ok(cached.token)
+}
+
+/// `POST {url}/token` with the buyer's credentials: the token and when it expires.
+async fn fetch_token(
+    url: &str,
+    buyer: &str,
+    secret: &str,
+    lifetime: Option<Duration>,
+) -> Result<(String, OffsetDateTime), FetchError> {
+    let refused = |e: anyhow::Error| FetchError::Refused(e);
+    let body = match lifetime {
+        Some(l) => serde_json::json!({"lifetime_seconds": l.as_secs()}),
+        None => serde_json::json!({}),
+    };
+    let route = format!("{url}/token");
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| refused(e.into()))?
+        .post(&route)
+        .basic_auth(buyer, Some(secret))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| {
+            let (why, unreachable) = if e.is_connect() {
+                (
+                    "nothing answers there; is `sealbox up` running? (or pass --token-url URL)",
+                    true,
+                )
+            } else if e.is_timeout() {
+                ("it did not answer within 30 s; try again", true)
+            } else {
+                ("the request failed; check the URL", false)
+            };
+            let e = anyhow::anyhow!("cannot get a token from the token service at {url}: {why}");
+            if unreachable {
+                FetchError::Unreachable(e)
+            } else {
+                FetchError::Refused(e)
+            }
+        })?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Err(refused(anyhow::anyhow!(
+            "the token service answered 404 Not Found for {route}: --token-url is the service's \
+             base URL or its /token URL; check it"
+        )));
+    }
+    let answer: serde_json::Value = resp.json().await.map_err(|_| {
+        refused(anyhow::anyhow!(
+            "the answer of {route} (HTTP {status}) is not JSON: is --token-url a sealbox token \
+             service?"
+        ))
+    })?;
+    if !status.is_success() {
+        return Err(refused(anyhow::anyhow!(
+            "the token service refused (HTTP {}, {}): {}",
+            status.as_u16(),
+            answer["error"].as_str().unwrap_or("?"),
+            answer["message"].as_str().unwrap_or("")
+        )));
+    }
+    let (Some(token), Some(expires_at)) = (
+        answer["token"].as_str(),
+        answer["expires_at"].as_str().and_then(|s| {
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        }),
+    ) else {
+        return Err(refused(anyhow::anyhow!(
+            "the token service answered without a token: {answer}"
+        )));
+    };
+    let token = crate::token_check::strip_bearer(token, "the token service");
+    Ok((token, expires_at))
 }
 
 #[cfg(test)]
@@ -413,5 +502,22 @@ mod tests {
         let exact = parse_until("2027-01-31T12:00:00Z").unwrap();
         assert_eq!(rfc3339(exact), "2027-01-31T12:00:00Z");
         assert!(parse_until("next tuesday").is_err());
+    }
+
+    #[test]
+    fn the_token_url_may_be_the_base_url_or_its_token_route() {
+        for typed in [
+            "http://127.0.0.1:5555",
+            "http://127.0.0.1:5555/",
+            "http://127.0.0.1:5555/token",
+            "http://127.0.0.1:5555/token/",
+            " http://127.0.0.1:5555/token\n",
+        ] {
+            assert_eq!(service_base(typed), "http://127.0.0.1:5555", "{typed:?}");
+        }
+        assert_eq!(
+            service_base("https://x.example/prod/token"),
+            "https://x.example/prod"
+        );
     }
 }

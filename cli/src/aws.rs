@@ -41,6 +41,28 @@ pub async fn bootstrap(name: &str, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sealbox aws teardown --name NAME`: deletes what `bootstrap` made, printing each resource.
+pub async fn teardown(name: &str) -> anyhow::Result<ExitCode> {
+    if let Err(sealbox_core::Error::InvalidKey { rule, .. }) =
+        sealbox_aws::bootstrap::Names::new(name)
+    {
+        anyhow::bail!("--name {name:?}: {rule}");
+    }
+    let clients = Clients::from_env().await;
+    let deleted = sealbox_aws::teardown::teardown(&clients, name, |d| println!("deleted {d}"))
+        .await
+        .with_context(|| {
+            format!(
+                "tearing down the stack {name:?} (what is listed above is deleted; run the \
+                 command again for the rest)"
+            )
+        })?;
+    if deleted == 0 {
+        eprintln!("nothing of the stack {name:?} exists (already torn down?)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Prints settings as `KEY=VALUE` lines, or one JSON object.
 pub(crate) fn print_settings(settings: &[(Var, String)], json: bool) {
     if json {

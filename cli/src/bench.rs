@@ -374,8 +374,11 @@ pub struct AwsBenchResult {
     pub backend: &'static str,
     /// The endpoint every AWS client used (`AWS_ENDPOINT_URL`), if one was set.
     pub endpoint_url: Option<String>,
-    /// The development stack bootstrapped for this run (left in place).
+    /// The development stack bootstrapped for this run.
     pub stack: String,
+    /// Whether the stack was deleted afterwards (if not, `sealbox aws teardown --name STACK`
+    /// deletes it; the command says why it could not).
+    pub stack_deleted: bool,
     /// Model latency.
     pub model_latency_ms: u64,
     /// Worker concurrency cap.
@@ -456,6 +459,7 @@ fn fresh_stack_name() -> String {
 /// outbox, serves the sample model in-process as the SageMaker Runtime API, runs the pipeline of
 /// `up --backend aws` in-process, writes `--jobs` request objects (inline text) as a buyer
 /// would, and reports throughput, latency and the AWS calls per job after the warm-up.
+/// The stack is deleted afterwards, whether the run succeeded or not.
 pub async fn aws_scenario(args: &BenchArgs) -> anyhow::Result<AwsBenchResult> {
     let latency_ms = match args.model_latency_ms.as_slice() {
         [] => 0,
@@ -465,6 +469,27 @@ pub async fn aws_scenario(args: &BenchArgs) -> anyhow::Result<AwsBenchResult> {
     if args.dir.is_some() {
         anyhow::bail!("--dir is for the embedded backend; --backend aws keeps no data directory");
     }
+    let name = fresh_stack_name();
+    let result = aws_scenario_on(args, latency_ms, &name).await;
+    let config = load_config().await;
+    let deleted = sealbox_aws::teardown::teardown(&Clients::new(&config), &name, |_| {}).await;
+    if let Err(e) = &deleted {
+        eprintln!(
+            "warning: the benchmark's stack {name} was not deleted ({e}); delete it with \
+             `sealbox aws teardown --name {name}`"
+        );
+    }
+    let mut result = result?;
+    result.stack_deleted = deleted.is_ok();
+    Ok(result)
+}
+
+/// [`aws_scenario`] on a new stack named `name`.
+async fn aws_scenario_on(
+    args: &BenchArgs,
+    latency_ms: u64,
+    name: &str,
+) -> anyhow::Result<AwsBenchResult> {
     let config = load_config().await;
     let (model_url, model_stop, model_task) =
         crate::stack::start_model(Duration::from_millis(latency_ms), 0).await?;
@@ -472,8 +497,7 @@ pub async fn aws_scenario(args: &BenchArgs) -> anyhow::Result<AwsBenchResult> {
     // counter) of their own, so they are not counted as the pipeline's.
     let clients = Clients::with_sagemaker_endpoint(&config, &model_url);
     let buyer_clients = Clients::new(&config);
-    let name = fresh_stack_name();
-    let made = sealbox_aws::bootstrap::bootstrap(&clients, &name)
+    let made = sealbox_aws::bootstrap::bootstrap(&clients, name)
         .await
         .with_context(|| format!("bootstrapping the stack {name:?} (is the AWS environment set, e.g. AWS_ENDPOINT_URL for an emulator?)"))?;
     let mut values: HashMap<&'static str, String> =
@@ -579,7 +603,8 @@ pub async fn aws_scenario(args: &BenchArgs) -> anyhow::Result<AwsBenchResult> {
     Ok(AwsBenchResult {
         backend: "aws",
         endpoint_url: config.endpoint_url().map(str::to_owned),
-        stack: name,
+        stack: name.to_owned(),
+        stack_deleted: false,
         model_latency_ms: latency_ms,
         concurrency: args.concurrency,
         jobs: args.jobs,

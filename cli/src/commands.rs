@@ -102,13 +102,28 @@ pub async fn keys_revoke_in(store: &dyn KeyStore, kid: &str) -> anyhow::Result<(
 }
 
 /// `sealbox seller keys list`.
-pub fn keys_list(data: &Path) -> anyhow::Result<()> {
+pub fn keys_list(data: &Path, json: bool) -> anyhow::Result<()> {
     let paths = existing_data(data)?;
-    print_keys(&Keyset::load(&paths.keyset)?)
+    print_keys(&Keyset::load(&paths.keyset)?, json)
 }
 
-/// Prints kid, algorithm, state, created and retires-at of each key.
-pub fn print_keys(ks: &Keyset) -> anyhow::Result<()> {
+/// Prints kid, algorithm, state, created and retires-at of each key, as a table or as JSON
+/// lines (one object per key, the form of every listing's `--json`).
+pub fn print_keys(ks: &Keyset, json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut out = String::new();
+        for k in &ks.keys {
+            let line = json!({
+                "kid": k.kid,
+                "alg": k.alg.as_str(),
+                "state": format!("{:?}", k.state).to_lowercase(),
+                "created_at": rfc3339(k.created_at),
+                "retires_at": k.retires_at.map(rfc3339),
+            });
+            out.push_str(&format!("{line}\n"));
+        }
+        return emit(&out);
+    }
     let rows: Vec<Vec<String>> = ks
         .keys
         .iter()
@@ -345,6 +360,7 @@ pub async fn dlq_list(
     data: &Path,
     name: QueueName,
     max: usize,
+    json: bool,
 ) -> anyhow::Result<()> {
     let q = admin_queue(backend, data, name).await?;
     let dead = q
@@ -356,6 +372,15 @@ pub async fn dlq_list(
     }
     let mut out = String::new();
     for d in dead {
+        if json {
+            // The body is the queue's JSON message when it is one, else the text as received.
+            let body = serde_json::from_str::<serde_json::Value>(&d.body)
+                .unwrap_or_else(|_| serde_json::Value::String(d.body.clone()));
+            let line =
+                json!({"message_id": d.message_id, "receive_count": d.receive_count, "body": body});
+            out.push_str(&format!("{line}\n"));
+            continue;
+        }
         out.push_str(&format!(
             "{}\treceives={}\t{}\n",
             d.message_id, d.receive_count, d.body

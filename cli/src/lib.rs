@@ -13,6 +13,7 @@ pub mod output;
 pub mod results;
 pub mod seller_aws;
 pub mod submit;
+pub mod token_check;
 
 /// The embedded stack, wired in `sealbox-embedded` (re-exported so `sealbox::stack` paths stay).
 pub use sealbox_embedded::stack;

@@ -44,11 +44,10 @@ enum Command {
     },
     /// Seller commands: keys, subscriptions and tokens.
     Seller {
-        /// Where the keys and subscriptions are: the data directory's, or on AWS keys in KMS
-        /// and subscriptions in DynamoDB ($SEALBOX_KEYS_TABLE, $SEALBOX_SUBSCRIPTIONS_TABLE),
-        /// the published keys at $SEALBOX_JWKS_OBJECT (`sealbox aws bootstrap-seller`).
-        #[arg(long, value_enum, default_value_t = Backend::Embedded, global = true)]
-        backend: Backend,
+        /// Where the seller's keys and subscriptions are (`sealbox aws bootstrap-seller`
+        /// prints the settings of `aws`); no seller command touches a buyer's buckets or queues.
+        #[arg(long, value_enum, default_value_t = SellerBackend::Embedded, global = true)]
+        backend: SellerBackend,
         #[command(subcommand)]
         command: SellerCommand,
     },
@@ -98,6 +97,13 @@ enum AwsCommand {
         /// Print one JSON object instead.
         #[arg(long)]
         json: bool,
+    },
+    /// Delete what `aws bootstrap --name NAME` made: both buckets with every object in them,
+    /// the four queues and the topic (what is already gone is skipped).
+    Teardown {
+        /// Stack name, as given to `aws bootstrap`.
+        #[arg(long)]
+        name: String,
     },
     /// Create (idempotently) the seller's development resources: the keys and subscriptions
     /// tables and the bucket of the published keys; print their settings as KEY=VALUE lines.
@@ -167,6 +173,17 @@ struct UpArgs {
     /// Ingest refuses every token once its copy of the published keys is older than this.
     #[arg(long, default_value = "15m")]
     jwks_max_staleness: humantime::Duration,
+}
+
+/// Where the seller's keys and subscriptions are (the buyer's `Backend` names buckets and
+/// queues, which no seller command touches).
+#[derive(Clone, Copy, ValueEnum)]
+enum SellerBackend {
+    /// The data directory: DATA/seller/keyset.json and the subscriptions database.
+    Embedded,
+    /// KMS signing keys with their states in DynamoDB ($SEALBOX_KEYS_TABLE), subscriptions in
+    /// DynamoDB ($SEALBOX_SUBSCRIPTIONS_TABLE), the published keys object ($SEALBOX_JWKS_OBJECT).
+    Aws,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -253,7 +270,11 @@ enum KeysCommand {
         kid: String,
     },
     /// Show kid, algorithm, state, created and retires-at of each key.
-    List,
+    List {
+        /// Print JSON lines (one object per key).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the published keys (JWKS with the deny list; public keys only), or write them
     /// to an object for buyers who read them from a bucket.
     Jwks {
@@ -295,6 +316,9 @@ enum DlqCommand {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         max: usize,
+        /// Print JSON lines (one object per message: message_id, receive_count, body).
+        #[arg(long)]
+        json: bool,
         /// Which queue's dead letters.
         #[arg(long, value_enum, default_value = "jobs")]
         queue: commands::QueueName,
@@ -424,7 +448,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Seller {
-            backend: Backend::Aws,
+            backend: SellerBackend::Aws,
             command,
         } => seller_aws(command).await,
         Command::Seller { command, .. } => match command {
@@ -447,9 +471,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             SellerCommand::Keys {
-                command: KeysCommand::List,
+                command: KeysCommand::List { json },
             } => {
-                commands::keys_list(&data)?;
+                commands::keys_list(&data, json)?;
                 Ok(ExitCode::SUCCESS)
             }
             SellerCommand::Keys {
@@ -511,9 +535,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match command {
                 DlqCommand::List {
                     max,
+                    json,
                     queue,
                     backend: DlqBackend { backend },
-                } => commands::dlq_list(backend, &data, queue, max).await?,
+                } => commands::dlq_list(backend, &data, queue, max, json).await?,
                 DlqCommand::Redrive {
                     max,
                     queue,
@@ -526,6 +551,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Aws {
             command: AwsCommand::Bootstrap { name, json },
         } => aws::bootstrap(&name, json).await,
+        Command::Aws {
+            command: AwsCommand::Teardown { name },
+        } => aws::teardown(&name).await,
         Command::Aws {
             command: AwsCommand::BootstrapSeller { name, json },
         } => sealbox::seller_aws::bootstrap_seller(&name, json).await,
@@ -543,7 +571,7 @@ async fn seller_aws(command: SellerCommand) -> anyhow::Result<ExitCode> {
             KeysCommand::Init { alg, issuer } => aws.keys_init(&issuer, alg.into()).await?,
             KeysCommand::Rotate => aws.keys_rotate().await?,
             KeysCommand::Revoke { kid } => aws.keys_revoke(&kid).await?,
-            KeysCommand::List => aws.keys_list().await?,
+            KeysCommand::List { json } => aws.keys_list(json).await?,
             KeysCommand::Jwks {
                 object: Some(_), ..
             } => anyhow::bail!(

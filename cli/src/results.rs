@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use sealbox_aws::config::Var;
-use sealbox_core::contract::OutcomeDocument;
-use sealbox_core::layout::{OUTBOX, location};
+use sealbox_core::contract::{OutcomeDocument, is_valid_id, rfc3339};
+use sealbox_core::layout::{INBOX, OUTBOX, location};
 use sealbox_core::ports::ObjectStore;
 use serde_json::json;
 
@@ -25,7 +25,7 @@ pub struct ResultsArgs {
     #[arg(long)]
     pub json: bool,
     /// Where the outcomes are: the outbox of the data directory, or on AWS the bucket
-    /// $SEALBOX_OUTBOX_BUCKET.
+    /// $SEALBOX_OUTBOX_BUCKET (and $SEALBOX_INBOX_BUCKET, for the requests still pending).
     #[arg(long, value_enum, default_value_t = Backend::Embedded)]
     pub backend: Backend,
 }
@@ -39,27 +39,87 @@ const RESULTS_PAGE: usize = 1000;
 pub async fn results(data: &Path, a: ResultsArgs) -> anyhow::Result<ExitCode> {
     crate::access::check_buyer(&a.buyer)?;
     match a.backend {
-        Backend::Embedded => print_outcomes(&existing_data(data)?.store(false), OUTBOX, &a).await,
+        Backend::Embedded => {
+            let store = existing_data(data)?.store(false);
+            print_outcomes(&store, INBOX, OUTBOX, &a).await
+        }
         Backend::Aws => {
-            let (store, settings) = crate::aws::object_store(&[Var::OutboxBucket]).await?;
-            print_outcomes(&store, settings.get(Var::OutboxBucket), &a).await
+            let (store, settings) =
+                crate::aws::object_store(&[Var::InboxBucket, Var::OutboxBucket]).await?;
+            let (inbox, outbox) = (
+                settings.get(Var::InboxBucket),
+                settings.get(Var::OutboxBucket),
+            );
+            print_outcomes(&store, inbox, outbox, &a).await
         }
     }
 }
 
-/// The outcomes of `a.buyer` in the bucket `outbox` of `store`, one line per outcome, printed
-/// a page at a time; only one page of listings and one document are held at once.
+/// Table rows held until a page is full: a listing of up to a page is one aligned table, a
+/// longer one is printed a page at a time (aligned as far as widths allow).
+struct Paged {
+    table: Table,
+    held: Vec<Vec<String>>,
+    header_done: bool,
+}
+
+impl Paged {
+    fn push(&mut self, rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+        self.held.extend(rows);
+        if self.held.len() >= RESULTS_PAGE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        self.table.fit(&self.held);
+        let mut out = String::new();
+        if !self.header_done {
+            self.table.header(&mut out);
+            self.header_done = true;
+        }
+        self.table.rows(&self.held, &mut out);
+        self.held.clear();
+        emit(&out)
+    }
+}
+
+/// `45s`, `3m 20s`, `2h 5m`, `3d 4h`: how long a request has waited.
+fn age(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86_400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+/// The outcomes of `a.buyer` in the bucket `outbox` of `store`, one line per outcome, then
+/// the requests in `inbox` that have none yet (pending, with their age), printed a page at a
+/// time; one page of listings, one document and the answered ids (to tell pending requests
+/// apart) are held at once.
 async fn print_outcomes(
     store: &dyn ObjectStore,
+    inbox: &str,
     outbox: &str,
     a: &ResultsArgs,
 ) -> anyhow::Result<ExitCode> {
-    let mut table = Table::new(&[
-        ("request", false),
-        ("outcome", false),
-        ("reason", false),
-        ("bytes", true),
-    ]);
+    let mut answered = std::collections::HashSet::new();
+    let mut table = Paged {
+        table: Table::new(&[
+            ("request", false),
+            ("outcome", false),
+            ("reason", false),
+            ("bytes", true),
+        ]),
+        held: Vec::new(),
+        header_done: false,
+    };
     let mut printed = 0usize;
     for (dir, outcome) in [
         ("results", "completed"),
@@ -83,6 +143,7 @@ async fn print_outcomes(
                     .rsplit_once('.')
                     .map(|(s, _)| s.to_owned())
                     .unwrap_or(file.clone());
+                answered.insert(id.clone());
                 let reason = if outcome == "completed" {
                     None
                 } else {
@@ -127,22 +188,76 @@ async fn print_outcomes(
             if a.json {
                 emit(&json_out)?;
             } else {
-                table.fit(&rows);
-                let mut out = String::new();
-                if printed == rows.len() && !rows.is_empty() {
-                    table.header(&mut out);
-                }
-                table.rows(&rows, &mut out);
-                emit(&out)?;
+                table.push(rows)?;
             }
         }
     }
-    if printed == 0 {
+    let finished = printed;
+    // Then the requests with no outcome yet. The same id can be listed as answered above
+    // and as a request here (both exist once it is answered): the outcome wins.
+    let prefix = format!("{}/requests/", a.buyer);
+    let now = time::OffsetDateTime::now_utc();
+    let (mut submitted, mut pending) = (0usize, 0usize);
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list(inbox, &prefix, after.as_deref(), RESULTS_PAGE)
+            .await
+            .map_err(|e| store_error(&format!("listing {}", location(inbox, &prefix)), e))?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        let mut rows = Vec::new();
+        let mut json_out = String::new();
+        for m in &page {
+            // Only `<buyer>/requests/<id>.json` is a request object, as on S3.
+            let Some(id) = m
+                .key
+                .strip_prefix(&prefix)
+                .and_then(|name| name.strip_suffix(".json"))
+                .filter(|id| is_valid_id(id))
+            else {
+                continue;
+            };
+            submitted += 1;
+            if answered.contains(id) {
+                continue;
+            }
+            let waited = (now - m.last_modified).whole_seconds();
+            if a.json {
+                json_out.push_str(
+                    &json!({"request_id": id, "outcome": "pending", "reason": null,
+                            "key": m.key, "location": location(inbox, &m.key),
+                            "submitted_at": rfc3339(m.last_modified), "age_seconds": waited.max(0)})
+                    .to_string(),
+                );
+                json_out.push('\n');
+            } else {
+                rows.push(vec![
+                    id.to_owned(),
+                    "pending".to_owned(),
+                    format!("submitted {} ago", age(waited)),
+                    "-".to_owned(),
+                ]);
+            }
+            pending += 1;
+        }
+        if a.json {
+            emit(&json_out)?;
+        } else {
+            table.push(rows)?;
+        }
+    }
+    table.flush()?;
+    let buyer = &a.buyer;
+    if finished == 0 && submitted == 0 {
         eprintln!(
-            "no outcomes yet for buyer {} (under {})",
-            a.buyer,
-            location(outbox, &format!("{}/", a.buyer))
+            "no request was ever submitted under buyer {buyer}: nothing under {} or {}; check \
+             the buyer id (and --data-dir or --backend)",
+            location(inbox, &prefix),
+            location(outbox, &format!("{buyer}/"))
         );
+    } else if finished == 0 {
+        eprintln!("nothing finished yet for buyer {buyer}: {pending} pending");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -75,8 +75,8 @@ impl AwsSeller {
     }
 
     /// `seller keys list --backend aws`.
-    pub async fn keys_list(&self) -> anyhow::Result<()> {
-        print_keys(&self.seller.keys.load().await?)
+    pub async fn keys_list(&self, json: bool) -> anyhow::Result<()> {
+        print_keys(&self.seller.keys.load().await?, json)
     }
 
     /// `seller keys jwks --backend aws`: publishes the document and prints it.

@@ -40,12 +40,16 @@ pub struct SubmitArgs {
     #[arg(long, value_parser = parse_id_prefix)]
     pub id_prefix: Option<String>,
     /// Token to send (default: one from the token service, see `sealbox buyer token`; with
-    /// --backend aws there is none, so a token must be given).
+    /// --backend aws, from the service at --token-url). It is checked before anything is
+    /// uploaded: shape, `typ`, not expired, `sub` the buyer, `aud` the product.
     #[arg(long, env = "SEALBOX_TOKEN")]
     pub token: Option<String>,
     /// How to get a token when none is given.
     #[command(flatten)]
     pub credentials: crate::access::BuyerCredentials,
+    /// Product id the token must be issued for (its `aud`).
+    #[arg(long, env = "SEALBOX_PRODUCT", default_value = crate::stack::DEFAULT_PRODUCT)]
+    pub product: String,
     /// MIME type of the inputs (default: from the file extension).
     #[arg(long)]
     pub content_type: Option<String>,
@@ -343,6 +347,14 @@ pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
             a.files.len()
         );
     }
+    // A `Bearer ` prefix is a paste error, not part of the token.
+    let a = SubmitArgs {
+        token: a
+            .token
+            .as_deref()
+            .map(|t| crate::token_check::strip_bearer(t, "--token (or $SEALBOX_TOKEN)")),
+        ..a
+    };
     // Local checks first: a missing file is the first thing to fix, whatever else is wrong.
     let mut problems = Vec::new();
     let mut planned = Vec::new();
@@ -394,8 +406,9 @@ pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
         });
     }
     // Then the store: the data directory, or the settings, only once every file is good.
+    let mut resubmit = None;
     if problems.is_empty() {
-        problems = match a.backend {
+        let refusal = match a.backend {
             Backend::Embedded => {
                 let store = existing_data(data)?.store(false);
                 let to = Destination {
@@ -413,20 +426,28 @@ pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
                     store: &store,
                     inbox: settings.get(Var::InboxBucket),
                     outbox: settings.get(Var::OutboxBucket),
-                    token_service: None,
+                    // No local service on AWS: the seller's, when its URL is given.
+                    token_service: a.credentials.has_url().then_some(data),
                 };
                 check_and_submit(&to, &a, &planned).await?
             }
         };
-        if problems.is_empty() {
+        if refusal.problems.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
+        problems = refusal.problems;
+        resubmit = refusal.resubmit;
     }
-    if let [only] = problems.as_slice() {
+    if let [only] = problems.as_slice()
+        && resubmit.is_none()
+    {
         bail!("{only}. Nothing was submitted");
     }
     for p in &problems {
         eprintln!("{p}");
+    }
+    if let Some(command) = resubmit {
+        eprintln!("to submit again under a new request id:\n  {command}");
     }
     bail!(
         "{} of {} inputs cannot be submitted (above). Nothing was submitted",
@@ -435,25 +456,224 @@ pub async fn submit(data: &Path, a: SubmitArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// Why nothing was submitted: one problem per input, and the command that submits the inputs
+/// under new request ids when some of their ids are spent.
+#[derive(Default)]
+struct Refusal {
+    problems: Vec<String>,
+    resubmit: Option<String>,
+}
+
+/// Refuses a token ingest would certainly refuse, naming the reason and where it came from.
+fn check_token(token: &str, a: &SubmitArgs, from: &str) -> anyhow::Result<()> {
+    crate::token_check::precheck(token, &a.buyer, &a.product, time::OffsetDateTime::now_utc())
+        .map_err(|why| {
+            anyhow::anyhow!(
+                "the token from {from} would be refused, so nothing was uploaded: {why}. Get a \
+                 token for buyer {buyer} from the token service (`sealbox buyer token --buyer \
+                 {buyer} --fresh`) and submit again",
+                buyer = a.buyer
+            )
+        })
+}
+
 /// Compares each planned input with what `to` holds under its request id and, if none of them
-/// is a problem, submits them; the problems, none if everything was submitted.
+/// is a problem, submits them; nothing refused if everything was submitted. An id answered
+/// with a rejection or a failure is spent: the same request again would only repeat that
+/// answer, so it is refused with the reason, the hint and a command that uses a new id.
 async fn check_and_submit(
     to: &Destination<'_>,
     a: &SubmitArgs,
     planned: &[Planned],
-) -> anyhow::Result<Vec<String>> {
-    let mut problems = Vec::new();
+) -> anyhow::Result<Refusal> {
+    // A token given by hand is judged before the store is asked anything: a bad one would
+    // spend every request id it is sent with.
+    if let Some(t) = &a.token {
+        check_token(t, a, "--token (or $SEALBOX_TOKEN)")?;
+    }
+    let mut refusal = Refusal::default();
     let mut existing = Vec::with_capacity(planned.len());
+    let mut to_resend = Vec::new();
     for p in planned {
         match compare_with_stored(to, &a.buyer, p).await? {
-            Ok(e) => existing.push(e),
-            Err(problem) => problems.push(problem),
+            Ok(Existing::Same) => match spent(to, &a.buyer, &p.id).await? {
+                Some(problem) => {
+                    refusal
+                        .problems
+                        .push(format!("{}: {problem}", p.file.display()));
+                    to_resend.push(p);
+                }
+                None => existing.push(Existing::Same),
+            },
+            Ok(Existing::New) => {
+                to_resend.push(p);
+                existing.push(Existing::New);
+            }
+            Err(problem) => {
+                to_resend.push(p);
+                refusal.problems.push(problem);
+            }
         }
     }
-    if problems.is_empty() {
+    if refusal.problems.is_empty() {
         submit_checked(to, a, planned, &existing).await?;
+    } else {
+        // Every problem found here is about an id already used: new ids settle them all.
+        refusal.resubmit = resubmit_command(to, a, &to_resend).await?;
     }
-    Ok(problems)
+    Ok(refusal)
+}
+
+/// The rejection or failure that answered request `id`, as words for the user (reason, what
+/// happened, the hint); none if it completed or is not answered yet.
+async fn spent(to: &Destination<'_>, buyer: &str, id: &str) -> anyhow::Result<Option<String>> {
+    for (key, outcome) in [
+        (rejected_key(buyer, id), "rejected"),
+        (failed_key(buyer, id), "failed"),
+    ] {
+        let body = match to.store.get(to.outbox, &key, DOCUMENT_CAP).await {
+            Ok((_, body)) => body,
+            Err(sealbox_core::Error::NotFound { .. }) => continue,
+            Err(e) => {
+                return Err(store_error(
+                    &format!("reading {}", location(to.outbox, &key)),
+                    e,
+                ));
+            }
+        };
+        let at = location(to.outbox, &key);
+        let Ok(doc) = serde_json::from_slice::<OutcomeDocument>(&body) else {
+            return Ok(Some(format!(
+                "request id {id} is spent: it was {outcome} ({at})"
+            )));
+        };
+        // Documents of earlier builds have no hint; the reason still has one.
+        let hint = doc.hint.unwrap_or_else(|| doc.reason.hint().to_owned());
+        return Ok(Some(format!(
+            "request id {id} is spent: it was {outcome}, {} ({}), {at}\n  hint: {hint}",
+            doc.reason, doc.message
+        )));
+    }
+    Ok(None)
+}
+
+/// True if nothing in `to` uses request id `id`: no request object, no outcome.
+async fn id_is_free(to: &Destination<'_>, buyer: &str, id: &str) -> anyhow::Result<bool> {
+    let read = |e| store_error(&format!("looking up request {id}"), e);
+    if to
+        .store
+        .head(to.inbox, &request_key(buyer, id))
+        .await
+        .map_err(read)?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    for key in [
+        result_key(buyer, id),
+        failed_key(buyer, id),
+        rejected_key(buyer, id),
+    ] {
+        if to
+            .store
+            .head(to.outbox, &key)
+            .await
+            .map_err(read)?
+            .is_some()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A shell word: as is when it needs no quoting, else in single quotes.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/=:@%+,".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The `sealbox buyer submit` command that sends `files` again under request ids nothing uses
+/// yet: `--request-id ID-N` for one file, `--id-prefix rN-` for several (the first N free).
+async fn resubmit_command(
+    to: &Destination<'_>,
+    a: &SubmitArgs,
+    files: &[&Planned],
+) -> anyhow::Result<Option<String>> {
+    let mut new_id = None;
+    'n: for n in 2..100 {
+        let candidate = |id: &str| -> Option<String> {
+            let id = if files.len() == 1 {
+                let suffix = format!("-{n}");
+                format!("{}{suffix}", &id[..id.len().min(64 - suffix.len())])
+            } else {
+                format!("r{n}-{id}").chars().take(64).collect()
+            };
+            is_valid_id(&id).then_some(id)
+        };
+        for p in files {
+            let Some(id) = candidate(&p.id) else {
+                continue 'n;
+            };
+            if !id_is_free(to, &a.buyer, &id).await? {
+                continue 'n;
+            }
+        }
+        new_id = Some(match files {
+            [one] => format!("--request-id {}", candidate(&one.id).unwrap_or_default()),
+            _ => format!("--id-prefix r{n}-"),
+        });
+        break;
+    }
+    let Some(new_id) = new_id else {
+        return Ok(None);
+    };
+    let mut words = vec!["sealbox".to_owned()];
+    if let Some(data) = to.token_service.filter(|_| a.backend == Backend::Embedded) {
+        let default = std::path::absolute("./sealbox-data").unwrap_or_default();
+        if data != default {
+            words.extend(["--data-dir".into(), shell_word(&data.display().to_string())]);
+        }
+    }
+    words.extend(["buyer".into(), "submit".into()]);
+    words.extend(
+        files
+            .iter()
+            .map(|p| shell_word(&p.file.display().to_string())),
+    );
+    words.extend(["--buyer".into(), shell_word(&a.buyer)]);
+    if a.backend == Backend::Aws {
+        words.extend(["--backend".into(), "aws".into()]);
+    }
+    if a.product != crate::stack::DEFAULT_PRODUCT {
+        words.extend(["--product".into(), shell_word(&a.product)]);
+    }
+    for (flag, value) in [("--content-type", &a.content_type), ("--accept", &a.accept)] {
+        if let Some(v) = value {
+            words.extend([flag.into(), shell_word(v)]);
+        }
+    }
+    if a.split_lines {
+        words.push("--split-lines".into());
+    }
+    if let Some(f) = &a.credentials.secret_file {
+        words.extend(["--secret-file".into(), shell_word(&f.display().to_string())]);
+    }
+    if let Some(u) = a.credentials.token_url.as_deref() {
+        words.extend(["--token-url".into(), shell_word(u)]);
+    }
+    if a.token.is_some() {
+        // Never echoed: it is a credential, and may be why the request was refused.
+        words.extend(["--token".into(), "\"$TOKEN\"".into()]);
+    }
+    words.push(new_id);
+    Ok(Some(words.join(" ")))
 }
 
 async fn submit_checked(
@@ -470,11 +690,16 @@ async fn submit_checked(
         (_, false, _) => None,
         (Some(t), true, _) => Some(t.clone()),
         (None, true, Some(data)) => {
-            Some(crate::access::buyer_token(data, buyer, &a.credentials, None, false).await?)
+            let token =
+                crate::access::buyer_token(data, buyer, &a.credentials, None, false).await?;
+            check_token(&token, a, "the token service")?;
+            Some(token)
         }
         (None, true, None) => bail!(
-            "no token: with --backend aws there is no token service to ask; pass the buyer's \
-             token with --token TOKEN (or set SEALBOX_TOKEN). Nothing was submitted"
+            "no token: with --backend aws there is no local token service to ask; pass the \
+             seller's token service with --token-url URL (and --secret-file FILE or \
+             $SEALBOX_BUYER_SECRET), or a token with --token TOKEN (or $SEALBOX_TOKEN). Nothing \
+             was submitted"
         ),
     };
     for (p, e) in planned.iter().zip(existing) {

@@ -258,6 +258,103 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// One line telling the buyer what to do about a request answered with this reason (the
+    /// `hint` of its outcome document). Every outcome spends its request id: the fix always
+    /// goes out under a new one.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Reason::RequestTooLarge => {
+                "keep the request object under 1 MiB: put large inputs under inputs/ and name them with input.s3_key"
+            }
+            Reason::MalformedJson => {
+                "fix the member named in field (docs/CONTRACT.md lists every member), then resubmit under a new request id"
+            }
+            Reason::UnsupportedVersion => "set \"version\": 1 and resubmit under a new request id",
+            Reason::InvalidRequestId | Reason::RequestIdMismatch => {
+                "name the object <buyer>/requests/<request_id>.json with request_id 1-64 of [A-Za-z0-9._-]"
+            }
+            Reason::InvalidBuyer => {
+                "write under a prefix that is your buyer id (1-64 of [A-Za-z0-9._-])"
+            }
+            Reason::TokenMissing
+            | Reason::TokenMalformed
+            | Reason::TokenAlgNone
+            | Reason::TokenAlgHmac
+            | Reason::TokenAlgMismatch
+            | Reason::TokenBadSignature
+            | Reason::TokenMissingClaim
+            | Reason::TokenScopeMissing
+            | Reason::TokenLifetimeTooLong => {
+                "send the JWT exactly as the token service issued it (no `Bearer ` prefix), then resubmit under a new request id"
+            }
+            Reason::TokenUnknownKid | Reason::TokenKeyRevoked => {
+                "get a fresh token (`sealbox buyer token --fresh`) and resubmit under a new request id"
+            }
+            Reason::TokenExpired | Reason::TokenNotYetValid => {
+                "get a fresh token (`sealbox buyer token --fresh`), check this machine's clock, and resubmit under a new request id"
+            }
+            Reason::TokenWrongAudience | Reason::TokenWrongIssuer => {
+                "get the token from this product's seller (its token service) and resubmit under a new request id"
+            }
+            Reason::TokenSubjectMismatch => {
+                "write under the prefix of the buyer the token names (its sub claim), or get a token for this buyer"
+            }
+            Reason::TokenBuyerRevoked => {
+                "the subscription was revoked or expired: ask the seller to renew it, then get a new token"
+            }
+            Reason::SigningKeysStale => {
+                "the seller's published keys cannot be read: resubmit under a new request id once they can"
+            }
+            Reason::InputInvalid => "give exactly one of input.text, input.base64 or input.s3_key",
+            Reason::InputBase64Invalid => {
+                "encode input.base64 with the standard alphabet, with padding"
+            }
+            Reason::InputInlineTooLarge => {
+                "upload inputs over 256 KiB under <buyer>/inputs/ and name them with input.s3_key"
+            }
+            Reason::InputOutsidePrefix => {
+                "upload the input under your own <buyer>/inputs/ and name that key"
+            }
+            Reason::InputNotFound => {
+                "upload the input before the request object, and keep it until the request is answered"
+            }
+            Reason::InputTooLarge => {
+                "split the input (\"split\": \"line\", or `--split-lines`) or make it smaller than the endpoint payload limit"
+            }
+            Reason::InvalidMediaType => "give content_type and accept as MIME types, e.g. text/csv",
+            Reason::InvalidCustomAttributes => {
+                "keep custom_attributes to at most 1024 printable ASCII characters"
+            }
+            Reason::InvalidTtl => "give ttl_seconds between 60 and 21600, or leave it out",
+            Reason::DeadlineExceeded => {
+                "the backlog outlived ttl_seconds: resubmit under a new request id, with a longer ttl_seconds if needed"
+            }
+            Reason::ModelRejectedInput => {
+                "the model refused this input: check its format against the model's documentation"
+            }
+            Reason::ModelError => {
+                "the model failed on this input: resubmit under a new request id, or ask the seller"
+            }
+            Reason::ModelResponseTooLarge => {
+                "split the input (\"split\": \"line\") so each answer is smaller"
+            }
+            Reason::EndpointFailed | Reason::MalformedJob => {
+                "resubmit under a new request id; if it happens again, tell the operator"
+            }
+            Reason::RequestNotAFile => {
+                "place the request object as a regular file, not a link, FIFO or folder"
+            }
+            Reason::InputNotAFile => {
+                "place the input as a regular file, not a link, FIFO or folder"
+            }
+            Reason::RequestReplaced => {
+                "a request object is answered once: send new content under a new request id"
+            }
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
@@ -911,6 +1008,9 @@ pub struct OutcomeDocument {
     pub field: Option<String>,
     /// What went wrong, in words.
     pub message: String,
+    /// What to do about it, in one line ([`Reason::hint`]); absent in documents of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     /// Key of the request object.
     pub request_key: String,
     /// Deliveries of the job (0 for rejections).
@@ -940,6 +1040,7 @@ impl OutcomeDocument {
             reason: violation.reason,
             field: Some(violation.field.clone()).filter(|f| !f.is_empty()),
             message: violation.rule.clone(),
+            hint: Some(violation.reason.hint().to_owned()),
             request_key: request_key.to_owned(),
             attempts: 0,
             received_at: OffsetDateTime::now_utc(),
@@ -1210,6 +1311,26 @@ mod tests {
             assert!(back.is_inline());
         }
         assert_eq!(InputRef::Inline.carried_bytes(), None);
+    }
+
+    #[test]
+    fn an_outcome_document_carries_its_reasons_one_line_hint_and_reads_without_one() {
+        let v = Violation::new(Reason::TokenExpired, "token", "token has expired");
+        let doc =
+            OutcomeDocument::new(OutcomeKind::Rejected, "b1", "r1", "b1/requests/r1.json", &v);
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["hint"], Reason::TokenExpired.hint());
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("hint");
+        let back: OutcomeDocument = serde_json::from_value(old).unwrap();
+        assert_eq!(back.hint, None, "documents of earlier builds have no hint");
+        for r in [
+            Reason::MalformedJson,
+            Reason::TokenMalformed,
+            Reason::ModelError,
+        ] {
+            assert!(!r.hint().is_empty() && !r.hint().contains('\n'), "{r}");
+        }
     }
 
     #[test]

@@ -29,7 +29,12 @@ fn bench_on_moto_completes_every_job_and_counts_the_pipelines_calls_by_operation
 
     assert_eq!(r["backend"], "aws", "{r}");
     assert_eq!(r["endpoint_url"], moto.endpoint.as_str(), "{r}");
-    assert!(r["stack"].as_str().unwrap().starts_with("bench-"), "{r}");
+    let stack = r["stack"].as_str().unwrap();
+    assert!(stack.starts_with("bench-"), "{r}");
+    // What the benchmark made, it deletes.
+    assert_eq!(r["stack_deleted"], true, "{r}");
+    let buckets = sealbox_tests::aws_cli::AwsCli::new(&moto).json(&["s3api", "list-buckets"]);
+    assert!(!buckets.to_string().contains(stack), "{buckets}");
     assert_eq!(r["jobs"], 50, "{r}");
     let warmup = r["warmup_jobs"].as_u64().unwrap();
     let measured = r["measured_jobs"].as_u64().unwrap();

@@ -325,6 +325,13 @@ fn a_dead_lettered_job_is_listed_then_redriven_to_the_jobs_queue_on_aws() {
     assert_eq!(fields.len(), 3, "{}", lines[0]);
     assert!(fields[1].starts_with("receives="), "{}", lines[0]);
     assert_eq!(fields[2], body);
+    // --json: one object per line, the body as the JSON it is.
+    let json = aws(&stack, cwd, &["dlq", "list", "--json"]);
+    assert!(json.ok, "{}", json.stderr);
+    let line: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    assert_eq!(line["body"], serde_json::json!({"not": "a job"}), "{line}");
+    assert_eq!(line["message_id"].as_str(), Some(fields[0]), "{line}");
+    assert!(line["receive_count"].is_u64(), "{line}");
     // The other queue's dead letters are its own.
     let events = aws(&stack, cwd, &["dlq", "list", "--queue", "inbox-events"]);
     assert!(events.ok, "{}", events.stderr);
@@ -377,7 +384,7 @@ fn aws_commands_name_each_missing_setting_they_need_and_touch_no_data_directory(
         ),
         (
             &["buyer", "results", "--buyer", BUYER],
-            &["SEALBOX_OUTBOX_BUCKET"],
+            &["SEALBOX_INBOX_BUCKET", "SEALBOX_OUTBOX_BUCKET"],
         ),
         (
             &[
