@@ -351,6 +351,9 @@ impl Reason {
             Reason::RequestReplaced => {
                 "a request object is answered once: send new content under a new request id"
             }
+            Reason::RequestUnreadable | Reason::InputUnreadable => {
+                "store the object where the pipeline can read it (standard storage class, the stack's KMS key, no policy denying the function) and resubmit under a new request id"
+            }
         }
     }
 }
