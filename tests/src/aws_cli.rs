@@ -1,36 +1,44 @@
-//! The AWS CLI of the test venv (`.venv-test/bin/aws`, pinned in scripts/requirements-test.txt),
-//! run against moto: the deploy tests drive CloudFormation with it, as docs/DEPLOY.md does.
+//! The AWS CLI the deploy tests drive moto with, as docs/DEPLOY.md does: v2 from `.awscli-v2/`
+//! (`scripts/awscli-v2` installs it from npm; PyPI's `awscli` is v1), and v1 from the test venv
+//! (`.venv-test/bin/aws`, scripts/requirements-test.txt) where a test needs what v1 does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::moto::Moto;
 
-/// `aws` from the test venv, next to its Python.
+/// The AWS CLI v2, `.awscli-v2/bin/aws` in the workspace.
 pub fn aws_bin() -> PathBuf {
-    let python = crate::python();
-    let aws = python.with_file_name("aws");
+    let aws = workspace_root().join(".awscli-v2/bin/aws");
     assert!(
         aws.is_file(),
-        "the AWS CLI is missing at {}: run `./scripts/test`, which installs it (scripts/requirements-test.txt)",
+        "the AWS CLI v2 is missing at {}: run `./scripts/test` or `scripts/awscli-v2`, which install it",
         aws.display()
     );
     aws
 }
 
-/// The AWS CLI pointed at one moto server.
+/// The AWS CLI v1 of the test venv, next to its Python.
+pub fn aws_v1_bin() -> PathBuf {
+    let aws = crate::python().with_file_name("aws");
+    assert!(
+        aws.is_file(),
+        "the AWS CLI v1 is missing at {}: run `./scripts/test`, which installs it (scripts/requirements-test.txt)",
+        aws.display()
+    );
+    aws
+}
+
+/// The AWS CLI v2 pointed at one moto server (by `AWS_ENDPOINT_URL`, which v2 honours for every
+/// service).
 pub struct AwsCli {
     env: Vec<(String, String)>,
-    endpoint: String,
 }
 
 impl AwsCli {
     /// A CLI whose every call goes to `moto`.
     pub fn new(moto: &Moto) -> AwsCli {
-        AwsCli {
-            env: moto.env(),
-            endpoint: moto.endpoint.clone(),
-        }
+        AwsCli { env: moto.env() }
     }
 
     /// Runs `aws ARGS --output json` and returns its JSON (`null` for no output); panics with
@@ -50,12 +58,10 @@ impl AwsCli {
 
     fn run(&self, args: &[&str], extra: &[&str]) -> String {
         let out = Command::new(aws_bin())
-            // Also as a flag: the CLI v1 sends SQS calls to queue.amazonaws.com despite
-            // AWS_ENDPOINT_URL.
-            .args(["--endpoint-url", &self.endpoint])
             .args(args)
             .args(extra)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_PAGER", "")
             .output()
             .unwrap_or_else(|e| panic!("running aws {args:?}: {e}"));
         assert!(

@@ -20,10 +20,7 @@ use sealbox_tests::python;
 /// Resource types moto's CloudFormation skips (it warns "not supported" and goes on), and what
 /// of each template goes unchecked because of it.
 const NOT_ON_MOTO: &[(&str, &str)] = &[
-    (
-        "AWS::S3::BucketPolicy",
-        "the TLS-only bucket policies and the seller's JWKS read grant",
-    ),
+    ("AWS::S3::BucketPolicy", "the TLS-only bucket policies"),
     (
         "AWS::SQS::QueuePolicy",
         "the inbox-events queue policy that lets S3 send (the inbox's notification configuration is dropped with it)",
@@ -56,6 +53,11 @@ const PROPERTIES_NOT_ON_MOTO: &[&str] = &[
 
 const MODEL_PACKAGE: &str =
     "arn:aws:sagemaker:us-east-1:123456789012:model-package/iris-classifier/1";
+/// What the seller hands its buyers, passed to both stacks (neither template has a default).
+const PRODUCT: &str = "acme-churn-model";
+const ISSUER: &str = "acme-models";
+/// The seller stack's JwksUrl output on AWS (moto serves no function URL).
+const JWKS_URL: &str = "https://abcdefghij.lambda-url.us-east-1.on.aws/.well-known/jwks.json";
 
 /// A template as JSON, read with cfn-lint's decoder from the test venv: the YAML short forms
 /// become `{"Ref": ..}`, `{"Fn::GetAtt": [..]}`, `{"Fn::Sub": ..}`.
@@ -545,7 +547,12 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
         &cli,
         "sealbox-seller",
         &seller_template,
-        &[("CodeBucket", "sealbox-code"), ("CodePrefix", "sealbox/")],
+        &[
+            ("CodeBucket", "sealbox-code"),
+            ("CodePrefix", "sealbox/"),
+            ("Product", PRODUCT),
+            ("Issuer", ISSUER),
+        ],
     );
     let seller = outputs(&cli, "sealbox-seller");
     created(&cli, "sealbox-seller", &seller_template_json, &mut checked);
@@ -592,7 +599,7 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
         "{enc:#}"
     );
     checked.push(format!(
-        "{jwks_bucket}: SSE-S3 (buyers in other accounts read it)"
+        "{jwks_bucket}: SSE-S3 (public keys and grant ids only)"
     ));
     let seller_vars = [
         Var::KeysTable,
@@ -618,7 +625,7 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
         &mut checked,
     );
 
-    // ---- buyer, reading the seller's keys from its bucket (the conditional grant)
+    // ---- buyer, reading the seller's keys over https (no grant in the seller's stack)
     deploy(
         &cli,
         "sealbox",
@@ -627,7 +634,9 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
             ("CodeBucket", "sealbox-code"),
             ("CodePrefix", "sealbox/"),
             ("ModelPackageArn", MODEL_PACKAGE),
-            ("SellerJwksObject", jwks_object),
+            ("SellerJwksUrl", JWKS_URL),
+            ("Product", PRODUCT),
+            ("Issuer", ISSUER),
             ("WorkerConcurrency", "3"),
         ],
     );
@@ -646,10 +655,16 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
             "no buyer output for {var}"
         );
     }
-    assert!(
-        env.contains(&format!("SEALBOX_JWKS={jwks_object}")),
-        "{env}"
-    );
+    for (var, value) in [
+        ("SEALBOX_JWKS", JWKS_URL),
+        ("SEALBOX_PRODUCT", PRODUCT),
+        ("SEALBOX_ISSUER", ISSUER),
+    ] {
+        assert!(
+            env.split(' ').any(|kv| kv == format!("{var}={value}")),
+            "{var}={value} in {env}"
+        );
+    }
     checked.push(format!(
         "buyer outputs: every SEALBOX_* of `--backend aws` ({})",
         Var::ALL.map(|v| v.name()).join(" ")
@@ -811,16 +826,15 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
         "sealbox-model",
         &["cloudwatch:PutMetricData"],
     ));
-    let ingest_jwks = statements(&cli, "sealbox-ingest").into_iter().any(|s| {
-        list(&s["Resource"]).contains(&format!(
-            "arn:aws:s3:::{}",
-            jwks_object.trim_start_matches("s3://")
-        ))
-    });
-    assert!(
-        ingest_jwks,
-        "the ingest role may read the seller's keys object"
-    );
+    // The seller's keys come over https: the buyer's roles reach no bucket of the seller's.
+    for role in ["sealbox-ingest", "sealbox-worker"] {
+        for s in statements(&cli, role) {
+            assert!(
+                !s.to_string().contains(jwks_bucket),
+                "{role} reaches the seller's bucket: {s}"
+            );
+        }
+    }
     policy.extend(least_privilege(&cli, role_name(&token_service), &[]));
     policy.extend(least_privilege(
         &cli,
