@@ -473,6 +473,7 @@ mod tests {
 
     use bytes::Bytes;
     use sealbox_authz::{KeyAlg, Keyset, TokenIssuer, Verifier, VerifierConfig};
+    use sealbox_core::conformance::refusing_store::RefusingStore;
     use sealbox_core::layout::{claim_key, rejected_key, request_key, result_key};
     use sealbox_core::ports::{PutMode, QueueConsumer, ReceiveOptions};
     use sealbox_embedded::event_log::EventLog;
@@ -483,7 +484,7 @@ mod tests {
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        store: FsObjectStore,
+        store: RefusingStore<FsObjectStore>,
         jobs: SqliteQueue,
         ingest: Ingest,
         token: String,
@@ -491,7 +492,7 @@ mod tests {
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsObjectStore::new(dir.path().join("buckets"), false);
+        let store = RefusingStore::new(FsObjectStore::new(dir.path().join("buckets"), false));
         let jobs = QueueDb::open(&dir.path().join("q.db"))
             .unwrap()
             .queue("jobs", None);
@@ -549,6 +550,60 @@ mod tests {
             size: meta.size,
             event_time: meta.last_modified,
         }
+    }
+
+    #[tokio::test]
+    async fn objects_the_store_refuses_are_rejected_with_their_reason_not_retried() {
+        let f = fixture();
+        let ev = drop_request(&f, "locked", serde_json::json!({"text": "1,2,3,4"}), "none").await;
+        f.store.refuse(&ev.key);
+        let out = f.ingest.handle(&ev).await.unwrap();
+        assert_eq!(
+            out,
+            IngestOutcome::Rejected {
+                request_id: "locked".into(),
+                reason: Reason::RequestUnreadable
+            }
+        );
+        f.store
+            .put(
+                "inbox",
+                "b1/inputs/x.csv",
+                Bytes::from("1,2,3,4"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        f.store.refuse("b1/inputs/x.csv");
+        let ev = drop_request(
+            &f,
+            "r2",
+            serde_json::json!({"s3_key": "b1/inputs/x.csv"}),
+            "none",
+        )
+        .await;
+        let out = f.ingest.handle(&ev).await.unwrap();
+        assert_eq!(
+            out,
+            IngestOutcome::Rejected {
+                request_id: "r2".into(),
+                reason: Reason::InputUnreadable
+            }
+        );
+        let (_, doc) = f
+            .store
+            .get("outbox", &rejected_key("b1", "r2"), 1 << 20)
+            .await
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(doc["field"], "input.s3_key", "{doc}");
+        assert!(
+            doc["message"]
+                .as_str()
+                .unwrap()
+                .contains("403 AccessDenied"),
+            "{doc}"
+        );
     }
 
     #[tokio::test]

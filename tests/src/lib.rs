@@ -231,3 +231,34 @@ impl Embedded {
             .expect("notifier closed")
     }
 }
+
+/// What a command printed, and whether it succeeded.
+#[derive(Debug)]
+pub struct Ran {
+    /// Exit status 0.
+    pub ok: bool,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs `c` without the buyer's token and secret variables of the environment that runs the
+/// tests (a token or a product only where a test gives one); a panic in it fails the test.
+pub fn run(mut c: std::process::Command) -> Ran {
+    let out = c
+        .env_remove("SEALBOX_TOKEN")
+        .env_remove("SEALBOX_TOKEN_URL")
+        .env_remove("SEALBOX_BUYER_SECRET")
+        .env_remove("SEALBOX_BUYER_SECRET_FILE")
+        .env_remove("SEALBOX_PRODUCT")
+        .output()
+        .expect("running a command");
+    let ran = Ran {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
+    ran
+}

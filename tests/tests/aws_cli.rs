@@ -8,26 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
-use sealbox_tests::{python, sealbox, start_up, wait_until};
-
-/// What a command printed, and whether it succeeded.
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(mut c: Command) -> Ran {
-    // A token only where a test gives one.
-    let out = c.env_remove("SEALBOX_TOKEN").output().unwrap();
-    let ran = Ran {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
-    ran
-}
+use sealbox_tests::{Ran, python, run, sealbox, start_up, wait_until};
 
 /// `sealbox ARGS --backend aws` in `cwd` with the stack's environment.
 fn aws(stack: &AwsStack, cwd: &Path, args: &[&str]) -> Ran {

@@ -5,34 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
-use sealbox_tests::{start_up, terminate};
-
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
+use sealbox_tests::{Ran, run, start_up, terminate};
 
 /// `sealbox ARGS --backend aws` in `cwd` with the stack's environment and no token but those
 /// the test gives.
 fn aws(stack: &AwsStack, cwd: &std::path::Path, args: &[&str]) -> Ran {
-    let out = stack
-        .sealbox()
-        .current_dir(cwd)
-        .args(args)
-        .args(["--backend", "aws"])
-        .env_remove("SEALBOX_TOKEN")
-        .env_remove("SEALBOX_TOKEN_URL")
-        .env_remove("SEALBOX_BUYER_SECRET")
-        .output()
-        .unwrap();
-    let ran = Ran {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
-    ran
+    let mut c = stack.sealbox();
+    c.current_dir(cwd).args(args).args(["--backend", "aws"]);
+    run(c)
 }
 
 #[test]

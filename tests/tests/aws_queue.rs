@@ -5,6 +5,7 @@
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -173,6 +174,41 @@ async fn a_batch_of_25_is_sent_in_3_calls_and_all_arrive_in_order() {
         let m = got.iter().find(|m| &m.message_id == id).unwrap();
         assert_eq!(m.body, format!("m{i}"), "the id at {i} is message {i}'s");
     }
+}
+
+#[tokio::test]
+async fn a_message_of_a_group_is_sent_with_it_as_its_message_group_id() {
+    let (_moto, clients, queue) = moto_queue(5).await;
+    let messages = vec![
+        OutgoingMessage::new("of a buyer".into()).in_group("111122223333"),
+        OutgoingMessage::new("of nobody".into()),
+    ];
+    queue.send_batch(&messages).await.unwrap();
+    // Read with the SDK itself: the group is what makes a standard queue an SQS fair queue.
+    let got = clients
+        .sqs
+        .receive_message()
+        .queue_url(queue.url())
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let groups: std::collections::BTreeMap<String, Option<String>> = got
+        .iter()
+        .map(|m| {
+            let group = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                .cloned();
+            (m.body().unwrap_or_default().to_owned(), group)
+        })
+        .collect();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups["of a buyer"].as_deref(), Some("111122223333"));
+    assert_eq!(groups["of nobody"], None);
 }
 
 #[tokio::test]

@@ -10,33 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use sealbox_core::contract::{OutcomeDocument, Reason};
-use sealbox_tests::{sealbox, start_up, terminate, wait_until};
+use sealbox_tests::{Ran, run, sealbox, start_up, terminate, wait_until};
 
 const BUYER: &str = "111122223333";
-
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(mut c: Command) -> Ran {
-    let out = c
-        .env_remove("SEALBOX_TOKEN")
-        .env_remove("SEALBOX_TOKEN_URL")
-        .env_remove("SEALBOX_BUYER_SECRET")
-        .env_remove("SEALBOX_BUYER_SECRET_FILE")
-        .env_remove("SEALBOX_PRODUCT")
-        .output()
-        .unwrap();
-    let ran = Ran {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
-    ran
-}
 
 /// `sealbox --data-dir DATA ARGS` in `cwd`.
 fn sb(data: &Path, cwd: &Path, args: &[&str]) -> Ran {

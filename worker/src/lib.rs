@@ -612,6 +612,7 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
+    use sealbox_core::conformance::refusing_store::RefusingStore;
     use sealbox_core::contract::{CONTRACT_VERSION, EventKind};
     use sealbox_core::layout::{failed_key, request_key};
     use sealbox_core::ports::InvocationOutput;
@@ -645,7 +646,7 @@ mod tests {
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        store: FsObjectStore,
+        store: RefusingStore<FsObjectStore>,
         echo: Arc<Echo>,
         worker: Worker,
         events: std::path::PathBuf,
@@ -653,7 +654,7 @@ mod tests {
 
     fn fixture(limit: u64) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsObjectStore::new(dir.path().join("buckets"), false);
+        let store = RefusingStore::new(FsObjectStore::new(dir.path().join("buckets"), false));
         let events = dir.path().join("events.ndjson");
         let echo = Arc::new(Echo {
             limit,
@@ -745,6 +746,33 @@ mod tests {
             accepted_at: now,
             deadline: now + time::Duration::hours(1),
         }
+    }
+
+    #[tokio::test]
+    async fn inputs_the_store_refuses_fail_their_job_with_the_reason_at_once() {
+        for split in [Split::None, Split::Line] {
+            let f = fixture(1000);
+            f.store.refuse("b1/inputs/x.csv");
+            let (outcome, report) = f.run_on_object("1,2,3,4\n", split).await;
+            let JobOutcome::Failed(n) = outcome else {
+                panic!("{split:?}: {outcome:?}")
+            };
+            assert_eq!(n.reason, Some(Reason::InputUnreadable), "{split:?}");
+            assert_eq!(report.invocations, 0, "{split:?}");
+        }
+        // An inline input too large for the job message is read from the request object.
+        let f = fixture(1000);
+        let j = job(InputRef::Inline, Split::None, "");
+        f.store.refuse(&j.request_key);
+        let (outcome, _) = f
+            .worker
+            .process(&serde_json::to_string(&j).unwrap(), 1)
+            .await
+            .unwrap();
+        let JobOutcome::Failed(n) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(n.reason, Some(Reason::RequestUnreadable));
     }
 
     #[tokio::test]

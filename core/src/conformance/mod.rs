@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod notifier;
 pub mod object_store;
 pub mod queue;
+pub mod refusing_store;
 
 use time::OffsetDateTime;
 
