@@ -136,6 +136,16 @@ pub async fn run(
     };
     let store: Arc<dyn ObjectStore> = Arc::new(stack.store.clone());
 
+    // Warm up both buyers' paths (token verification, connections, caches) first.
+    let mut warm = make(BURSTING, "warm-a", few)?;
+    warm.extend(make(FEW, "warm-b", few)?);
+    write_all(store.clone(), warm).await;
+    wait_for(
+        &mut notes,
+        &[("warm-a", few as usize), ("warm-b", few as usize)],
+    )
+    .await?;
+
     let started = write_all(store.clone(), make(FEW, "alone", few)?).await;
     let done = wait_for(&mut notes, &[("alone", few as usize)]).await?;
     let alone = done["alone"] - started;
