@@ -269,7 +269,10 @@ impl SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp);
         if with_attributes {
-            call = call.message_attribute_names("All");
+            // A redrive sends each message back with its attributes and its tenant.
+            call = call
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId);
         }
         let out = call
             .send()
@@ -411,8 +414,12 @@ impl SqsQueue {
                     let entry = Entry {
                         body: m.body.unwrap_or_default(),
                         delay_seconds: 0,
+                        group: m
+                            .attributes
+                            .as_ref()
+                            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                            .cloned(),
                         attributes: m.message_attributes,
-                        group: None,
                     };
                     Some((entry, handle))
                 })

@@ -270,7 +270,12 @@ async fn a_call_refused_as_a_whole_stops_the_send_and_says_what_was_sent() {
 async fn the_redrive_fallback_moves_every_dead_letter_back_without_loss() {
     let (_moto, clients, queue) = moto_queue(1).await;
     let sent: BTreeSet<String> = (0..23).map(|i| format!("job {i}")).collect();
-    let messages: Vec<OutgoingMessage> = sent.iter().cloned().map(OutgoingMessage::new).collect();
+    // Each of a buyer (a message group), which the redrive keeps.
+    let group = |body: &str| format!("buyer-{}", body.len() % 2);
+    let messages: Vec<OutgoingMessage> = sent
+        .iter()
+        .map(|b| OutgoingMessage::new(b.clone()).in_group(group(b)))
+        .collect();
     queue.send_batch(&messages).await.unwrap();
     // One receive each (visibility zero), then the next receives move them all.
     let mut received = 0;
@@ -295,10 +300,42 @@ async fn the_redrive_fallback_moves_every_dead_letter_back_without_loss() {
     // moto has no move task: tried once (no retries), then the fallback.
     assert_eq!(calls(&clients, "StartMessageMoveTask"), 1);
     assert_eq!(queue.dead_count().await.unwrap(), 0);
-    let back = drain(&queue).await;
+    // Read with the SDK itself, to see each message's group.
+    let mut back: Vec<(String, Option<String>, String)> = Vec::new();
+    loop {
+        let got = clients
+            .sqs
+            .receive_message()
+            .queue_url(queue.url())
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let attr = |name| m.attributes().and_then(|a| a.get(&name)).cloned();
+            back.push((
+                m.body().unwrap_or_default().to_owned(),
+                attr(MessageSystemAttributeName::MessageGroupId),
+                attr(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or_default(),
+            ));
+        }
+    }
     assert_eq!(back.len(), 23, "no duplicates");
-    assert_eq!(bodies(&back), sent);
-    assert!(back.iter().all(|m| m.receive_count == 1), "fresh counts");
+    assert_eq!(
+        back.iter().map(|m| m.0.clone()).collect::<BTreeSet<_>>(),
+        sent
+    );
+    for (body, got_group, count) in &back {
+        assert_eq!(got_group.as_deref(), Some(group(body).as_str()), "{body}");
+        assert_eq!(count, "1", "{body}: a fresh count");
+    }
 }
 
 #[tokio::test]
