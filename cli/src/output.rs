@@ -160,3 +160,14 @@ impl Table {
         out
     }
 }
+
+/// Seconds as a short duration in at most two units: `45s`, `3m 20s`, `2h 5m`, `3d 4h`.
+pub fn short_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86_400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}

@@ -88,17 +88,6 @@ impl Paged {
     }
 }
 
-/// `45s`, `3m 20s`, `2h 5m`, `3d 4h`: how long a request has waited.
-fn age(secs: i64) -> String {
-    let secs = secs.max(0);
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
-        3600..86_400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
-    }
-}
-
 /// The outcomes of `a.buyer` in the bucket `outbox` of `store`, one line per outcome, then
 /// the requests in `inbox` that have none yet (pending, with their age), printed a page at a
 /// time; one page of listings, one document and the answered ids (to tell pending requests
@@ -235,7 +224,7 @@ async fn print_outcomes(
                 rows.push(vec![
                     id.to_owned(),
                     "pending".to_owned(),
-                    format!("submitted {} ago", age(waited)),
+                    format!("submitted {} ago", crate::output::short_duration(waited)),
                     "-".to_owned(),
                 ]);
             }

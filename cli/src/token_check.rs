@@ -10,6 +10,8 @@ use base64::Engine as _;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::output::short_duration;
+
 /// A token must live at least this much longer to be sent: ingest may read the request a
 /// little after it lands, and clocks differ.
 pub const SEND_MARGIN: Duration = Duration::from_secs(60);
@@ -94,13 +96,13 @@ pub fn precheck(
         let at = OffsetDateTime::from_unix_timestamp(exp)
             .map(sealbox_core::contract::rfc3339)
             .unwrap_or_else(|_| exp.to_string());
-        return Err(format!("it expired at {at}, {} ago", human(-left)));
+        return Err(format!("it expired at {at}, {} ago", short_duration(-left)));
     }
     if left < margin {
         return Err(format!(
             "it expires in {}, less than the {} a request needs to reach ingest",
-            human(left),
-            human(margin)
+            short_duration(left),
+            short_duration(margin)
         ));
     }
     match claims.get("sub").and_then(Value::as_str) {
@@ -128,16 +130,6 @@ pub fn precheck(
         None => return Err("it has no aud claim (the product id)".into()),
     }
     Ok(())
-}
-
-/// Seconds as a short duration: `45s`, `3m 20s`, `2h 5m`.
-fn human(secs: i64) -> String {
-    let secs = secs.max(0);
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
-        _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
-    }
 }
 
 #[cfg(test)]

@@ -720,9 +720,13 @@ mod tests {
                 .await
                 .unwrap();
             let key = "b1/inputs/x.csv".into();
-            let j = job(InputRef::Object { key }, split, "");
+            self.run(&job(InputRef::Object { key }, split, "")).await
+        }
+
+        /// Runs job `j` on its first delivery.
+        async fn run(&self, j: &JobMessage) -> (JobOutcome, JobReport) {
             self.worker
-                .process(&serde_json::to_string(&j).unwrap(), 1)
+                .process(&serde_json::to_string(j).unwrap(), 1)
                 .await
                 .unwrap()
         }
@@ -764,11 +768,7 @@ mod tests {
         let f = fixture(1000);
         let j = job(InputRef::Inline, Split::None, "");
         f.store.refuse(&j.request_key);
-        let (outcome, _) = f
-            .worker
-            .process(&serde_json::to_string(&j).unwrap(), 1)
-            .await
-            .unwrap();
+        let (outcome, _) = f.run(&j).await;
         let JobOutcome::Failed(n) = outcome else {
             panic!("{outcome:?}")
         };
@@ -826,11 +826,7 @@ mod tests {
             "",
         );
         j.deadline = OffsetDateTime::now_utc() - time::Duration::seconds(1);
-        let (outcome, report) = f
-            .worker
-            .process(&serde_json::to_string(&j).unwrap(), 1)
-            .await
-            .unwrap();
+        let (outcome, report) = f.run(&j).await;
         let JobOutcome::Failed(n) = outcome else {
             panic!("{outcome:?}")
         };
@@ -889,11 +885,7 @@ mod tests {
             Split::None,
             "",
         );
-        let (outcome, _) = f
-            .worker
-            .process(&serde_json::to_string(&j).unwrap(), 1)
-            .await
-            .unwrap();
+        let (outcome, _) = f.run(&j).await;
         let JobOutcome::Failed(n) = outcome else {
             panic!("{outcome:?}")
         };

@@ -124,13 +124,7 @@ async fn handle_message(s: &Shared, m: ReceivedMessage, shutdown: watch::Receive
             return;
         }
         Err(e) => {
-            // Nobody's to answer (sealbox_core::fault): left to the dead-letter queue, where an
-            // operator sees it, as the Lambda function does.
-            let delay = sealbox_ingest::retry_delay(m.receive_count);
-            tracing::error!(message_id = %m.message_id, error = %e, receives = m.receive_count, "an unreadable inbox event; left to the dead-letter queue");
-            if let Err(e) = s.events.change_visibility(&m.receipt_handle, delay).await {
-                tracing::warn!(error = %e, "could not back off; the visibility timeout will");
-            }
+            super::leave_unreadable(s.events.as_ref(), &m, &e).await;
             return;
         }
     };

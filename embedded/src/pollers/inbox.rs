@@ -67,15 +67,7 @@ pub async fn run(
             match inbox_message::decode(&m.body) {
                 Ok(InboxMessage::Events(evs)) if !evs.is_empty() => pending.push((m, evs)),
                 Ok(_) => done.push(m.receipt_handle.clone()),
-                Err(e) => {
-                    // Nobody's to answer (sealbox_core::fault): left to the dead-letter queue,
-                    // where an operator sees it, as the Lambda function does.
-                    let delay = sealbox_ingest::retry_delay(m.receive_count);
-                    tracing::error!(message_id = %m.message_id, error = %e, receives = m.receive_count, "an unreadable inbox event; left to the dead-letter queue");
-                    if let Err(e) = events.change_visibility(&m.receipt_handle, delay).await {
-                        tracing::warn!(error = %e, "could not back off; the visibility timeout will");
-                    }
-                }
+                Err(e) => super::leave_unreadable(events.as_ref(), m, &e).await,
             }
         }
         let mut attempt = 0u32;

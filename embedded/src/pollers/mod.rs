@@ -41,3 +41,18 @@ pub(crate) async fn receive_into_places(
     }
     None
 }
+
+/// An inbox event nobody can read (not contract v1): nobody's to answer (`sealbox_core::fault`),
+/// so it is given back after the usual delay until the queue moves it to the dead-letter queue,
+/// where an operator sees it, as the Lambda function leaves it.
+pub(crate) async fn leave_unreadable(
+    queue: &dyn QueueConsumer,
+    m: &ReceivedMessage,
+    error: &(dyn std::fmt::Display + Sync),
+) {
+    let delay = sealbox_ingest::retry_delay(m.receive_count);
+    tracing::error!(message_id = %m.message_id, %error, receives = m.receive_count, "an unreadable inbox event; left to the dead-letter queue");
+    if let Err(e) = queue.change_visibility(&m.receipt_handle, delay).await {
+        tracing::warn!(error = %e, "could not back off; the visibility timeout will");
+    }
+}
