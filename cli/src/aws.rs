@@ -209,17 +209,20 @@ pub async fn start_pipeline(
     // The endpoint's cap is the worker's own (`max_concurrent_invocations`); the jobs around it
     // read, write and wait for their batched notification and deletion.
     let concurrency = opts.concurrency + JOBS_BESIDE_THE_ENDPOINT;
+    // One set of slots for both pollers, shared fairly between buyers.
+    let slots = pollers::FairSlots::new(concurrency);
     let tasks = vec![
         tokio::spawn(verifier.run(shutdown_rx.clone())),
         // Accepted requests run straight from their inbox events; only jobs that must wait go
-        // through the jobs queue, which the jobs poller serves.
+        // through the jobs queue, which the jobs poller serves: those of a throttled endpoint
+        // or a transient failure, and those of a buyer holding its share of the slots.
         tokio::spawn(pollers::handoff::run(
             ingest,
             worker.clone(),
             events,
             jobs.clone(),
+            slots.clone(),
             pollers::handoff::PollerConfig {
-                concurrency,
                 wait: Duration::from_secs(20),
                 visibility_timeout: Duration::from_secs(60),
                 receive_linger: sealbox_aws::BATCH_LINGER,
@@ -228,9 +231,10 @@ pub async fn start_pipeline(
             shutdown_rx.clone(),
             observers.jobs.clone(),
         )),
-        tokio::spawn(pollers::jobs::run(
+        tokio::spawn(pollers::jobs::run_sharing(
             worker,
             jobs,
+            slots,
             pollers::jobs::PollerConfig {
                 concurrency,
                 wait: Duration::from_secs(20),

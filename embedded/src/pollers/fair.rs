@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-/// `n` slots, handed out fairly between buyers.
-pub(crate) struct FairSlots {
+/// `n` slots, handed out fairly between buyers; one set may be shared by several pollers (the
+/// hand-off and the jobs poller of `sealbox up --backend aws`), so that together they run at
+/// most `n` jobs and share them fairly.
+pub struct FairSlots {
+    size: usize,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -59,7 +62,7 @@ impl State {
 }
 
 /// A slot held for a buyer; given back when dropped.
-pub(crate) struct Slot {
+pub struct Slot {
     slots: Arc<FairSlots>,
     buyer: String,
 }
@@ -95,8 +98,9 @@ impl Drop for Ticket<'_> {
 
 impl FairSlots {
     /// `n` slots (at least one).
-    pub(crate) fn new(n: usize) -> Arc<Self> {
+    pub fn new(n: usize) -> Arc<Self> {
         Arc::new(FairSlots {
+            size: n.max(1),
             state: Mutex::new(State {
                 free: n.max(1),
                 ..State::default()
@@ -110,8 +114,30 @@ impl FairSlots {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many slots there are.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether a job of `buyer` should wait here for a slot: one is free with nobody waiting,
+    /// or the buyer holds and waits for fewer than an even share between the buyers holding or
+    /// waiting (itself included). When not, its job is better off waiting on a queue shared
+    /// fairly between buyers, so that the work behind it (another buyer's) is seen now.
+    pub fn within_share(&self, buyer: &str) -> bool {
+        let state = self.lock();
+        if state.free > 0 && state.waiting.is_empty() {
+            return true;
+        }
+        let mut buyers: HashSet<&str> = state.running.keys().map(String::as_str).collect();
+        buyers.extend(state.waiting.iter().map(|(_, b)| b.as_str()));
+        buyers.insert(buyer);
+        let waiting = state.waiting.iter().filter(|(_, b)| b == buyer).count();
+        let held = state.running.get(buyer).copied().unwrap_or(0) + waiting;
+        held < (self.size / buyers.len()).max(1)
+    }
+
     /// Waits for a slot for `buyer`.
-    pub(crate) async fn acquire(self: &Arc<Self>, buyer: &str) -> Slot {
+    pub async fn acquire(self: &Arc<Self>, buyer: &str) -> Slot {
         let slot = || Slot {
             slots: self.clone(),
             buyer: buyer.to_owned(),
@@ -243,5 +269,44 @@ mod tests {
         let _again = slots.acquire("c").await;
         assert_eq!(slots.lock().running.get("c"), Some(&1));
         assert!(slots.lock().waiting.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_buyer_at_its_share_is_told_to_wait_elsewhere_and_a_newcomer_is_not() {
+        let slots = FairSlots::new(4);
+        assert!(slots.within_share("a"), "a free slot: run here");
+        let held: Vec<Slot> = acquire_n(&slots, "a", 4).await;
+        assert!(
+            !slots.within_share("a"),
+            "a alone holds every slot: its share"
+        );
+        assert!(slots.within_share("b"), "b holds none of its share of two");
+        // b waits in line for two: its share of 4 between two buyers.
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let slots = slots.clone();
+                tokio::spawn(async move {
+                    let _slot = slots.acquire("b").await;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                })
+            })
+            .collect();
+        while slots.lock().waiting.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!slots.within_share("b"), "b waits for its whole share");
+        assert!(slots.within_share("c"), "a third buyer's share is one");
+        for w in waiters {
+            w.abort();
+        }
+        drop(held);
+    }
+
+    async fn acquire_n(slots: &Arc<FairSlots>, buyer: &str, n: usize) -> Vec<Slot> {
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            held.push(slots.acquire(buyer).await);
+        }
+        held
     }
 }

@@ -1,10 +1,14 @@
 //! Runs ingest and the worker in one process straight from the inbox-events queue: a request
 //! that ingest accepts runs here at once, and its inbox event, kept invisible while the job
-//! runs, stays the durable record until the outcome exists. Only jobs that must wait (a
-//! throttled endpoint, a transient failure) go to the jobs queue, where the jobs poller or the
-//! worker function takes them. Every job spared the jobs queue saves its send, receive and
-//! delete. A crash loses nothing: the event comes back, and its rerun owns the claim the first
-//! run made, since the job id comes from the event's message id.
+//! runs, stays the durable record until the outcome exists. Jobs that must wait go to the jobs
+//! queue, where the jobs poller or the worker function takes them: a throttled endpoint or a
+//! transient failure, and the jobs of a buyer already holding its share of the slots. The
+//! inbox-events queue cannot be shared fairly between buyers (S3 sets no message group), the
+//! jobs queue is: so one buyer's burst is read through at the speed of ingest and waits there,
+//! and the next buyer's events behind it are read and run now, not after the burst. Every job
+//! spared the jobs queue saves its send, receive and delete. A crash loses nothing: the event
+//! comes back, and its rerun owns the claim the first run made, since the job id comes from the
+//! event's message id.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +17,7 @@ use sealbox_core::contract::{InboxEvent, JobMessage};
 use sealbox_core::ports::{
     OutgoingMessage, QueueConsumer, QueueSender, ReceiveOptions, ReceivedMessage,
 };
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use sealbox_ingest::inbox_message::{self, InboxMessage};
 use sealbox_ingest::{Dispatch, Ingest, IngestError, IngestOutcome};
@@ -22,11 +26,17 @@ use sealbox_worker::{JobReport, Worker, WorkerError};
 /// Longest delay SQS gives a message (15 minutes).
 const MAX_DELAY: Duration = Duration::from_secs(900);
 
+/// Inbox events in hand beyond the slots: read ahead and ingested while the slots are busy, so
+/// that a buyer's burst is read through (its jobs sent to the jobs queue) at the speed of
+/// ingest, not of the model.
+const READ_AHEAD: usize = 40;
+
+/// Most messages one send call of a queue service takes (SQS: ten).
+const SEND_BATCH: usize = 10;
+
 /// How the hand-off poller behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct PollerConfig {
-    /// Jobs in progress at once (the endpoint's own cap is the worker's).
-    pub concurrency: usize,
     /// Long-poll wait.
     pub wait: Duration,
     /// Visibility timeout of an inbox event; extended every half of it while its job runs.
@@ -34,36 +44,43 @@ pub struct PollerConfig {
     /// After a receive that did not fill its batch, how long to let events gather before the
     /// next one (zero: receive again at once).
     pub receive_linger: Duration,
-    /// How long a handled event's message may wait for others to share its delete call.
+    /// How long a handled event's message may wait for others to share its delete call, and
+    /// a job sent to the jobs queue for others to share its send call.
     pub delete_linger: Duration,
 }
+
+/// A job for the jobs queue, and where to say whether it got there.
+type ToJobs = (OutgoingMessage, oneshot::Sender<sealbox_core::Result<()>>);
 
 /// What every message's task needs.
 struct Shared {
     ingest: Arc<Ingest>,
     worker: Arc<Worker>,
     events: Arc<dyn QueueConsumer>,
-    jobs: Arc<dyn QueueSender>,
-    running: Arc<super::fair::FairSlots>,
+    to_jobs: mpsc::UnboundedSender<ToJobs>,
+    running: Arc<super::FairSlots>,
     done: mpsc::UnboundedSender<String>,
     observer: Option<mpsc::UnboundedSender<JobReport>>,
     visibility: Duration,
 }
 
-/// Handles inbox events and runs their jobs until `shutdown` turns true, then finishes the
-/// events in hand (their jobs included) and deletes them.
+/// Handles inbox events and runs their jobs in `running`'s slots (which the jobs poller may
+/// share) until `shutdown` turns true, then finishes the events in hand (their jobs included)
+/// and deletes them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     ingest: Arc<Ingest>,
     worker: Arc<Worker>,
     events: Arc<dyn QueueConsumer>,
     jobs: Arc<dyn QueueSender>,
+    running: Arc<super::FairSlots>,
     config: PollerConfig,
     mut shutdown: watch::Receiver<bool>,
     observer: Option<mpsc::UnboundedSender<JobReport>>,
 ) {
-    let concurrency = config.concurrency.max(1);
-    // Ten places more than slots: a receive of ten never starves a slot (as the jobs poller).
-    let in_hand = concurrency + 10;
+    // Ten places more than slots: a receive of ten never starves a slot (as the jobs poller);
+    // and more to read ahead through a burst.
+    let in_hand = running.size() + 10 + READ_AHEAD;
     let held = Arc::new(Semaphore::new(in_hand));
     let (done, done_rx) = mpsc::unbounded_channel::<String>();
     let deleter = tokio::spawn(super::jobs::delete_in_batches(
@@ -71,13 +88,14 @@ pub async fn run(
         done_rx,
         config.delete_linger,
     ));
+    let (to_jobs, to_jobs_rx) = mpsc::unbounded_channel::<ToJobs>();
+    let sender = tokio::spawn(send_in_batches(jobs, to_jobs_rx, config.delete_linger));
     let shared = Arc::new(Shared {
         ingest,
         worker,
         events: events.clone(),
-        jobs,
-        // Shared fairly: one buyer's burst never queues another buyer's job behind it.
-        running: super::fair::FairSlots::new(concurrency),
+        to_jobs,
+        running,
         done,
         observer,
         visibility: config.visibility_timeout,
@@ -112,7 +130,74 @@ pub async fn run(
     // Drain: every place back means every event in hand has been handled.
     let _ = held.acquire_many(in_hand as u32).await;
     drop(shared);
-    let _ = deleter.await;
+    let _ = tokio::join!(deleter, sender);
+}
+
+/// Sends the jobs that arrive to the jobs queue in batches of up to ten (waiting up to
+/// `linger` for a batch to fill), and tells each whether it got there.
+async fn send_in_batches(
+    jobs: Arc<dyn QueueSender>,
+    mut rx: mpsc::UnboundedReceiver<ToJobs>,
+    linger: Duration,
+) {
+    let mut batch = Vec::with_capacity(SEND_BATCH);
+    while rx.recv_many(&mut batch, SEND_BATCH).await > 0 {
+        let until = tokio::time::Instant::now() + linger;
+        while batch.len() < SEND_BATCH {
+            let room = SEND_BATCH - batch.len();
+            match tokio::time::timeout_at(until, rx.recv_many(&mut batch, room)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        let (messages, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        let sent = jobs.send_batch(&messages).await;
+        for reply in replies {
+            let _ = reply.send(match &sent {
+                Ok(_) => Ok(()),
+                // One error for every job of the batch, of the same kind (whose it is).
+                Err(e) if e.is_own_storage() => Err(sealbox_core::Error::storage(
+                    "sending jobs to the jobs queue",
+                    e.to_string(),
+                )),
+                Err(e) => Err(sealbox_core::Error::Task(format!(
+                    "sending jobs to the jobs queue: {e}"
+                ))),
+            });
+        }
+    }
+}
+
+/// Puts `message` on the jobs queue; an outage of the queue is held (no receive of the event
+/// is spent) until it passes or shutdown. `Ok` once it is there.
+async fn enqueue(
+    s: &Shared,
+    message: OutgoingMessage,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), IngestError> {
+    let mut attempt = 0u32;
+    loop {
+        let (reply, answer) = oneshot::channel();
+        let sent = match s.to_jobs.send((message.clone(), reply)) {
+            Ok(()) => answer.await.unwrap_or_else(|_| {
+                Err(sealbox_core::Error::Task("the jobs sender stopped".into()))
+            }),
+            Err(_) => Err(sealbox_core::Error::Task("the jobs sender stopped".into())),
+        };
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_own_storage() && !*shutdown.borrow() => {
+                attempt += 1;
+                let delay = sealbox_core::retry::storage_retry_delay(attempt);
+                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "the jobs queue failed; holding the inbox event without spending a receive");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => return Err(IngestError::Transient(e)),
+        }
+    }
 }
 
 /// Handles one inbox-events message, keeping it invisible until each of its events is done.
@@ -214,6 +299,16 @@ async fn run_job(
 ) -> Result<(), IngestError> {
     let body = serde_json::to_string(job)
         .map_err(|e| IngestError::Transient(sealbox_core::Error::json("encoding a job", e)))?;
+    if !s.running.within_share(&job.buyer) {
+        // This buyer holds its share of the slots: its job waits on the jobs queue, which is
+        // shared fairly between buyers, so the events behind it are read and run now.
+        let message = OutgoingMessage {
+            body,
+            delay: Duration::ZERO,
+            group: Some(job.buyer.clone()),
+        };
+        return enqueue(s, message, &mut shutdown).await;
+    }
     let mut attempt = 0u32;
     loop {
         let result = {
@@ -244,12 +339,7 @@ async fn run_job(
                     delay,
                     group: Some(job.buyer.clone()),
                 };
-                return s
-                    .jobs
-                    .send_batch(std::slice::from_ref(&message))
-                    .await
-                    .map(|_| ())
-                    .map_err(IngestError::Transient);
+                return enqueue(s, message, &mut shutdown).await;
             }
             Err(WorkerError::MalformedJob(e)) => {
                 // A job this process just wrote: a bug, not the buyer's. The event comes back
@@ -283,14 +373,16 @@ mod tests {
     use crate::fs_store::FsObjectStore;
     use crate::sqlite_queue::{QueueDb, SqliteQueue};
 
-    /// Echoes its input, or answers that it is busy while `busy` is set.
+    /// Echoes its input after `latency`, or answers that it is busy while `busy` is set.
     struct Model {
         busy: AtomicBool,
+        latency: Duration,
     }
 
     #[async_trait]
     impl Endpoint for Model {
         async fn invoke(&self, inv: Invocation) -> sealbox_core::Result<InvocationOutput> {
+            tokio::time::sleep(self.latency).await;
             if self.busy.load(Ordering::SeqCst) {
                 return Err(sealbox_core::Error::EndpointUnavailable {
                     message: "throttled".into(),
@@ -319,20 +411,26 @@ mod tests {
     }
 
     fn rig(busy: bool) -> Rig {
+        rig_with(busy, Duration::ZERO)
+    }
+
+    fn rig_with(busy: bool, latency: Duration) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let store = FsObjectStore::new(dir.path().join("buckets"), false);
         let db = QueueDb::open(&dir.path().join("q.db")).unwrap();
         let (events, jobs) = (db.queue("inbox-events", None), db.queue("jobs", None));
         let log = EventLog::open(&dir.path().join("events.ndjson"), false).unwrap();
         let keyset = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
-        std::fs::write(
-            dir.path().join("token"),
-            TokenIssuer::new(&keyset)
-                .unwrap()
-                .issue("b1", "p", "g-b1", Duration::from_secs(600))
-                .unwrap(),
-        )
-        .unwrap();
+        for buyer in ["b1", "b2"] {
+            std::fs::write(
+                dir.path().join(format!("token-{buyer}")),
+                TokenIssuer::new(&keyset)
+                    .unwrap()
+                    .issue(buyer, "p", &format!("g-{buyer}"), Duration::from_secs(600))
+                    .unwrap(),
+            )
+            .unwrap();
+        }
         let verifier = Verifier::from_keyset(VerifierConfig::new("seller", "p"), &keyset).unwrap();
         let ingest = Arc::new(Ingest::new(
             Arc::new(store.clone()),
@@ -349,6 +447,7 @@ mod tests {
             Arc::new(store.clone()),
             Arc::new(Model {
                 busy: AtomicBool::new(busy),
+                latency,
             }),
             Arc::new(log.clone()),
             WorkerConfig {
@@ -370,11 +469,17 @@ mod tests {
     }
 
     impl Rig {
-        /// Writes a good request `r1` and its inbox event; returns the event's message id.
+        /// Writes a good request `r1` of `b1` and its inbox event; returns the event's message id.
         async fn request(&self) -> String {
-            let token = std::fs::read_to_string(self.dir.path().join("token")).unwrap();
+            self.request_of("b1", "r1").await
+        }
+
+        /// Writes a good request of `buyer` and its inbox event; returns the event's message id.
+        async fn request_of(&self, buyer: &str, id: &str) -> String {
+            let token =
+                std::fs::read_to_string(self.dir.path().join(format!("token-{buyer}"))).unwrap();
             let body = serde_json::json!({
-                "version": 1, "request_id": "r1", "token": token,
+                "version": 1, "request_id": id, "token": token,
                 "input": {"text": "5.1,3.5,1.4,0.2"},
                 "content_type": "text/csv", "accept": "text/csv"
             });
@@ -382,7 +487,7 @@ mod tests {
                 .store
                 .put(
                     "inbox",
-                    &request_key("b1", "r1"),
+                    &request_key(buyer, id),
                     Bytes::from(body.to_string()),
                     PutMode::Overwrite,
                 )
@@ -399,29 +504,47 @@ mod tests {
             self.events.send_batch(&[message]).await.unwrap().remove(0)
         }
 
-        /// Runs the poller until `done` holds of the notifications (or `most` has passed), then
-        /// stops it.
+        /// Runs the poller (and a jobs poller sharing its slots, with `jobs_poller`) until
+        /// `done` holds of the notifications (or `most` has passed), then stops it.
         async fn run_until(
             &self,
             done: impl Fn(&[Notification]) -> bool,
             most: Duration,
+            jobs_poller: bool,
         ) -> Vec<Notification> {
             let (stop, stopped) = watch::channel(false);
+            // Two slots, shared with a jobs poller as in `sealbox up --backend aws`.
+            let slots = super::super::FairSlots::new(2);
             let poller = tokio::spawn(run(
                 self.ingest.clone(),
                 self.worker.clone(),
                 Arc::new(self.events.clone()),
                 Arc::new(self.jobs.clone()),
+                slots.clone(),
                 PollerConfig {
-                    concurrency: 2,
                     wait: Duration::from_millis(50),
                     visibility_timeout: Duration::from_secs(30),
                     receive_linger: Duration::from_millis(10),
                     delete_linger: Duration::from_millis(10),
                 },
-                stopped,
+                stopped.clone(),
                 None,
             ));
+            let jobs_poller = jobs_poller.then(|| {
+                tokio::spawn(super::super::jobs::run_sharing(
+                    self.worker.clone(),
+                    Arc::new(self.jobs.clone()),
+                    slots,
+                    super::super::jobs::PollerConfig {
+                        concurrency: 2,
+                        wait: Duration::from_millis(50),
+                        visibility_timeout: Duration::from_secs(30),
+                        delete_linger: Duration::from_millis(10),
+                    },
+                    stopped,
+                    None,
+                ))
+            });
             let mut notes = Vec::new();
             let until = tokio::time::Instant::now() + most;
             while tokio::time::Instant::now() < until {
@@ -433,6 +556,9 @@ mod tests {
             }
             stop.send(true).unwrap();
             poller.await.unwrap();
+            if let Some(p) = jobs_poller {
+                p.await.unwrap();
+            }
             notes
         }
     }
@@ -442,7 +568,7 @@ mod tests {
         let r = rig(false);
         r.request().await;
         let notes = r
-            .run_until(|n| !n.is_empty(), Duration::from_secs(10))
+            .run_until(|n| !n.is_empty(), Duration::from_secs(10), false)
             .await;
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert_eq!(notes[0].event, EventKind::InferenceCompleted);
@@ -464,7 +590,7 @@ mod tests {
     async fn a_job_that_must_wait_goes_to_the_jobs_queue_owning_the_claim_it_made() {
         let r = rig(true);
         let message_id = r.request().await;
-        let notes = r.run_until(|_| false, Duration::from_secs(2)).await;
+        let notes = r.run_until(|_| false, Duration::from_secs(2), false).await;
         assert!(notes.is_empty(), "{notes:?}");
         // The event is done with; the job waits on the jobs queue, delayed.
         assert_eq!(r.events.stats().await.unwrap(), Default::default());
@@ -516,9 +642,44 @@ mod tests {
         };
         outcomes.claim(&claim).await.unwrap();
         let notes = r
-            .run_until(|n| !n.is_empty(), Duration::from_secs(10))
+            .run_until(|n| !n.is_empty(), Duration::from_secs(10), false)
             .await;
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert_eq!(notes[0].event, EventKind::InferenceCompleted);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_one_buyer_waits_on_the_jobs_queue_so_the_next_buyers_events_run_first() {
+        let r = rig_with(false, Duration::from_millis(20));
+        // b1's burst is ahead of b2's few in the inbox-events queue, which has no groups, and
+        // is more than the poller holds in hand (52 places with two slots).
+        for i in 0..120 {
+            r.request_of("b1", &format!("a{i:03}")).await;
+        }
+        for i in 0..4 {
+            r.request_of("b2", &format!("b{i:03}")).await;
+        }
+        let notes = r
+            .run_until(|n| n.len() == 124, Duration::from_secs(60), true)
+            .await;
+        assert_eq!(notes.len(), 124, "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .all(|n| n.event == EventKind::InferenceCompleted),
+            "{notes:?}"
+        );
+        // With two slots, b1's burst takes sixty rounds of the model; b2's four finish in the
+        // first rounds after its events are read (at the speed of ingest), not after the
+        // burst, nor after the burst's events that fit in hand.
+        let last_b2 = notes.iter().rposition(|n| n.buyer == "b2").unwrap();
+        assert!(
+            last_b2 < 40,
+            "b2's last came {last_b2}th of 124: {:?}",
+            notes.iter().map(|n| &n.request_id).collect::<Vec<_>>()
+        );
+        // Everything is done with on both queues.
+        assert_eq!(r.events.stats().await.unwrap(), Default::default());
+        assert_eq!(r.jobs.stats().await.unwrap(), Default::default());
     }
 }

@@ -44,16 +44,28 @@ pub async fn run(
     worker: Arc<Worker>,
     jobs: Arc<dyn QueueConsumer>,
     config: PollerConfig,
+    shutdown: watch::Receiver<bool>,
+    observer: Option<mpsc::UnboundedSender<JobReport>>,
+) {
+    // Shared fairly: one buyer's backlog in hand never queues another buyer's job behind it.
+    let running = super::FairSlots::new(config.concurrency);
+    run_sharing(worker, jobs, running, config, shutdown, observer).await;
+}
+
+/// [`run`] with slots it may share with another poller: their number, not
+/// `config.concurrency`, bounds the jobs in progress.
+pub async fn run_sharing(
+    worker: Arc<Worker>,
+    jobs: Arc<dyn QueueConsumer>,
+    running: Arc<super::FairSlots>,
+    config: PollerConfig,
     mut shutdown: watch::Receiver<bool>,
     observer: Option<mpsc::UnboundedSender<JobReport>>,
 ) {
-    let concurrency = config.concurrency.max(1);
     // Receive ten at a time: with ten more places than slots, taking ten places never starves
     // a slot, and a batch costs the queue one operation instead of ten.
-    let in_hand = concurrency + 10;
+    let in_hand = running.size() + 10;
     let held = Arc::new(Semaphore::new(in_hand));
-    // Shared fairly: one buyer's backlog in hand never queues another buyer's job behind it.
-    let running = super::fair::FairSlots::new(concurrency);
     let (done_tx, done_rx) = mpsc::unbounded_channel::<String>();
     let deleter = tokio::spawn(delete_in_batches(
         jobs.clone(),
@@ -106,7 +118,7 @@ pub async fn run(
 async fn run_one(
     worker: &Worker,
     jobs: &dyn QueueConsumer,
-    running: &Arc<super::fair::FairSlots>,
+    running: &Arc<super::FairSlots>,
     message: ReceivedMessage,
     visibility: Duration,
     done: &mpsc::UnboundedSender<String>,

@@ -6,6 +6,8 @@ pub mod handoff;
 pub mod inbox;
 pub mod jobs;
 
+pub use fair::{FairSlots, Slot};
+
 use std::sync::Arc;
 use std::time::Duration;
 
