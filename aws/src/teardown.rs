@@ -76,14 +76,13 @@ pub async fn teardown(
 /// answers how many, or `None` if there is no such bucket.
 async fn empty_bucket(clients: &Clients, bucket: &str) -> Result<Option<u64>> {
     let mut count = 0u64;
-    let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
     loop {
+        // Always the first page: what was on it is gone, and a marker naming a deleted key
+        // is not followed alike everywhere (moto answered an empty page past 1,000).
         let page = match clients
             .s3
             .list_object_versions()
             .bucket(bucket)
-            .set_key_marker(key_marker.clone())
-            .set_version_id_marker(version_marker.clone())
             .send()
             .await
         {
@@ -142,8 +141,6 @@ async fn empty_bucket(clients: &Clients, bucket: &str) -> Result<Option<u64>> {
         if page.is_truncated() != Some(true) {
             return Ok(Some(count));
         }
-        key_marker = page.next_key_marker().map(str::to_owned);
-        version_marker = page.next_version_id_marker().map(str::to_owned);
     }
 }
 

@@ -63,7 +63,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
     /// Instead of throughput: how long a second buyer's 20 requests take alone, and right
-    /// after a first buyer's burst of `--burst` requests (embedded; model latency default 20 ms).
+    /// after a first buyer's burst of `--burst` requests (model latency default 20 ms; aws: on
+    /// a fresh stack, deleted afterwards).
     #[arg(long)]
     pub fair_share: bool,
     /// Requests in the first buyer's burst (with `--fair-share`).
@@ -301,21 +302,28 @@ pub async fn scenario(
 /// `sealbox bench`.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.fair_share {
-        anyhow::ensure!(
-            args.backend == BenchBackend::Embedded,
-            "--fair-share runs on the embedded backend only (on AWS, SQS fair queues share the \
-             jobs queue between buyers; moto ignores message groups)"
-        );
-        let dir = match &args.dir {
-            Some(base) => tempfile::tempdir_in(base)?,
-            None => tempfile::tempdir()?,
+        let r = match args.backend {
+            BenchBackend::Embedded => {
+                let dir = match &args.dir {
+                    Some(base) => tempfile::tempdir_in(base)?,
+                    None => tempfile::tempdir()?,
+                };
+                crate::bench_fair_share::run(&args, args.burst, &dir).await?
+            }
+            BenchBackend::Aws => {
+                anyhow::ensure!(
+                    args.dir.is_none(),
+                    "--dir is for the embedded backend; --backend aws keeps no data directory"
+                );
+                crate::bench_fair_share::run_aws(&args, args.burst).await?
+            }
         };
-        let r = crate::bench_fair_share::run(&args, args.burst, &dir).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
         } else {
             println!(
-                "model {} ms, concurrency {}: buyer B's {} requests took {:.2} s alone and {:.2} s right after buyer A's burst of {} (the burst took {:.2} s)",
+                "{}, model {} ms, concurrency {}: buyer B's {} requests took {:.2} s alone and {:.2} s right after buyer A's burst of {} (the burst took {:.2} s)",
+                r.backend,
                 r.model_latency_ms,
                 r.concurrency,
                 r.few,
@@ -469,8 +477,20 @@ pub async fn aws_scenario(args: &BenchArgs) -> anyhow::Result<AwsBenchResult> {
     if args.dir.is_some() {
         anyhow::bail!("--dir is for the embedded backend; --backend aws keeps no data directory");
     }
+    let (result, deleted) =
+        on_fresh_stack(async |name: String| aws_scenario_on(args, latency_ms, &name).await).await;
+    let mut result = result?;
+    result.stack_deleted = deleted;
+    Ok(result)
+}
+
+/// Runs `run` on the name of a stack no earlier run used, then deletes that stack whether the
+/// run succeeded or not; answers the run's result and whether the stack was deleted.
+pub(crate) async fn on_fresh_stack<T>(
+    run: impl AsyncFnOnce(String) -> anyhow::Result<T>,
+) -> (anyhow::Result<T>, bool) {
     let name = fresh_stack_name();
-    let result = aws_scenario_on(args, latency_ms, &name).await;
+    let result = run(name.clone()).await;
     let config = load_config().await;
     let deleted = sealbox_aws::teardown::teardown(&Clients::new(&config), &name, |_| {}).await;
     if let Err(e) = &deleted {
@@ -479,9 +499,112 @@ pub async fn aws_scenario(args: &BenchArgs) -> anyhow::Result<AwsBenchResult> {
              `sealbox aws teardown --name {name}`"
         );
     }
-    let mut result = result?;
-    result.stack_deleted = deleted.is_ok();
-    Ok(result)
+    (result, deleted.is_ok())
+}
+
+/// A benchmark's pipeline on AWS: stack `name` bootstrapped, a new keyset's JWKS published to
+/// its outbox, the sample model served in this process as the SageMaker Runtime API, and the
+/// pipeline of `up --backend aws` running in this process.
+pub(crate) struct AwsRig {
+    /// The pipeline's clients; they count every call.
+    pub clients: Clients,
+    /// The buyers' clients, counted apart.
+    pub buyer_clients: Clients,
+    /// The buyers' object store (through `buyer_clients`).
+    pub buyer_store: Arc<dyn ObjectStore>,
+    /// The inbox bucket.
+    pub inbox: String,
+    /// Tokens of the buyers named at the start.
+    pub ctx: CaseContext,
+    /// The endpoint the AWS environment names, if any.
+    pub endpoint_url: Option<String>,
+    /// Every notification, as the pipeline publishes it.
+    pub notes: mpsc::UnboundedReceiver<Notification>,
+    /// Every job's report.
+    pub reports: mpsc::UnboundedReceiver<sealbox_worker::JobReport>,
+    pipeline: crate::aws::Pipeline,
+    model_stop: tokio::sync::watch::Sender<bool>,
+    model_task: tokio::task::JoinHandle<()>,
+}
+
+impl AwsRig {
+    /// Starts it on stack `name`, with tokens for `buyers`.
+    pub(crate) async fn start(
+        args: &BenchArgs,
+        latency_ms: u64,
+        name: &str,
+        buyers: [&str; 2],
+    ) -> anyhow::Result<AwsRig> {
+        let config = load_config().await;
+        let (model_url, model_stop, model_task) =
+            crate::stack::start_model(Duration::from_millis(latency_ms), 0).await?;
+        // The pipeline's clients count every call; the buyer's uploads go through clients (and
+        // a counter) of their own, so they are not counted as the pipeline's.
+        let clients = Clients::with_sagemaker_endpoint(&config, &model_url);
+        let buyer_clients = Clients::new(&config);
+        let made = sealbox_aws::bootstrap::bootstrap(&clients, name)
+            .await
+            .with_context(|| format!("bootstrapping the stack {name:?} (is the AWS environment set, e.g. AWS_ENDPOINT_URL for an emulator?)"))?;
+        let mut values: HashMap<&'static str, String> =
+            made.into_iter().map(|(k, v)| (k.name(), v)).collect();
+        let outbox = values
+            .get(Var::OutboxBucket.name())
+            .cloned()
+            .unwrap_or_default();
+        values.insert(Var::EndpointName.name(), AWS_ENDPOINT_NAME.into());
+        values.insert(Var::Jwks.name(), format!("s3://{outbox}/{AWS_JWKS_KEY}"));
+        values.insert(Var::Product.name(), DEFAULT_PRODUCT.into());
+        values.insert(Var::Issuer.name(), DEFAULT_ISSUER.into());
+        let settings = Settings::from_lookup(&Var::ALL, |n| values.get(n).cloned())?;
+
+        // The seller: a new keyset, its published keys written with the S3 store.
+        let keyset = Keyset::generate(DEFAULT_ISSUER, KeyAlg::EdDSA)?;
+        let jwks = serde_json::to_vec_pretty(&sealbox_authz::jwks::publish(&keyset, &[])?)?;
+        S3ObjectStore::new(clients.s3.clone())
+            .put(&outbox, AWS_JWKS_KEY, Bytes::from(jwks), PutMode::Overwrite)
+            .await
+            .context("publishing the seller's keys")?;
+        let ctx = CaseContext::new(&keyset, buyers[0], buyers[1], DEFAULT_PRODUCT)?;
+
+        let (ntx, notes) = mpsc::unbounded_channel();
+        let (jtx, reports) = mpsc::unbounded_channel();
+        let pipeline = crate::aws::start_pipeline(
+            &clients,
+            &settings,
+            &crate::aws::UpOptions {
+                concurrency: usize::from(args.concurrency),
+                jwks_refresh: Duration::from_secs(60),
+                jwks_max_staleness: Duration::from_secs(15 * 60),
+            },
+            Observers {
+                notifications: Some(ntx),
+                jobs: Some(jtx),
+            },
+        )
+        .await?;
+        let buyer_store: Arc<dyn ObjectStore> =
+            Arc::new(S3ObjectStore::new(buyer_clients.s3.clone()));
+        Ok(AwsRig {
+            clients,
+            buyer_clients,
+            buyer_store,
+            inbox: settings.get(Var::InboxBucket).to_owned(),
+            ctx,
+            endpoint_url: config.endpoint_url().map(str::to_owned),
+            notes,
+            reports,
+            pipeline,
+            model_stop,
+            model_task,
+        })
+    }
+
+    /// Stops the pipeline and the model.
+    pub(crate) async fn stop(self) {
+        self.pipeline.stop().await;
+        let _ = self.model_stop.send(true);
+        let _ = self.model_task.await;
+    }
 }
 
 /// [`aws_scenario`] on a new stack named `name`.
@@ -490,57 +613,10 @@ async fn aws_scenario_on(
     latency_ms: u64,
     name: &str,
 ) -> anyhow::Result<AwsBenchResult> {
-    let config = load_config().await;
-    let (model_url, model_stop, model_task) =
-        crate::stack::start_model(Duration::from_millis(latency_ms), 0).await?;
-    // The pipeline's clients count every call; the buyer's uploads go through clients (and a
-    // counter) of their own, so they are not counted as the pipeline's.
-    let clients = Clients::with_sagemaker_endpoint(&config, &model_url);
-    let buyer_clients = Clients::new(&config);
-    let made = sealbox_aws::bootstrap::bootstrap(&clients, name)
-        .await
-        .with_context(|| format!("bootstrapping the stack {name:?} (is the AWS environment set, e.g. AWS_ENDPOINT_URL for an emulator?)"))?;
-    let mut values: HashMap<&'static str, String> =
-        made.into_iter().map(|(k, v)| (k.name(), v)).collect();
-    let outbox = values
-        .get(Var::OutboxBucket.name())
-        .cloned()
-        .unwrap_or_default();
-    values.insert(Var::EndpointName.name(), AWS_ENDPOINT_NAME.into());
-    values.insert(Var::Jwks.name(), format!("s3://{outbox}/{AWS_JWKS_KEY}"));
-    values.insert(Var::Product.name(), DEFAULT_PRODUCT.into());
-    values.insert(Var::Issuer.name(), DEFAULT_ISSUER.into());
-    let settings = Settings::from_lookup(&Var::ALL, |n| values.get(n).cloned())?;
-
-    // The seller: a new keyset, its published keys written with the S3 store.
-    let keyset = Keyset::generate(DEFAULT_ISSUER, KeyAlg::EdDSA)?;
-    let jwks = serde_json::to_vec_pretty(&sealbox_authz::jwks::publish(&keyset, &[])?)?;
-    S3ObjectStore::new(clients.s3.clone())
-        .put(&outbox, AWS_JWKS_KEY, Bytes::from(jwks), PutMode::Overwrite)
-        .await
-        .context("publishing the seller's keys")?;
-    let ctx = CaseContext::new(&keyset, "bench", "other", DEFAULT_PRODUCT)?;
-    let token = ctx.token("bench")?;
-
-    let (ntx, mut notes) = mpsc::unbounded_channel();
-    let (jtx, mut reports) = mpsc::unbounded_channel();
-    let pipeline = crate::aws::start_pipeline(
-        &clients,
-        &settings,
-        &crate::aws::UpOptions {
-            concurrency: usize::from(args.concurrency),
-            jwks_refresh: Duration::from_secs(60),
-            jwks_max_staleness: Duration::from_secs(15 * 60),
-        },
-        Observers {
-            notifications: Some(ntx),
-            jobs: Some(jtx),
-        },
-    )
-    .await?;
-
-    let buyer_store: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(buyer_clients.s3.clone()));
-    let inbox = settings.get(Var::InboxBucket).to_owned();
+    let mut rig = AwsRig::start(args, latency_ms, name, ["bench", "other"]).await?;
+    let token = rig.ctx.token("bench")?;
+    let (buyer_store, inbox) = (rig.buyer_store.clone(), rig.inbox.clone());
+    let (notes, reports) = (&mut rig.notes, &mut rig.reports);
     let make = |prefix: &str, n: u32| -> Vec<(String, Vec<u8>)> {
         (0..n as usize)
             .map(|i| {
@@ -560,33 +636,31 @@ async fn aws_scenario_on(
             &inbox,
             make("warm", warmup_jobs),
             None,
-            &mut notes,
-            &mut reports,
+            notes,
+            reports,
         )
         .await?;
         kinds.extend(warm.kinds);
     }
 
     // Steady state: from here to the last notification of the measured jobs.
-    let calls0 = clients.calls.snapshot();
-    let buyer0 = buyer_clients.calls.snapshot();
+    let calls0 = rig.clients.calls.snapshot();
+    let buyer0 = rig.buyer_clients.calls.snapshot();
     let cpu0 = cpu_time();
     let full = drive(
         buyer_store,
         &inbox,
         make("full", measured_jobs),
         None,
-        &mut notes,
-        &mut reports,
+        notes,
+        reports,
     )
     .await?;
     let cpu = cpu_time().saturating_sub(cpu0);
-    let calls = calls_between(&calls0, &clients.calls.snapshot());
-    let excluded_buyer_calls = calls_between(&buyer0, &buyer_clients.calls.snapshot());
-
-    pipeline.stop().await;
-    let _ = model_stop.send(true);
-    let _ = model_task.await;
+    let calls = calls_between(&calls0, &rig.clients.calls.snapshot());
+    let excluded_buyer_calls = calls_between(&buyer0, &rig.buyer_clients.calls.snapshot());
+    let endpoint_url = rig.endpoint_url.clone();
+    rig.stop().await;
 
     kinds.extend(full.kinds.iter().map(|(k, v)| (k.clone(), *v)));
     let count = |kind: EventKind| kinds.values().filter(|k| **k == kind).count();
@@ -602,7 +676,7 @@ async fn aws_scenario_on(
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Ok(AwsBenchResult {
         backend: "aws",
-        endpoint_url: config.endpoint_url().map(str::to_owned),
+        endpoint_url,
         stack: name.to_owned(),
         stack_deleted: false,
         model_latency_ms: latency_ms,

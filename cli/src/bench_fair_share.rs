@@ -1,6 +1,7 @@
 //! `sealbox bench --fair-share`: how long one buyer's few requests take alone, and right after
-//! another buyer's burst, on the embedded stack. Fair share means the second figure stays close
-//! to the first instead of growing with the burst.
+//! another buyer's burst, on the embedded stack or (`--backend aws`) the pipeline of `up
+//! --backend aws` on a fresh stack. Fair share means the second figure stays close to the
+//! first instead of growing with the burst.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,11 @@ const FEW: &str = "buyer-b";
 /// The numbers of `sealbox bench --fair-share`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FairShareResult {
+    /// `embedded` or `aws`.
+    pub backend: &'static str,
+    /// With `aws`: whether the benchmark's stack was deleted afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_deleted: Option<bool>,
     /// Model latency.
     pub model_latency_ms: u64,
     /// Worker concurrency cap.
@@ -43,8 +49,12 @@ pub struct FairShareResult {
     pub burst_seconds: f64,
 }
 
-/// Writes `objects` (four writers at once) and answers when the writes began.
-async fn write_all(store: Arc<dyn ObjectStore>, objects: Vec<(String, Vec<u8>)>) -> Instant {
+/// Writes `objects` into `bucket` (four writers at once) and answers when the writes began.
+async fn write_all(
+    store: Arc<dyn ObjectStore>,
+    bucket: &str,
+    objects: Vec<(String, Vec<u8>)>,
+) -> Instant {
     let started = Instant::now();
     let mut chunks: Vec<Vec<(String, Vec<u8>)>> = (0..4).map(|_| Vec::new()).collect();
     for (i, o) in objects.into_iter().enumerate() {
@@ -52,11 +62,11 @@ async fn write_all(store: Arc<dyn ObjectStore>, objects: Vec<(String, Vec<u8>)>)
     }
     let mut writers = Vec::new();
     for chunk in chunks {
-        let store = store.clone();
+        let (store, bucket) = (store.clone(), bucket.to_owned());
         writers.push(tokio::spawn(async move {
             for (key, body) in chunk {
                 store
-                    .put(INBOX, &key, Bytes::from(body), PutMode::Overwrite)
+                    .put(&bucket, &key, Bytes::from(body), PutMode::Overwrite)
                     .await?;
             }
             anyhow::Ok(())
@@ -96,6 +106,64 @@ async fn wait_for(
     Ok(last)
 }
 
+/// What the scenario measures, in seconds: the few alone, the few after the burst, the burst.
+struct Times {
+    alone: f64,
+    beside: f64,
+    burst: f64,
+}
+
+/// Warms both buyers' paths, then times the few alone, then the burst and the few right after
+/// it; requests are written into `bucket` of `store`, and their notifications come on `notes`.
+async fn measure(
+    store: Arc<dyn ObjectStore>,
+    bucket: &str,
+    notes: &mut mpsc::UnboundedReceiver<Notification>,
+    ctx: &CaseContext,
+    burst: u32,
+    few: u32,
+) -> anyhow::Result<Times> {
+    let make = |buyer: &str, prefix: &str, n: u32| -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let token = ctx.token(buyer)?;
+        (0..n)
+            .map(|i| {
+                let id = format!("{prefix}-{i:07}");
+                let r = text_request(&id, Some(&token), SAMPLE_ROWS[i as usize % 3]);
+                Ok((
+                    format!("{buyer}/requests/{id}.json"),
+                    serde_json::to_vec(&r)?,
+                ))
+            })
+            .collect()
+    };
+
+    // Warm up both buyers' paths (token verification, connections, caches) first.
+    let mut warm = make(BURSTING, "warm-a", few)?;
+    warm.extend(make(FEW, "warm-b", few)?);
+    write_all(store.clone(), bucket, warm).await;
+    wait_for(notes, &[("warm-a", few as usize), ("warm-b", few as usize)]).await?;
+
+    let started = write_all(store.clone(), bucket, make(FEW, "alone", few)?).await;
+    let done = wait_for(notes, &[("alone", few as usize)]).await?;
+    let alone = done["alone"] - started;
+
+    let burst_started = write_all(store.clone(), bucket, make(BURSTING, "burst", burst)?).await;
+    let few_started = write_all(store, bucket, make(FEW, "beside", few)?).await;
+    let done = wait_for(
+        notes,
+        &[("burst", burst as usize), ("beside", few as usize)],
+    )
+    .await?;
+    Ok(Times {
+        alone: alone.as_secs_f64(),
+        beside: (done["beside"] - few_started).as_secs_f64(),
+        burst: (done["burst"] - burst_started).as_secs_f64(),
+    })
+}
+
+/// The second buyer's requests.
+const FEW_REQUESTS: u32 = 20;
+
 /// Runs the fair-share scenario on a fresh embedded stack in `dir`.
 pub async fn run(
     args: &BenchArgs,
@@ -103,7 +171,6 @@ pub async fn run(
     dir: &tempfile::TempDir,
 ) -> anyhow::Result<FairShareResult> {
     let latency_ms = args.model_latency_ms.first().copied().unwrap_or(20);
-    let few = 20u32;
     let mut opts = StackOptions::new(dir.path());
     opts.model = ModelSource::InProcess {
         latency: Duration::from_millis(latency_ms),
@@ -121,50 +188,45 @@ pub async fn run(
     .await?;
     let keyset = Keyset::load(&stack.paths.keyset)?;
     let ctx = CaseContext::new(&keyset, BURSTING, FEW, &opts.product)?;
-    let make = |buyer: &str, prefix: &str, n: u32| -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-        let token = ctx.token(buyer)?;
-        (0..n)
-            .map(|i| {
-                let id = format!("{prefix}-{i:07}");
-                let r = text_request(&id, Some(&token), SAMPLE_ROWS[i as usize % 3]);
-                Ok((
-                    format!("{buyer}/requests/{id}.json"),
-                    serde_json::to_vec(&r)?,
-                ))
-            })
-            .collect()
-    };
     let store: Arc<dyn ObjectStore> = Arc::new(stack.store.clone());
-
-    // Warm up both buyers' paths (token verification, connections, caches) first.
-    let mut warm = make(BURSTING, "warm-a", few)?;
-    warm.extend(make(FEW, "warm-b", few)?);
-    write_all(store.clone(), warm).await;
-    wait_for(
-        &mut notes,
-        &[("warm-a", few as usize), ("warm-b", few as usize)],
-    )
-    .await?;
-
-    let started = write_all(store.clone(), make(FEW, "alone", few)?).await;
-    let done = wait_for(&mut notes, &[("alone", few as usize)]).await?;
-    let alone = done["alone"] - started;
-
-    let burst_started = write_all(store.clone(), make(BURSTING, "burst", burst)?).await;
-    let few_started = write_all(store, make(FEW, "beside", few)?).await;
-    let done = wait_for(
-        &mut notes,
-        &[("burst", burst as usize), ("beside", few as usize)],
-    )
-    .await?;
+    let times = measure(store, INBOX, &mut notes, &ctx, burst, FEW_REQUESTS).await;
     stack.stop().await;
+    let times = times?;
     Ok(FairShareResult {
+        backend: "embedded",
+        stack_deleted: None,
         model_latency_ms: latency_ms,
         concurrency: args.concurrency,
         burst,
-        few,
-        few_alone_seconds: alone.as_secs_f64(),
-        few_after_burst_seconds: (done["beside"] - few_started).as_secs_f64(),
-        burst_seconds: (done["burst"] - burst_started).as_secs_f64(),
+        few: FEW_REQUESTS,
+        few_alone_seconds: times.alone,
+        few_after_burst_seconds: times.beside,
+        burst_seconds: times.burst,
+    })
+}
+
+/// Runs the fair-share scenario with the pipeline of `up --backend aws` on a fresh stack at the
+/// endpoint the AWS environment names, and deletes the stack afterwards.
+pub async fn run_aws(args: &BenchArgs, burst: u32) -> anyhow::Result<FairShareResult> {
+    let latency_ms = args.model_latency_ms.first().copied().unwrap_or(20);
+    let (times, deleted) = crate::bench::on_fresh_stack(async |name: String| {
+        let mut rig = crate::bench::AwsRig::start(args, latency_ms, &name, [BURSTING, FEW]).await?;
+        let (store, inbox) = (rig.buyer_store.clone(), rig.inbox.clone());
+        let times = measure(store, &inbox, &mut rig.notes, &rig.ctx, burst, FEW_REQUESTS).await;
+        rig.stop().await;
+        times
+    })
+    .await;
+    let times = times?;
+    Ok(FairShareResult {
+        backend: "aws",
+        stack_deleted: Some(deleted),
+        model_latency_ms: latency_ms,
+        concurrency: args.concurrency,
+        burst,
+        few: FEW_REQUESTS,
+        few_alone_seconds: times.alone,
+        few_after_burst_seconds: times.beside,
+        burst_seconds: times.burst,
     })
 }

@@ -80,3 +80,42 @@ fn bench_on_moto_completes_every_job_and_counts_the_pipelines_calls_by_operation
         );
     }
 }
+
+#[test]
+fn fair_share_bench_on_moto_times_both_buyers_and_deletes_its_stack() {
+    let moto = Moto::start();
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(sealbox_tests::sealbox_bin())
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "bench",
+            "--fair-share",
+            "--backend",
+            "aws",
+            "--burst",
+            "60",
+            "--model-latency-ms",
+            "0",
+            "--json",
+        ])
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["backend"], "aws", "{r}");
+    assert_eq!(r["burst"], 60, "{r}");
+    assert_eq!(r["few"], 20, "{r}");
+    for figure in [
+        "few_alone_seconds",
+        "few_after_burst_seconds",
+        "burst_seconds",
+    ] {
+        assert!(r[figure].as_f64().unwrap() > 0.0, "{figure}: {r}");
+    }
+    assert_eq!(r["stack_deleted"], true, "{r}");
+    let buckets = sealbox_tests::aws_cli::AwsCli::new(&moto).json(&["s3api", "list-buckets"]);
+    assert!(!buckets.to_string().contains("bench-"), "{buckets}");
+}

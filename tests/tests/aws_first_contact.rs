@@ -162,3 +162,45 @@ fn aws_teardown_deletes_every_resource_bootstrap_made_even_with_objects_and_runs
         "{err}"
     );
 }
+
+#[test]
+fn aws_teardown_empties_a_bucket_of_more_than_one_listing_page() {
+    let moto = sealbox_tests::moto::Moto::start();
+    let cli = sealbox_tests::aws_cli::AwsCli::new(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let sealbox = |args: &[&str]| {
+        sealbox_tests::sealbox(&dir.path().join("unused"))
+            .args(args)
+            .envs(moto.env())
+            .output()
+            .unwrap()
+    };
+    let out = sealbox(&["aws", "bootstrap", "--name", "td-big"]);
+    assert!(out.status.success(), "{out:?}");
+    // More objects than one ListObjectVersions page (1,000) holds.
+    let objects = dir.path().join("objects");
+    std::fs::create_dir(&objects).unwrap();
+    for i in 0..1100 {
+        std::fs::write(objects.join(format!("r{i:04}.json")), "{}").unwrap();
+    }
+    cli.text(&[
+        "s3",
+        "sync",
+        "--quiet",
+        objects.to_str().unwrap(),
+        "s3://td-big-inbox/111122223333/requests/",
+    ]);
+    let out = sealbox(&["aws", "teardown", "--name", "td-big"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("deleted bucket td-big-inbox (1100 objects)"),
+        "{stdout}"
+    );
+    let buckets = cli.json(&["s3api", "list-buckets"]).to_string();
+    assert!(!buckets.contains("td-big"), "{buckets}");
+}

@@ -25,6 +25,9 @@ struct State {
     waiting: Vec<(u64, String)>,
     /// Tickets granted a slot and not yet taken by their waiter.
     granted: HashSet<u64>,
+    /// Jobs each buyer has on the queue the slots' pollers read, as far as this process knows
+    /// (sent by [`FairSlots::queued`], taken by [`FairSlots::dequeued`]).
+    queued: HashMap<String, usize>,
     next_ticket: u64,
 }
 
@@ -120,20 +123,44 @@ impl FairSlots {
     }
 
     /// Whether a job of `buyer` should wait here for a slot: one is free with nobody waiting,
-    /// or the buyer holds and waits for fewer than an even share between the buyers holding or
-    /// waiting (itself included). When not, its job is better off waiting on a queue shared
-    /// fairly between buyers, so that the work behind it (another buyer's) is seen now.
+    /// or the buyer has fewer jobs (running, waiting here, or queued) than an even share of
+    /// the slots between the buyers with any (itself included), or fewer than another buyer.
+    /// When not, it is the buyer with the most, at least its share: its job is better off on a
+    /// queue shared fairly between buyers, so that the work behind it (another buyer's) is
+    /// seen now.
     pub fn within_share(&self, buyer: &str) -> bool {
         let state = self.lock();
         if state.free > 0 && state.waiting.is_empty() {
             return true;
         }
-        let mut buyers: HashSet<&str> = state.running.keys().map(String::as_str).collect();
-        buyers.extend(state.waiting.iter().map(|(_, b)| b.as_str()));
-        buyers.insert(buyer);
-        let waiting = state.waiting.iter().filter(|(_, b)| b == buyer).count();
-        let held = state.running.get(buyer).copied().unwrap_or(0) + waiting;
-        held < (self.size / buyers.len()).max(1)
+        let mut held: HashMap<&str, usize> = HashMap::new();
+        let counts = state.running.iter().chain(state.queued.iter());
+        for (b, n) in counts.map(|(b, n)| (b.as_str(), *n)) {
+            *held.entry(b).or_default() += n;
+        }
+        for (_, b) in &state.waiting {
+            *held.entry(b.as_str()).or_default() += 1;
+        }
+        let mine = held.remove(buyer).unwrap_or(0);
+        let share = (self.size / (held.len() + 1)).max(1);
+        mine < share || held.values().any(|&other| mine < other)
+    }
+
+    /// A job of `buyer` was put on the queue these slots' pollers read.
+    pub fn queued(&self, buyer: &str) {
+        *self.lock().queued.entry(buyer.to_owned()).or_default() += 1;
+    }
+
+    /// A job of `buyer` was received from that queue (one another process queued is not
+    /// counted: it was never added).
+    pub fn dequeued(&self, buyer: &str) {
+        let mut state = self.lock();
+        if let Some(n) = state.queued.get_mut(buyer) {
+            *n -= 1;
+            if *n == 0 {
+                state.queued.remove(buyer);
+            }
+        }
     }
 
     /// Waits for a slot for `buyer`.
@@ -272,7 +299,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_buyer_at_its_share_is_told_to_wait_elsewhere_and_a_newcomer_is_not() {
+    async fn only_the_buyer_holding_most_and_at_least_its_share_is_told_to_wait_elsewhere() {
         let slots = FairSlots::new(4);
         assert!(slots.within_share("a"), "a free slot: run here");
         let held: Vec<Slot> = acquire_n(&slots, "a", 4).await;
@@ -281,21 +308,33 @@ mod tests {
             "a alone holds every slot: its share"
         );
         assert!(slots.within_share("b"), "b holds none of its share of two");
-        // b waits in line for two: its share of 4 between two buyers.
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
+        let mut waiters = Vec::new();
+        let mut wait_for_b = |n: usize| {
+            for _ in 0..n {
                 let slots = slots.clone();
-                tokio::spawn(async move {
+                waiters.push(tokio::spawn(async move {
                     let _slot = slots.acquire("b").await;
                     tokio::time::sleep(Duration::from_secs(3600)).await;
-                })
-            })
-            .collect();
-        while slots.lock().waiting.len() < 2 {
+                }));
+            }
+        };
+        // b waits for three: more than its share of two, fewer than a's four.
+        wait_for_b(3);
+        while slots.lock().waiting.len() < 3 {
             tokio::task::yield_now().await;
         }
-        assert!(!slots.within_share("b"), "b waits for its whole share");
+        assert!(slots.within_share("b"), "a holds more than b");
+        assert!(!slots.within_share("a"), "a holds most");
         assert!(slots.within_share("c"), "a third buyer's share is one");
+        // With as many as a, b is told to wait elsewhere too.
+        wait_for_b(1);
+        while slots.lock().waiting.len() < 4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !slots.within_share("b"),
+            "b holds its share and as many as anyone"
+        );
         for w in waiters {
             w.abort();
         }

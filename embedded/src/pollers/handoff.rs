@@ -300,14 +300,17 @@ async fn run_job(
     let body = serde_json::to_string(job)
         .map_err(|e| IngestError::Transient(sealbox_core::Error::json("encoding a job", e)))?;
     if !s.running.within_share(&job.buyer) {
-        // This buyer holds its share of the slots: its job waits on the jobs queue, which is
-        // shared fairly between buyers, so the events behind it are read and run now.
+        // This buyer holds its share of the slots and more than any other: its job waits on
+        // the jobs queue, which is shared fairly between buyers, so the events behind it are
+        // read and run now.
         let message = OutgoingMessage {
             body,
             delay: Duration::ZERO,
             group: Some(job.buyer.clone()),
         };
-        return enqueue(s, message, &mut shutdown).await;
+        enqueue(s, message, &mut shutdown).await?;
+        s.running.queued(&job.buyer);
+        return Ok(());
     }
     let mut attempt = 0u32;
     loop {

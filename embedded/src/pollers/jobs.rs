@@ -126,6 +126,8 @@ async fn run_one(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let buyer = super::fair::buyer_of_job(&message.body);
+    // Off the queue, this job counts as waiting or running: no longer as queued.
+    running.dequeued(&buyer);
     let work = async {
         let mut attempt = 0u32;
         loop {
