@@ -3,6 +3,7 @@
 
 pub mod authorizer;
 pub mod buyer_secret;
+pub mod caller_identity;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;

@@ -2,8 +2,11 @@
 //! `GET /.well-known/jwks.json` publishes the seller's keys with the deny list. One axum
 //! router: served on loopback by `sealbox up`, and behind a Lambda function URL on AWS.
 //!
-//! Buyers authenticate with HTTP Basic (RFC 7617): user = buyer id, password = the secret from
-//! `sealbox seller grant`. Errors are JSON `{"error": code, "message": words}`.
+//! Buyers authenticate one of two ways: with their AWS identity, a signed
+//! `sts:GetCallerIdentity` request in the body (`{"aws_sts": {...}}`, see
+//! [`crate::caller_identity`]), which the service forwards to STS and which proves the account
+//! without any secret; or with HTTP Basic (RFC 7617): user = buyer id, password = the secret
+//! from `sealbox seller grant --with-secret`. Errors are JSON `{"error": code, "message": words}`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -21,6 +24,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::buyer_secret::{hash_secret, verify_secret};
+use crate::caller_identity::{IdentityProof, ProofRefusal, StsForwarder};
 use crate::error::AuthzError;
 use crate::jwks::{Denial, publish};
 use crate::key_store::KeyStore;
@@ -71,8 +75,8 @@ impl TokenServiceConfig {
     }
 }
 
-/// Largest `POST /token` body read.
-const MAX_BODY_BYTES: usize = 4096;
+/// Largest `POST /token` body read: a signed request with a role session's token fits.
+const MAX_BODY_BYTES: usize = 8192;
 
 /// The token service's state.
 pub struct TokenService {
@@ -93,6 +97,8 @@ pub struct TokenService {
     hashing: tokio::sync::Semaphore,
     /// Checked for unknown buyers, so an unknown id costs the same time as a wrong secret.
     dummy_hash: String,
+    /// Where AWS identities are proven, when they are accepted.
+    identity: Option<StsForwarder>,
 }
 
 impl TokenService {
@@ -120,7 +126,15 @@ impl TokenService {
             registry,
             keyset: tokio::sync::Mutex::new(None),
             denied: tokio::sync::Mutex::new(None),
+            identity: None,
         })
+    }
+
+    /// Also accepts buyers proving their AWS account with a signed `sts:GetCallerIdentity`
+    /// request, which `sts` checks and forwards.
+    pub fn accepting_aws_identity(mut self, sts: StsForwarder) -> Self {
+        self.identity = Some(sts);
+        self
     }
 
     /// The keyset, read from the key store at most once per `keys_refresh`; keys past their
@@ -214,6 +228,18 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     lifetime_seconds: Option<u64>,
+    /// A signed `sts:GetCallerIdentity` request: the caller's AWS identity instead of Basic.
+    aws_sts: Option<IdentityProof>,
+}
+
+/// The answer to a refused proof of identity.
+fn refused_proof(e: &ProofRefusal) -> Response {
+    let status = match e {
+        ProofRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    tracing::info!(reason = e.code(), error = %e, "AWS identity refused");
+    error(status, e.code(), e.to_string())
 }
 
 fn rate_limited(message: String, wait: Duration) -> Response {
@@ -231,6 +257,83 @@ fn wait_of(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> Du
     ))
 }
 
+/// The buyer and its registry entry, for Basic credentials whose secret is right.
+async fn by_secret(
+    svc: &TokenService,
+    buyer: String,
+    secret: String,
+) -> Result<(String, crate::subscriptions::Credentials), Response> {
+    let unknown = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown buyer or wrong secret",
+        )
+    };
+    if !sealbox_core::contract::is_valid_id(&buyer) {
+        return Err(unknown());
+    }
+    let creds = svc
+        .registry
+        .credentials(&buyer, &svc.config.product)
+        .await
+        .map_err(|e| internal(&e))?;
+    let known = creds.is_some();
+    let hash = creds
+        .as_ref()
+        .map_or_else(|| svc.dummy_hash.clone(), |c| c.secret_hash.clone());
+    let matches = {
+        let Ok(_permit) = svc.hashing.acquire().await else {
+            return Err(internal(&AuthzError::Crypto("hashing pool closed".into())));
+        };
+        tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
+            .await
+            .unwrap_or(false)
+    };
+    match creds.filter(|_| matches && known) {
+        Some(creds) => Ok((buyer, creds)),
+        None => Err(unknown()),
+    }
+}
+
+/// The account STS answers for a signed `GetCallerIdentity` request, and its registry entry.
+async fn by_aws_identity(
+    svc: &TokenService,
+    proof: &IdentityProof,
+) -> Result<(String, crate::subscriptions::Credentials), Response> {
+    let Some(sts) = &svc.identity else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "aws_identity_not_accepted",
+            "this token service does not take AWS identities; use the buyer id and secret",
+        ));
+    };
+    let issuer = svc.keyset().await.map_err(|e| internal(&e))?.issuer;
+    let caller = sts
+        .caller(proof, &issuer, OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| refused_proof(&e))?;
+    let creds = svc
+        .registry
+        .credentials(&caller.account, &svc.config.product)
+        .await
+        .map_err(|e| internal(&e))?;
+    match creds {
+        Some(creds) => {
+            tracing::info!(account = %caller.account, arn = %caller.arn, "AWS identity proven");
+            Ok((caller.account, creds))
+        }
+        None => Err(error(
+            StatusCode::FORBIDDEN,
+            "not_subscribed",
+            format!(
+                "the AWS account {} ({}) has no subscription to {}",
+                caller.account, caller.arn, svc.config.product
+            ),
+        )),
+    }
+}
+
 async fn token(State(svc): State<Arc<TokenService>>, request: Request) -> Response {
     let peer = request
         .extensions()
@@ -244,24 +347,15 @@ async fn token(State(svc): State<Arc<TokenService>>, request: Request) -> Respon
         });
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    let Some((buyer, secret)) = basic_credentials(&headers) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send the buyer id and secret as HTTP Basic credentials",
-        );
-    };
-    if !sealbox_core::contract::is_valid_id(&buyer) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unknown buyer or wrong secret",
-        );
-    }
-    // Before the slow hash: guessing costs a map lookup, not an argon2 run.
-    if let Err(not_until) = svc.attempts.check_key(&(buyer.clone(), peer)) {
+    let basic = basic_credentials(&headers);
+    // Before anything slow: guessing costs a map lookup, not an argon2 run or a call to STS.
+    let claimed = basic
+        .as_ref()
+        .map_or("aws_sts", |(b, _)| b.as_str())
+        .to_owned();
+    if let Err(not_until) = svc.attempts.check_key(&(claimed.clone(), peer)) {
         return rate_limited(
-            format!("too many token requests for {buyer} from this address"),
+            format!("too many token requests for {claimed} from this address"),
             wait_of(&not_until),
         );
     }
@@ -285,34 +379,35 @@ async fn token(State(svc): State<Arc<TokenService>>, request: Request) -> Respon
                 return error(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    format!("body must be {{\"lifetime_seconds\": N}} or empty: {e}"),
+                    format!(
+                        "body must be {{\"lifetime_seconds\": N, \"aws_sts\": {{…}}}} (both optional) or empty: {e}"
+                    ),
                 );
             }
         }
     };
-    let creds = match svc.registry.credentials(&buyer, &svc.config.product).await {
-        Ok(c) => c,
-        Err(e) => return internal(&e),
+    let found = match (basic, &request.aws_sts) {
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "send Basic credentials or aws_sts, not both",
+            );
+        }
+        (None, None) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send a signed sts:GetCallerIdentity request as aws_sts (`sealbox buyer token \
+                 --backend aws` does), or the buyer id and secret as HTTP Basic credentials",
+            );
+        }
+        (Some((buyer, secret)), None) => by_secret(&svc, buyer, secret).await,
+        (None, Some(proof)) => by_aws_identity(&svc, proof).await,
     };
-    let known = creds.is_some();
-    let hash = creds
-        .as_ref()
-        .map_or_else(|| svc.dummy_hash.clone(), |c| c.secret_hash.clone());
-    let matches = {
-        let Ok(_permit) = svc.hashing.acquire().await else {
-            return internal(&AuthzError::Crypto("hashing pool closed".into()));
-        };
-        tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
-            .await
-            .unwrap_or(false)
-    };
-    let matches = matches && known;
-    let Some(creds) = creds.filter(|_| matches) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unknown buyer or wrong secret",
-        );
+    let (buyer, creds) = match found {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     if let Err(not_until) = svc.per_buyer.check_key(&buyer) {
         return rate_limited(

@@ -91,6 +91,26 @@ pub async fn grant_secret_in(
     Ok((sub, secret))
 }
 
+/// Subscribes `buyer` in `registry` without handing out a secret: one proving its AWS account
+/// needs none. A secret given earlier (`--with-secret`) keeps working; a first grant gets the
+/// hash of a random secret nobody is told, so Basic credentials never match.
+pub async fn grant_without_secret_in(
+    registry: &dyn SubscriptionRegistry,
+    buyer: &str,
+    product: &str,
+    until: Option<OffsetDateTime>,
+) -> anyhow::Result<Subscription> {
+    check_grant(buyer, until)?;
+    let hash = match registry.credentials(buyer, product).await? {
+        Some(earlier) => earlier.secret_hash,
+        None => {
+            let unknown = new_secret()?;
+            tokio::task::spawn_blocking(move || hash_secret(&unknown)).await??
+        }
+    };
+    Ok(registry.grant(buyer, product, until, &hash).await?)
+}
+
 /// Writes a buyer secret to `path`, readable by its owner only.
 pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     write_private(path, format!("{secret}\n").as_bytes())
@@ -247,14 +267,47 @@ pub async fn publish_keys(data: &Path, product: &str, object: Option<&str>) -> a
 #[derive(Args, Clone, Debug, Default)]
 pub struct BuyerCredentials {
     /// File holding the buyer secret from `sealbox seller grant` (else $SEALBOX_BUYER_SECRET).
+    /// With `--backend aws` and no secret, the buyer proves its AWS account instead.
     #[arg(long, env = "SEALBOX_BUYER_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
     /// Token service URL (default: the running `sealbox up` of the data directory).
     #[arg(long, env = "SEALBOX_TOKEN_URL")]
     pub token_url: Option<String>,
+    /// The seller's issuer, which a proof of the buyer's AWS account names (the token service
+    /// refuses a proof made for another).
+    #[arg(long, env = "SEALBOX_ISSUER", default_value = crate::stack::DEFAULT_ISSUER)]
+    pub issuer: String,
+}
+
+/// What a buyer proves itself with.
+enum Proof {
+    /// The secret of `sealbox seller grant --with-secret` (HTTP Basic).
+    Secret(String),
+    /// Its AWS account: a signed `sts:GetCallerIdentity`, naming this issuer.
+    AwsIdentity(String),
+}
+
+impl Proof {
+    /// What the token cache keys its entries by: a token asked with another proof is not reused.
+    fn digest(&self) -> String {
+        match self {
+            Proof::Secret(s) => secret_digest(s),
+            Proof::AwsIdentity(issuer) => format!("aws-identity:{issuer}"),
+        }
+    }
 }
 
 impl BuyerCredentials {
+    /// A secret when one is given; else, with `aws`, the buyer's AWS identity.
+    fn proof(&self, aws: bool) -> anyhow::Result<Proof> {
+        let secret_given = self.secret_file.is_some()
+            || std::env::var("SEALBOX_BUYER_SECRET").is_ok_and(|s| !s.trim().is_empty());
+        if aws && !secret_given {
+            return Ok(Proof::AwsIdentity(self.issuer.clone()));
+        }
+        self.secret().map(Proof::Secret)
+    }
+
     fn secret(&self) -> anyhow::Result<String> {
         if let Some(f) = &self.secret_file {
             let s = std::fs::read_to_string(f).map_err(|e| {
@@ -269,8 +322,9 @@ impl BuyerCredentials {
         match std::env::var("SEALBOX_BUYER_SECRET") {
             Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
             _ => bail!(
-                "no buyer secret: pass --secret-file FILE or set SEALBOX_BUYER_SECRET \
-                 (the seller's `sealbox seller grant` prints it)"
+                "no buyer secret: pass --secret-file FILE or set SEALBOX_BUYER_SECRET (the \
+                 seller's `sealbox seller grant` prints it); or, with AWS credentials, prove the \
+                 buyer's AWS account with --backend aws"
             ),
         }
     }
@@ -351,17 +405,20 @@ enum FetchError {
 /// the data directory until two minutes before it expires. When the service cannot be reached
 /// (`sealbox up` stopped, no network), a cached token for the same secret that is still good
 /// for two minutes is used instead, with a warning; `fresh` asks the service and nothing else.
+/// With `aws` and no secret given, the buyer proves its AWS account (the default credential
+/// chain) instead of a secret.
 pub async fn buyer_token(
     data: &Path,
     buyer: &str,
     creds: &BuyerCredentials,
     lifetime: Option<Duration>,
     fresh: bool,
+    aws: bool,
 ) -> anyhow::Result<String> {
     check_buyer(buyer)?;
     // The secret first: a mistyped --secret-file is the user's to fix, whatever runs.
-    let secret = creds.secret()?;
-    let digest = secret_digest(&secret);
+    let proof = creds.proof(aws)?;
+    let digest = proof.digest();
     let lifetime_seconds = lifetime.map(|l| l.as_secs());
     let cache = Paths::new(data).buyers.join(buyer).join("token.json");
     let now = OffsetDateTime::now_utc();
@@ -397,7 +454,7 @@ pub async fn buyer_token(
             "the token cache",
         ));
     }
-    let (token, expires_at) = match fetch_token(&url, buyer, &secret, lifetime).await {
+    let (token, expires_at) = match fetch_token(&url, buyer, &proof, lifetime).await {
         Ok(got) => got,
         Err(FetchError::Unreachable(e)) => match &cached {
             Some(c) => return Ok(fallback(&format!("{e:#}"), c)),
@@ -416,46 +473,52 @@ pub async fn buyer_token(
     Ok(cached.token)
 }
 
-/// `POST {url}/token` with the buyer's credentials: the token and when it expires.
+/// `POST {url}/token` with the buyer's proof: the token and when it expires.
 async fn fetch_token(
     url: &str,
     buyer: &str,
-    secret: &str,
+    proof: &Proof,
     lifetime: Option<Duration>,
 ) -> Result<(String, OffsetDateTime), FetchError> {
     let refused = |e: anyhow::Error| FetchError::Refused(e);
-    let body = match lifetime {
-        Some(l) => serde_json::json!({"lifetime_seconds": l.as_secs()}),
-        None => serde_json::json!({}),
-    };
+    let mut body = serde_json::Map::new();
+    if let Some(l) = lifetime {
+        body.insert("lifetime_seconds".into(), l.as_secs().into());
+    }
+    if let Proof::AwsIdentity(issuer) = proof {
+        let signed = crate::aws_identity::signed_proof(issuer)
+            .await
+            .map_err(refused)?;
+        let signed = serde_json::to_value(signed).map_err(|e| refused(e.into()))?;
+        body.insert("aws_sts".into(), signed);
+    }
     let route = format!("{url}/token");
-    let resp = reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| refused(e.into()))?
-        .post(&route)
-        .basic_auth(buyer, Some(secret))
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| {
-            let (why, unreachable) = if e.is_connect() {
-                (
-                    "nothing answers there; is `sealbox up` running? (or pass --token-url URL)",
-                    true,
-                )
-            } else if e.is_timeout() {
-                ("it did not answer within 30 s; try again", true)
-            } else {
-                ("the request failed; check the URL", false)
-            };
-            let e = anyhow::anyhow!("cannot get a token from the token service at {url}: {why}");
-            if unreachable {
-                FetchError::Unreachable(e)
-            } else {
-                FetchError::Refused(e)
-            }
-        })?;
+        .map_err(|e| refused(e.into()))?;
+    let mut request = client.post(&route).json(&body);
+    if let Proof::Secret(secret) = proof {
+        request = request.basic_auth(buyer, Some(secret));
+    }
+    let resp = request.send().await.map_err(|e| {
+        let (why, unreachable) = if e.is_connect() {
+            (
+                "nothing answers there; is `sealbox up` running? (or pass --token-url URL)",
+                true,
+            )
+        } else if e.is_timeout() {
+            ("it did not answer within 30 s; try again", true)
+        } else {
+            ("the request failed; check the URL", false)
+        };
+        let e = anyhow::anyhow!("cannot get a token from the token service at {url}: {why}");
+        if unreachable {
+            FetchError::Unreachable(e)
+        } else {
+            FetchError::Refused(e)
+        }
+    })?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         return Err(refused(anyhow::anyhow!(

@@ -209,8 +209,10 @@ pub async fn run(data_dir: &Path, good: usize, quiet: bool) -> anyhow::Result<Ca
         let creds = crate::access::BuyerCredentials {
             secret_file: Some(secret_file),
             token_url: Some(stack.token_url.clone()),
+            ..Default::default()
         };
-        let token = crate::access::buyer_token(data_dir, &buyer, &creds, None, false).await?;
+        let token =
+            crate::access::buyer_token(data_dir, &buyer, &creds, None, false, false).await?;
         ctx.buyer_tokens.insert(buyer, token);
     }
     if !quiet {

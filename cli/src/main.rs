@@ -208,7 +208,8 @@ enum SellerCommand {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Subscribe a buyer (or renew), printing its new secret for the token service.
+    /// Subscribe a buyer (or renew), printing its new secret for the token service (with
+    /// `--backend aws`, only with `--with-secret`: a buyer proves its AWS account instead).
     Grant {
         /// Buyer id.
         buyer: String,
@@ -221,6 +222,10 @@ enum SellerCommand {
         /// Write the secret to this file (mode 0600) instead of printing it.
         #[arg(long)]
         secret_out: Option<PathBuf>,
+        /// With `--backend aws`: make a secret too, for a buyer outside AWS (the embedded
+        /// backend always makes one).
+        #[arg(long)]
+        with_secret: bool,
     },
     /// End a buyer's subscription: no new tokens; its tokens stop within one key refresh.
     Revoke {
@@ -300,6 +305,10 @@ enum BuyerCommand {
         /// Ask for a new token even if the cached one is still good.
         #[arg(long)]
         fresh: bool,
+        /// `aws`: the seller's token service on AWS (`--token-url`), which the buyer proves its
+        /// AWS account to with its AWS credentials, unless a secret is given.
+        #[arg(long, value_enum, default_value_t = sealbox::output::Backend::Embedded)]
+        backend: sealbox::output::Backend,
         #[command(flatten)]
         credentials: sealbox::access::BuyerCredentials,
     },
@@ -487,6 +496,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 until,
                 product,
                 secret_out,
+                with_secret: _,
             } => {
                 access::grant(&data, &buyer, &product, until, secret_out.as_deref()).await?;
                 Ok(ExitCode::SUCCESS)
@@ -516,11 +526,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 buyer,
                 lifetime,
                 fresh,
+                backend,
                 credentials,
             } => {
                 let lifetime = lifetime.map(Into::into);
+                let aws = backend == sealbox::output::Backend::Aws;
                 let token =
-                    access::buyer_token(&data, &buyer, &credentials, lifetime, fresh).await?;
+                    access::buyer_token(&data, &buyer, &credentials, lifetime, fresh, aws).await?;
                 println!("{token}");
                 Ok(ExitCode::SUCCESS)
             }
@@ -585,8 +597,9 @@ async fn seller_aws(command: SellerCommand) -> anyhow::Result<ExitCode> {
             until,
             product,
             secret_out,
+            with_secret,
         } => {
-            aws.grant(&buyer, &product, until, secret_out.as_deref())
+            aws.grant(&buyer, &product, until, secret_out.as_deref(), with_secret)
                 .await?
         }
         SellerCommand::Revoke { buyer, product } => aws.revoke(&buyer, &product).await?,

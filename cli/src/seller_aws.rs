@@ -92,11 +92,30 @@ impl AwsSeller {
         product: &str,
         until: Option<OffsetDateTime>,
         secret_out: Option<&Path>,
+        with_secret: bool,
     ) -> anyhow::Result<()> {
-        let granted =
-            crate::access::grant_secret_in(&self.seller.subscriptions, buyer, product, until)
-                .await?;
-        print_grant(granted, secret_out)?;
+        if with_secret || secret_out.is_some() {
+            let granted =
+                crate::access::grant_secret_in(&self.seller.subscriptions, buyer, product, until)
+                    .await?;
+            print_grant(granted, secret_out)?;
+        } else {
+            let sub = crate::access::grant_without_secret_in(
+                &self.seller.subscriptions,
+                buyer,
+                product,
+                until,
+            )
+            .await?;
+            eprintln!(
+                "granted {buyer} a subscription to {product} ({}); it proves its AWS account to \
+                 the token service (`sealbox buyer token --backend aws`), no secret to hand over \
+                 (--with-secret makes one, for a buyer outside AWS)",
+                sub.expires_at
+                    .map(sealbox_core::contract::rfc3339)
+                    .unwrap_or_else(|| "no end".into())
+            );
+        }
         self.publish().await?;
         Ok(())
     }

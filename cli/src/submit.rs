@@ -690,16 +690,17 @@ async fn submit_checked(
         (_, false, _) => None,
         (Some(t), true, _) => Some(t.clone()),
         (None, true, Some(data)) => {
+            let aws = a.backend == Backend::Aws;
             let token =
-                crate::access::buyer_token(data, buyer, &a.credentials, None, false).await?;
+                crate::access::buyer_token(data, buyer, &a.credentials, None, false, aws).await?;
             check_token(&token, a, "the token service")?;
             Some(token)
         }
         (None, true, None) => bail!(
             "no token: with --backend aws there is no local token service to ask; pass the \
-             seller's token service with --token-url URL (and --secret-file FILE or \
-             $SEALBOX_BUYER_SECRET), or a token with --token TOKEN (or $SEALBOX_TOKEN). Nothing \
-             was submitted"
+             seller's token service with --token-url URL (the buyer's AWS credentials prove its \
+             account; or --secret-file FILE or $SEALBOX_BUYER_SECRET), or a token with --token \
+             TOKEN (or $SEALBOX_TOKEN). Nothing was submitted"
         ),
     };
     for (p, e) in planned.iter().zip(existing) {

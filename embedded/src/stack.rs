@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sealbox_authz::caller_identity::StsForwarder;
 use sealbox_authz::jwks_source::{FileJwks, HttpJwks, JwksSource, ObjectJwks};
 use sealbox_authz::key_store::file::FileKeyStore;
 use sealbox_authz::token_service::{JWKS_PATH, TokenService, TokenServiceConfig};
@@ -596,8 +597,13 @@ async fn start_token_service(
     let mut config = TokenServiceConfig::new(&opts.product);
     config.max_lifetime = opts.max_token_lifetime;
     config.jwks_max_age = opts.jwks_refresh.interval;
-    let service =
-        Arc::new(TokenService::new(config, keys, registry).map_err(StackError::TokenService)?);
+    // Buyers with AWS credentials prove their account through STS (or the endpoint the
+    // environment names for it), with no secret.
+    let service = Arc::new(
+        TokenService::new(config, keys, registry)
+            .map_err(StackError::TokenService)?
+            .accepting_aws_identity(StsForwarder::from_env()),
+    );
     let (listener, addr) = bind("token service", opts.token_port).await?;
     let url = format!("http://{addr}");
     let task = tokio::spawn(async move {

@@ -106,11 +106,18 @@ async fn tokens_from_the_token_service_verify_in_pyjwt_against_the_published_key
         .unwrap();
     let creds = BuyerCredentials {
         secret_file: Some(secret),
-        token_url: None,
+        ..Default::default()
     };
-    let token = buyer_token(data, BUYER, &creds, Some(Duration::from_secs(600)), false)
-        .await
-        .unwrap();
+    let token = buyer_token(
+        data,
+        BUYER,
+        &creds,
+        Some(Duration::from_secs(600)),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     let jwks = reqwest::get(format!("{}/.well-known/jwks.json", e.stack.token_url))
         .await
         .unwrap()

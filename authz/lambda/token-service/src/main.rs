@@ -13,6 +13,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use lambda_http::request::RequestContext;
+use sealbox_authz::caller_identity::StsForwarder;
 use sealbox_authz::token_service::{ClientAddr, TokenService, TokenServiceConfig};
 use sealbox_aws::config::{Settings, Var};
 use sealbox_aws::seller::SellerClients;
@@ -32,7 +33,10 @@ async fn build() -> anyhow::Result<axum::Router> {
         config,
         Arc::new(seller.keys),
         Arc::new(seller.subscriptions),
-    )?;
+    )?
+    // Buyers prove their account with a signed GetCallerIdentity, sent to STS (or the
+    // endpoint AWS_ENDPOINT_URL_STS names).
+    .accepting_aws_identity(StsForwarder::from_env());
     Ok(Arc::new(service)
         .router()
         .layer(axum::middleware::from_fn(client_addr)))
