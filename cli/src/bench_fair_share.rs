@@ -49,6 +49,29 @@ pub struct FairShareResult {
     pub burst_seconds: f64,
 }
 
+impl FairShareResult {
+    fn of(
+        backend: &'static str,
+        stack_deleted: Option<bool>,
+        model_latency_ms: u64,
+        args: &BenchArgs,
+        burst: u32,
+        times: Times,
+    ) -> Self {
+        FairShareResult {
+            backend,
+            stack_deleted,
+            model_latency_ms,
+            concurrency: args.concurrency,
+            burst,
+            few: FEW_REQUESTS,
+            few_alone_seconds: times.alone,
+            few_after_burst_seconds: times.beside,
+            burst_seconds: times.burst,
+        }
+    }
+}
+
 /// Writes `objects` into `bucket` (four writers at once) and answers when the writes began.
 async fn write_all(
     store: Arc<dyn ObjectStore>,
@@ -191,18 +214,9 @@ pub async fn run(
     let store: Arc<dyn ObjectStore> = Arc::new(stack.store.clone());
     let times = measure(store, INBOX, &mut notes, &ctx, burst, FEW_REQUESTS).await;
     stack.stop().await;
-    let times = times?;
-    Ok(FairShareResult {
-        backend: "embedded",
-        stack_deleted: None,
-        model_latency_ms: latency_ms,
-        concurrency: args.concurrency,
-        burst,
-        few: FEW_REQUESTS,
-        few_alone_seconds: times.alone,
-        few_after_burst_seconds: times.beside,
-        burst_seconds: times.burst,
-    })
+    Ok(FairShareResult::of(
+        "embedded", None, latency_ms, args, burst, times?,
+    ))
 }
 
 /// Runs the fair-share scenario with the pipeline of `up --backend aws` on a fresh stack at the
@@ -217,16 +231,12 @@ pub async fn run_aws(args: &BenchArgs, burst: u32) -> anyhow::Result<FairShareRe
         times
     })
     .await;
-    let times = times?;
-    Ok(FairShareResult {
-        backend: "aws",
-        stack_deleted: Some(deleted),
-        model_latency_ms: latency_ms,
-        concurrency: args.concurrency,
+    Ok(FairShareResult::of(
+        "aws",
+        Some(deleted),
+        latency_ms,
+        args,
         burst,
-        few: FEW_REQUESTS,
-        few_alone_seconds: times.alone,
-        few_after_burst_seconds: times.beside,
-        burst_seconds: times.burst,
-    })
+        times?,
+    ))
 }

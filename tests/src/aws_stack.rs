@@ -151,10 +151,16 @@ impl AwsStack {
     /// Starts `sealbox up --backend aws` on the stack (with `extra` arguments) and waits for its
     /// ready line.
     pub fn up(&self, extra: &[&str]) -> Daemon {
+        let args = [&["up", "--backend", "aws", "--log", "warn"][..], extra].concat();
+        self.daemon(&args, "sealbox ready on AWS")
+    }
+
+    /// Starts `sealbox ARGS` with the stack's environment and the seller's data directory, and
+    /// waits for its first line, which must start with `ready`.
+    pub fn daemon(&self, args: &[&str], ready: &str) -> Daemon {
         let mut child = self
             .sealbox()
-            .args(["up", "--backend", "aws", "--log", "warn"])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -163,7 +169,7 @@ impl AwsStack {
         let daemon = Daemon(child);
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        assert!(line.starts_with("sealbox ready on AWS"), "{line:?}");
+        assert!(line.starts_with(ready), "{line:?}");
         daemon
     }
 

@@ -262,3 +262,35 @@ pub fn run(mut c: std::process::Command) -> Ran {
     assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
     ran
 }
+
+/// Judges fair share by the order outcomes were announced in (`order`, the buyer of each):
+/// `few`'s requests, written when `done_when_few_came` of `bursting`'s `burst` had finished,
+/// must not wait for most of what was left of the burst. Queued behind it, all of that would
+/// finish first; shared fairly, the few wait only for what was already in hand.
+pub fn assert_not_behind_the_burst(
+    order: &[String],
+    bursting: &str,
+    few: &str,
+    burst: usize,
+    done_when_few_came: usize,
+) {
+    let few_last = order
+        .iter()
+        .rposition(|b| b == few)
+        .expect("the few were announced");
+    let burst_before = order[..few_last].iter().filter(|b| *b == bursting).count();
+    let left = burst - done_when_few_came;
+    let ahead = burst_before.saturating_sub(done_when_few_came);
+    eprintln!(
+        "{done_when_few_came} of the burst's {burst} had finished when the other buyer's \
+         requests were written; {ahead} of the {left} left finished before their last"
+    );
+    assert!(
+        left > 100,
+        "the burst was over before the test began: {left} left"
+    );
+    assert!(
+        ahead < left / 2,
+        "{ahead} of the {left} requests left of the burst finished before the other buyer's last"
+    );
+}

@@ -73,20 +73,5 @@ fn a_buyers_few_requests_are_not_run_after_another_buyers_burst_under_up() {
         .map(|n| n["body"]["buyer"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(order.len(), BURST + FEW, "{order:?}");
-    let few_last = order.iter().rposition(|b| b == OTHER).unwrap();
-    let burst_before = order[..few_last].iter().filter(|b| *b == BUYER).count();
-    let left = BURST - done_when_few_came;
-    let ahead = burst_before.saturating_sub(done_when_few_came);
-    eprintln!(
-        "{done_when_few_came} of the burst's {BURST} had finished when the other buyer's {FEW} \
-         were written; {ahead} of the {left} left finished before the last of the {FEW}"
-    );
-    assert!(
-        left > 100,
-        "the burst was over before the test began: {left} left"
-    );
-    assert!(
-        ahead < left / 2,
-        "{ahead} of the {left} requests left of the burst finished before the other buyer's last"
-    );
+    sealbox_tests::assert_not_behind_the_burst(&order, BUYER, OTHER, BURST, done_when_few_came);
 }

@@ -6,7 +6,6 @@
 //! directory; it trusts the STS endpoint its environment names (moto's).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -66,18 +65,7 @@ fn buyer_env(stack: &AwsStack, creds: &Credentials) -> Vec<(String, String)> {
 /// `sealbox up` on the seller's data directory (its token service; the embedded pipeline
 /// beside it is unused), with moto as the STS it trusts; answers it and the token URL.
 fn seller_up(stack: &AwsStack) -> (Daemon, String) {
-    let mut child = stack
-        .sealbox()
-        .args(["up", "--log", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let daemon = Daemon(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    assert!(line.starts_with("sealbox ready"), "{line:?}");
+    let daemon = stack.daemon(&["up", "--log", "warn"], "sealbox ready");
     let url = std::fs::read_to_string(stack.dir.path().join("token-service.url")).unwrap();
     (daemon, url.trim().to_owned())
 }
@@ -135,24 +123,15 @@ fn a_granted_aws_account_gets_a_token_with_no_secret_and_every_bad_proof_is_refu
     // The granted account: `buyer token --backend aws`, no secret anywhere.
     let granted = assume(&stack, BUYER);
     let buyer_dir = tempfile::tempdir().unwrap();
-    let buyer = |args: &[&str], creds: &Credentials| {
+    // `sealbox buyer token --backend aws` as `account`, holding `creds` and no secret.
+    let token_as = |account: &str, creds: &Credentials| {
         let mut c = sealbox_tests::sealbox(buyer_dir.path());
-        c.args(args).envs(buyer_env(&stack, creds));
+        c.args(["buyer", "token", "--backend", "aws", "--fresh"])
+            .args(["--buyer", account, "--token-url", &token_url])
+            .envs(buyer_env(&stack, creds));
         sealbox_tests::run(c)
     };
-    let ran = buyer(
-        &[
-            "buyer",
-            "token",
-            "--backend",
-            "aws",
-            "--buyer",
-            BUYER,
-            "--token-url",
-            &token_url,
-        ],
-        &granted,
-    );
+    let ran = token_as(BUYER, &granted);
     assert!(ran.ok, "{}", ran.stderr);
     let token = ran.stdout.trim().to_owned();
     let claims = claims_of(&token);
@@ -195,20 +174,7 @@ fn a_granted_aws_account_gets_a_token_with_no_secret_and_every_bad_proof_is_refu
 
     // An account never granted: refused, with its account named.
     let stranger = assume(&stack, STRANGER);
-    let ran = buyer(
-        &[
-            "buyer",
-            "token",
-            "--backend",
-            "aws",
-            "--buyer",
-            STRANGER,
-            "--token-url",
-            &token_url,
-            "--fresh",
-        ],
-        &stranger,
-    );
+    let ran = token_as(STRANGER, &stranger);
     assert!(!ran.ok, "{}", ran.stdout);
     assert!(
         ran.stderr.contains("not_subscribed") && ran.stderr.contains(STRANGER),

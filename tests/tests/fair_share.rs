@@ -61,24 +61,12 @@ async fn a_buyers_few_requests_are_not_queued_behind_another_buyers_burst() {
         );
         order.push(n.buyer);
     }
-    let few_last = order.iter().rposition(|b| *b == few).unwrap();
-    let burst_before = order[..few_last].iter().filter(|b| **b == bursting).count();
-    // What was left of the burst when the other buyer's requests were written: queued behind
-    // it, all of that would finish first; shared fairly, the few wait only for what was already
-    // in hand when they arrived.
-    let left = BURST - burst_done_when_few_came;
-    let ahead = burst_before - burst_done_when_few_came;
-    eprintln!(
-        "{burst_done_when_few_came} of the burst's {BURST} had finished when the other buyer's \
-         {FEW} were written; {ahead} of the {left} left finished before the last of the {FEW}"
-    );
-    assert!(
-        left > 100,
-        "the burst was over before the test began: {left} left"
-    );
-    assert!(
-        ahead < left / 2,
-        "{ahead} of the {left} requests left of the burst finished before the other buyer's last"
+    sealbox_tests::assert_not_behind_the_burst(
+        &order,
+        &bursting,
+        &few,
+        BURST,
+        burst_done_when_few_came,
     );
     e.stack.stop().await;
 }
