@@ -173,6 +173,27 @@ impl AwsStack {
         daemon
     }
 
+    /// Credentials of a role session in `account` (`sts:AssumeRole` on moto, which needs no
+    /// such role to exist): a caller whose `GetCallerIdentity` answers that account.
+    pub fn assume_role(&self, account: &str) -> aws_credential_types::Credentials {
+        let out = crate::aws_cli::AwsCli::new(&self.moto).json(&[
+            "sts",
+            "assume-role",
+            "--role-arn",
+            &format!("arn:aws:iam::{account}:role/buyer-app"),
+            "--role-session-name",
+            "buyer-app",
+        ]);
+        let c = &out["Credentials"];
+        aws_credential_types::Credentials::new(
+            c["AccessKeyId"].as_str().unwrap(),
+            c["SecretAccessKey"].as_str().unwrap(),
+            Some(c["SessionToken"].as_str().unwrap().to_owned()),
+            None,
+            "assume-role",
+        )
+    }
+
     /// The SDK configuration that reaches moto, for a test's own clients.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         self.moto.sdk_config().await

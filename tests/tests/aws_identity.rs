@@ -12,7 +12,6 @@ use aws_credential_types::Credentials;
 use base64::Engine as _;
 use sealbox_authz::caller_identity::IdentityProof;
 use sealbox_tests::Daemon;
-use sealbox_tests::aws_cli::AwsCli;
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
 
 /// An account never granted.
@@ -21,26 +20,6 @@ const STRANGER: &str = "444455556666";
 const REVOKED: &str = "555566667777";
 /// The seller's issuer (`seller keys init`'s default).
 const ISSUER: &str = sealbox::stack::DEFAULT_ISSUER;
-
-/// Credentials of a role session in `account`, by `sts:AssumeRole` on moto.
-fn assume(stack: &AwsStack, account: &str) -> Credentials {
-    let out = AwsCli::new(&stack.moto).json(&[
-        "sts",
-        "assume-role",
-        "--role-arn",
-        &format!("arn:aws:iam::{account}:role/buyer-app"),
-        "--role-session-name",
-        "buyer-app",
-    ]);
-    let c = &out["Credentials"];
-    Credentials::new(
-        c["AccessKeyId"].as_str().unwrap(),
-        c["SecretAccessKey"].as_str().unwrap(),
-        Some(c["SessionToken"].as_str().unwrap().to_owned()),
-        None,
-        "assume-role",
-    )
-}
 
 /// The environment of a buyer machine holding `creds` (and nothing of the seller's).
 fn buyer_env(stack: &AwsStack, creds: &Credentials) -> Vec<(String, String)> {
@@ -121,7 +100,7 @@ fn a_granted_aws_account_gets_a_token_with_no_secret_and_every_bad_proof_is_refu
     let _pipeline = stack.up(&[]);
 
     // The granted account: `buyer token --backend aws`, no secret anywhere.
-    let granted = assume(&stack, BUYER);
+    let granted = stack.assume_role(BUYER);
     let buyer_dir = tempfile::tempdir().unwrap();
     // `sealbox buyer token --backend aws` as `account`, holding `creds` and no secret.
     let token_as = |account: &str, creds: &Credentials| {
@@ -173,7 +152,7 @@ fn a_granted_aws_account_gets_a_token_with_no_secret_and_every_bad_proof_is_refu
     );
 
     // An account never granted: refused, with its account named.
-    let stranger = assume(&stack, STRANGER);
+    let stranger = stack.assume_role(STRANGER);
     let ran = token_as(STRANGER, &stranger);
     assert!(!ran.ok, "{}", ran.stdout);
     assert!(
@@ -230,7 +209,7 @@ fn a_granted_aws_account_gets_a_token_with_no_secret_and_every_bad_proof_is_refu
     // Accounts STS vouches for, but that may not have a token.
     for (what, account) in [("never granted", STRANGER), ("revoked", REVOKED)] {
         let body =
-            serde_json::json!({"aws_sts": proof(&assume(&stack, account), &sts, ISSUER, now)});
+            serde_json::json!({"aws_sts": proof(&stack.assume_role(account), &sts, ISSUER, now)});
         let (got, answer) = post(&token_url, &body);
         assert_eq!(
             (got, answer["error"].as_str()),

@@ -174,3 +174,49 @@ async fn the_rotate_keys_function_invoked_twice_in_a_row_rotates_once() {
     let logs = f.logs().join("\n");
     assert!(logs.contains("\"KeysRotated\""), "EMF metrics: {logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_service_function_issues_a_token_to_a_proven_aws_account_granted_without_a_secret()
+ {
+    let stack = AwsStack::start_with("token-iam", &[], SellerSide::Aws);
+    let granted = stack.sealbox_aws(&["seller", "grant", BUYER]);
+    assert!(granted.trim().is_empty(), "no secret is printed: {granted}");
+    // The function trusts the STS its environment names: moto's.
+    let f = stack.lambda("token-service", &[]).await;
+    let sts = format!("{}/", stack.moto.endpoint);
+    let ask = |account: &str| {
+        let proof = sealbox::aws_identity::sign_proof(
+            stack.assume_role(account),
+            "us-east-1",
+            &sts,
+            "sealbox-seller",
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        url_event(
+            "POST",
+            "/token",
+            json!({"content-type": "application/json"}),
+            Some(&json!({"aws_sts": proof}).to_string()),
+            "203.0.113.9",
+        )
+    };
+    let (status, body) = answer(&f.invoke(ask(BUYER)).await.unwrap());
+    assert_eq!(status, 200, "{body}");
+    let verifier = Verifier::new(VerifierConfig::new("sealbox-seller", "iris-classifier"));
+    verifier
+        .load(PublishedKeys::parse(stack.published_keys().as_bytes()).unwrap())
+        .unwrap();
+    let claims = verifier
+        .verify(body["token"].as_str().unwrap(), BUYER)
+        .unwrap();
+    assert_eq!(claims.sub, BUYER);
+
+    let (status, body) = answer(&f.invoke(ask("444455556666")).await.unwrap());
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("not_subscribed")),
+        "{body}"
+    );
+    assert!(body.get("token").is_none(), "{body}");
+}
