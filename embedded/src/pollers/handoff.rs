@@ -685,4 +685,102 @@ mod tests {
         assert_eq!(r.events.stats().await.unwrap(), Default::default());
         assert_eq!(r.jobs.stats().await.unwrap(), Default::default());
     }
+
+    /// The jobs queue, down while `down` is set (an outage of our own queue).
+    struct Outage {
+        inner: SqliteQueue,
+        down: Arc<AtomicBool>,
+    }
+
+    #[async_trait]
+    impl QueueSender for Outage {
+        async fn send_batch(
+            &self,
+            messages: &[OutgoingMessage],
+        ) -> sealbox_core::Result<Vec<String>> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(sealbox_core::Error::storage(
+                    "sending to the jobs queue",
+                    "the queue service is down",
+                ));
+            }
+            self.inner.send_batch(messages).await
+        }
+    }
+
+    /// The inbox-events queue, counting the messages it hands out.
+    struct CountingReceives {
+        inner: SqliteQueue,
+        received: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl QueueConsumer for CountingReceives {
+        async fn receive(
+            &self,
+            options: ReceiveOptions,
+        ) -> sealbox_core::Result<Vec<ReceivedMessage>> {
+            let got = self.inner.receive(options).await?;
+            self.received.fetch_add(got.len(), Ordering::SeqCst);
+            Ok(got)
+        }
+        async fn delete_batch(&self, receipt_handles: &[String]) -> sealbox_core::Result<()> {
+            self.inner.delete_batch(receipt_handles).await
+        }
+        async fn change_visibility(
+            &self,
+            receipt_handle: &str,
+            timeout: Duration,
+        ) -> sealbox_core::Result<()> {
+            self.inner.change_visibility(receipt_handle, timeout).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_of_the_jobs_queue_holds_the_event_in_hand_without_giving_it_back() {
+        // The endpoint is busy, so the job must wait on the jobs queue, which is down.
+        let r = rig(true);
+        r.request().await;
+        let down = Arc::new(AtomicBool::new(true));
+        let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop, stopped) = watch::channel(false);
+        let poller = tokio::spawn(run(
+            r.ingest.clone(),
+            r.worker.clone(),
+            Arc::new(CountingReceives {
+                inner: r.events.clone(),
+                received: received.clone(),
+            }),
+            Arc::new(Outage {
+                inner: r.jobs.clone(),
+                down: down.clone(),
+            }),
+            super::super::FairSlots::new(2),
+            PollerConfig {
+                wait: Duration::from_millis(50),
+                visibility_timeout: Duration::from_secs(30),
+                receive_linger: Duration::from_millis(10),
+                delete_linger: Duration::from_millis(10),
+            },
+            stopped,
+            None,
+        ));
+        // Three seconds of outage: given back, the event would come back after its retry
+        // delay (at most a second for a first receive) and be received again.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        down.store(false, Ordering::SeqCst);
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let jobs = r.jobs.stats().await.unwrap();
+            let events = r.events.stats().await.unwrap();
+            if jobs.visible + jobs.delayed == 1 && events == Default::default() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < until, "{jobs:?} {events:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(true).unwrap();
+        poller.await.unwrap();
+        assert_eq!(received.load(Ordering::SeqCst), 1, "received once, held");
+    }
 }
