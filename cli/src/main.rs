@@ -129,7 +129,7 @@ struct UpArgs {
     #[arg(long, value_enum, default_value_t = Backend::Embedded)]
     backend: Backend,
     /// Product id that tokens must be issued for.
-    #[arg(long, default_value = DEFAULT_PRODUCT)]
+    #[arg(long, env = "SEALBOX_PRODUCT", default_value = DEFAULT_PRODUCT)]
     product: String,
     /// Seller name, used when keys are created.
     #[arg(long, default_value = DEFAULT_ISSUER)]
@@ -217,7 +217,7 @@ enum SellerCommand {
         #[arg(long, value_parser = sealbox::access::parse_until)]
         until: Option<time::OffsetDateTime>,
         /// Product id.
-        #[arg(long, default_value = DEFAULT_PRODUCT)]
+        #[arg(long, env = "SEALBOX_PRODUCT", default_value = DEFAULT_PRODUCT)]
         product: String,
         /// Write the secret to this file (mode 0600) instead of printing it.
         #[arg(long)]
@@ -232,7 +232,7 @@ enum SellerCommand {
         /// Buyer id.
         buyer: String,
         /// Product id.
-        #[arg(long, default_value = DEFAULT_PRODUCT)]
+        #[arg(long, env = "SEALBOX_PRODUCT", default_value = DEFAULT_PRODUCT)]
         product: String,
     },
     /// List subscriptions: buyer, product, status, expiry, created and updated times.
@@ -251,7 +251,7 @@ enum SellerCommand {
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
         /// Product id.
-        #[arg(long, default_value = DEFAULT_PRODUCT)]
+        #[arg(long, env = "SEALBOX_PRODUCT", default_value = DEFAULT_PRODUCT)]
         product: String,
     },
 }
@@ -284,7 +284,7 @@ enum KeysCommand {
     /// to an object for buyers who read them from a bucket.
     Jwks {
         /// Product whose denied buyers are listed.
-        #[arg(long, default_value = DEFAULT_PRODUCT)]
+        #[arg(long, env = "SEALBOX_PRODUCT", default_value = DEFAULT_PRODUCT)]
         product: String,
         /// Write to this object of the embedded store (BUCKET/KEY) instead of printing.
         #[arg(long)]

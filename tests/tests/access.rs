@@ -333,3 +333,40 @@ async fn a_jwks_outage_is_bridged_by_the_cache_then_fails_closed_then_recovers()
     server.abort();
     e.stack.stop().await;
 }
+
+#[test]
+fn seller_commands_take_the_product_from_sealbox_product_as_the_buyer_commands_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let with_product = |args: &[&str]| {
+        let out = sealbox(data)
+            .args(args)
+            .env("SEALBOX_PRODUCT", "acme-model")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    with_product(&["seller", "keys", "init"]);
+    with_product(&["seller", "grant", BUYER]);
+    let token = with_product(&["seller", "token", "--buyer", BUYER]);
+    let payload = token.trim().split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], "acme-model", "{claims}");
+    with_product(&["seller", "revoke", BUYER]);
+    let (ok, list, _) = run(data, &["seller", "subscriptions", "--json"]);
+    assert!(ok);
+    let sub: serde_json::Value = serde_json::from_str(list.trim()).unwrap();
+    assert_eq!(
+        (sub["product"].as_str(), sub["status"].as_str()),
+        (Some("acme-model"), Some("revoked")),
+        "{sub}"
+    );
+}
