@@ -26,9 +26,12 @@
 
 use time::{Duration, OffsetDateTime};
 
+use crate::agreements::{
+    AgreementEvent, AgreementRecord, AgreementStep, Outcome, ParsedEvent, parse_event,
+};
 use crate::error::AuthzError;
 use crate::jwks::Denial;
-use crate::subscriptions::{Subscription, SubscriptionRegistry, SubscriptionStatus};
+use crate::subscriptions::{NO_SECRET, Subscription, SubscriptionRegistry, SubscriptionStatus};
 
 /// Runs every check of the suite on `registry` (fresh and empty).
 pub async fn run_all(registry: &dyn SubscriptionRegistry) {
@@ -41,6 +44,9 @@ pub async fn run_all(registry: &dyn SubscriptionRegistry) {
     denials_name_the_grant_id_not_the_buyer(registry).await;
     timestamps_round_trip_to_the_millisecond(registry).await;
     concurrent_first_grants_end_with_one_subscription_and_one_grant_id(registry).await;
+    swap_stores_only_over_what_was_read(registry).await;
+    agreement_events_grant_and_revoke_and_a_late_duplicate_changes_nothing(registry).await;
+    hand_changes_and_agreement_events_live_side_by_side(registry).await;
 }
 
 /// True if `a` and `b` are less than 1 ms apart.
@@ -637,4 +643,248 @@ pub async fn concurrent_first_grants_end_with_one_subscription_and_one_grant_id(
         .filter(|s| s.buyer == b && s.product == p)
         .count();
     assert_eq!(ours, 1, "{check}: {ours} subscriptions of ({b}, {p})");
+}
+
+/// `swap` creates only where there is nothing, updates only over the subscription it was given
+/// (by `updated_at`), stores every field but the secret hash, and gives a new subscription
+/// [`NO_SECRET`].
+pub async fn swap_stores_only_over_what_was_read(registry: &dyn SubscriptionRegistry) {
+    let check = "swap_stores_only_over_what_was_read";
+    let (b, p) = ("swap-b", "swap-p");
+    let now = OffsetDateTime::now_utc();
+    let ledger = vec![AgreementRecord {
+        id: "agmt-swap".into(),
+        step: AgreementStep::Created,
+        event_at: now - Duration::days(1),
+        until: Some(now + Duration::days(30)),
+    }];
+    let new = Subscription {
+        buyer: b.into(),
+        product: p.into(),
+        grant_id: crate::subscriptions::new_grant_id().unwrap(),
+        status: SubscriptionStatus::Active,
+        expires_at: Some(now + Duration::days(30)),
+        revoked_at: None,
+        created_at: now,
+        updated_at: now,
+        agreements: ledger.clone(),
+        hand_at: None,
+    };
+    assert!(
+        registry.swap(None, &new).await.unwrap(),
+        "{check}: a first swap over nothing must store"
+    );
+    assert!(
+        !registry.swap(None, &new).await.unwrap(),
+        "{check}: a swap over nothing must not store over an existing subscription"
+    );
+    let (got, hash) = stored(check, registry, b, p).await;
+    assert_same(check, "after the first swap", &got, &new);
+    assert_eq!(got.agreements, ledger, "{check}: the ledger round-trips");
+    assert_eq!(got.hand_at, None, "{check}");
+    assert_eq!(
+        hash, NO_SECRET,
+        "{check}: a subscription made by swap has no secret"
+    );
+
+    let mut revoked = got.clone();
+    revoked.status = SubscriptionStatus::Revoked;
+    revoked.revoked_at = Some(now + Duration::seconds(1));
+    revoked.expires_at = None;
+    revoked.updated_at = now + Duration::seconds(1);
+    assert!(
+        registry.swap(Some(&got), &revoked).await.unwrap(),
+        "{check}"
+    );
+    let mut stale = got.clone();
+    stale.status = SubscriptionStatus::Active;
+    stale.updated_at = now + Duration::seconds(2);
+    assert!(
+        !registry.swap(Some(&got), &stale).await.unwrap(),
+        "{check}: a swap over a subscription changed since it was read must not store"
+    );
+    let (after, _) = stored(check, registry, b, p).await;
+    assert_same(check, "after the second swap", &after, &revoked);
+
+    // A hand grant keeps the ledger and its hash replaces NO_SECRET.
+    let renewed = grant(check, registry, b, p, None, "swap-h").await;
+    assert_eq!(
+        renewed.agreements, ledger,
+        "{check}: a hand grant keeps the ledger"
+    );
+    assert!(
+        renewed.hand_at.is_some(),
+        "{check}: a hand grant sets hand_at"
+    );
+    let (_, hash) = stored(check, registry, b, p).await;
+    assert_eq!(hash, "swap-h", "{check}");
+}
+
+/// AWS's published `Purchase Agreement Created - Manufacturer` example, with this time, buyer
+/// and agreement (Seller Guide, "Amazon EventBridge events", "Events for agreements").
+pub fn created_event(time: &str, buyer: &str, agreement: &str, end: &str) -> serde_json::Value {
+    serde_json::json!({
+      "version": "0",
+      "id": format!("created-{agreement}-{time}"),
+      "detail-type": "Purchase Agreement Created - Manufacturer",
+      "source": "aws.agreement-marketplace",
+      "account": "123456789012",
+      "time": time,
+      "region": "us-east-1",
+      "resources": [format!("arn:aws:aws-marketplace::aws:agreement:{agreement}")],
+      "detail": {
+        "requestId": "3d4c9f9b-b809-4f5e-9fac-a9ae98b05cbb",
+        "catalog": "AWSMarketplace",
+        "agreement": {
+          "id": agreement,
+          "intent": "NEW",
+          "status": "ACTIVE",
+          "acceptanceTime": time,
+          "startTime": time,
+          "endTime": end
+        },
+        "resaleAuthorization": { "id": "resaleauthz-yaxjqxiskysxa" },
+        "acceptor": { "accountId": buyer },
+        "proposer": { "accountId": "123456512334" },
+        "offer": { "id": "offer-1234567890123" }
+      }
+    })
+}
+
+/// AWS's published `Purchase Agreement Ended - Manufacturer` example, with this time, buyer,
+/// agreement and status.
+pub fn ended_event(time: &str, buyer: &str, agreement: &str, status: &str) -> serde_json::Value {
+    serde_json::json!({
+      "version": "0",
+      "id": format!("ended-{agreement}-{time}"),
+      "detail-type": "Purchase Agreement Ended - Manufacturer",
+      "source": "aws.agreement-marketplace",
+      "account": "123456789012",
+      "time": time,
+      "region": "us-east-1",
+      "resources": [format!("arn:aws:aws-marketplace::aws:agreement:{agreement}")],
+      "detail": {
+        "requestId": "3d4c9f9b-b809-4f5e-9fac-a9ae98b05cbb",
+        "catalog": "AWSMarketplace",
+        "agreement": { "id": agreement, "status": status },
+        "resaleAuthorization": { "id": "resaleauthz-yaxjqxiskysxa" },
+        "acceptor": { "accountId": buyer },
+        "proposer": { "accountId": "123456512334" },
+        "offer": { "id": "offer-1234567890123" }
+      }
+    })
+}
+
+fn agreement_event(check: &str, v: &serde_json::Value) -> AgreementEvent {
+    match parse_event(v) {
+        Ok(ParsedEvent::Agreement(e)) => e,
+        other => panic!("{check}: {v} did not parse as an agreement event: {other:?}"),
+    }
+}
+
+/// Created, then ended, then the created event again (a late duplicate): granted, revoked,
+/// and still revoked; an end arriving before its creation keeps the buyer out.
+pub async fn agreement_events_grant_and_revoke_and_a_late_duplicate_changes_nothing(
+    registry: &dyn SubscriptionRegistry,
+) {
+    let check = "agreement_events_grant_and_revoke_and_a_late_duplicate_changes_nothing";
+    let (b, p) = ("111100002222", "agreement-p");
+    let created = created_event("2026-01-01T00:00:00Z", b, "agmt-c1", "2126-01-01T00:00:00Z");
+    let ended = ended_event("2026-02-01T00:00:00Z", b, "agmt-c1", "CANCELLED");
+    let apply = |v: serde_json::Value| async move {
+        crate::agreements::apply(registry, &agreement_event(check, &v), p)
+            .await
+            .unwrap_or_else(|e| panic!("{check}: applying {v} failed: {e}"))
+    };
+    assert_eq!(apply(created.clone()).await, Outcome::Granted, "{check}");
+    let (s, hash) = stored(check, registry, b, p).await;
+    assert!(s.is_active(OffsetDateTime::now_utc()), "{check}: {s:?}");
+    assert_eq!(s.expires_at.map(|t| t.year()), Some(2126), "{check}");
+    assert_eq!(
+        hash, NO_SECRET,
+        "{check}: an agreement's grant has no secret"
+    );
+    assert!(
+        matches!(apply(created.clone()).await, Outcome::Skipped(_)),
+        "{check}"
+    );
+    assert_eq!(apply(ended.clone()).await, Outcome::Revoked, "{check}");
+    assert!(
+        matches!(apply(created).await, Outcome::Skipped(_)),
+        "{check}: late duplicate"
+    );
+    assert!(
+        matches!(apply(ended).await, Outcome::Skipped(_)),
+        "{check}: duplicate end"
+    );
+    let (s, _) = stored(check, registry, b, p).await;
+    assert_eq!(s.status, SubscriptionStatus::Revoked, "{check}");
+    let denied = denials(check, registry, p, OffsetDateTime::now_utc()).await;
+    assert!(
+        denied.iter().any(|d| d.grant == s.grant_id),
+        "{check}: the revoked grant is on the deny list: {denied:?}"
+    );
+
+    let b2 = "111100003333";
+    let early_end = ended_event("2026-02-01T00:00:00Z", b2, "agmt-c2", "CANCELLED");
+    let late_start = created_event(
+        "2026-01-01T00:00:00Z",
+        b2,
+        "agmt-c2",
+        "2126-01-01T00:00:00Z",
+    );
+    assert!(
+        matches!(apply(early_end).await, Outcome::Recorded(_)),
+        "{check}"
+    );
+    assert!(
+        matches!(apply(late_start).await, Outcome::Skipped(_)),
+        "{check}"
+    );
+    let (s, _) = stored(check, registry, b2, p).await;
+    assert_eq!(
+        s.status,
+        SubscriptionStatus::Revoked,
+        "{check}: end before start"
+    );
+}
+
+/// A hand revoke outranks an older agreement event (replayed from a file, say); a newer
+/// agreement event outranks an older hand change; a hand grant keeps the ledger.
+pub async fn hand_changes_and_agreement_events_live_side_by_side(
+    registry: &dyn SubscriptionRegistry,
+) {
+    let check = "hand_changes_and_agreement_events_live_side_by_side";
+    let (b, p) = ("111100004444", "agreement-hand-p");
+    grant(check, registry, b, p, None, "hand-h").await;
+    revoke(check, registry, b, p).await;
+    let old = created_event("2026-01-01T00:00:00Z", b, "agmt-h1", "2126-01-01T00:00:00Z");
+    let outcome = crate::agreements::apply(registry, &agreement_event(check, &old), p)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Recorded(_)),
+        "{check}: {outcome:?}"
+    );
+    let (s, hash) = stored(check, registry, b, p).await;
+    assert_eq!(
+        s.status,
+        SubscriptionStatus::Revoked,
+        "{check}: the hand revoke stands"
+    );
+    assert_eq!(s.agreements.len(), 1, "{check}: the event is in the ledger");
+    assert_eq!(hash, "hand-h", "{check}: the buyer's own secret is kept");
+
+    let newer = created_event("2126-01-01T00:00:00Z", b, "agmt-h2", "2127-01-01T00:00:00Z");
+    let outcome = crate::agreements::apply(registry, &agreement_event(check, &newer), p)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Granted,
+        "{check}: a newer agreement grants"
+    );
+    let (s, _) = stored(check, registry, b, p).await;
+    assert_eq!(s.status, SubscriptionStatus::Active, "{check}");
+    assert_eq!(s.agreements.len(), 2, "{check}");
 }

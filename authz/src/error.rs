@@ -64,6 +64,9 @@ pub enum AuthzError {
     /// The subscription registry failed.
     #[error("subscription registry: {0}")]
     Registry(String),
+    /// The Marketplace Agreement Service failed in a way worth retrying (an outage, throttling).
+    #[error("Marketplace Agreement Service: {0}")]
+    Marketplace(String),
     /// The buyer has no subscription to the product.
     #[error("buyer {buyer} has no subscription to {product}; see `sealbox seller subscriptions`")]
     NoSubscription {

@@ -1,6 +1,7 @@
 //! sealbox authz: the seller's keyset and its published keys, the subscription registry, the
 //! token service, and token verification for ingest.
 
+pub mod agreements;
 pub mod authorizer;
 pub mod buyer_secret;
 pub mod caller_identity;

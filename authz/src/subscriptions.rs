@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::agreements::AgreementRecord;
 use crate::error::AuthzError;
 use crate::jwks::Denial;
 use crate::keyset::RETIRE_AFTER;
@@ -37,6 +38,10 @@ pub fn new_grant_id() -> Result<String, AuthzError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id))
 }
 
+/// The secret hash of a subscription made without a secret (by a Marketplace agreement): not a
+/// PHC string, so no secret matches it.
+pub const NO_SECRET: &str = "none";
+
 /// One buyer's subscription to one product.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Subscription {
@@ -62,12 +67,30 @@ pub struct Subscription {
     /// When it last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// The Marketplace agreements behind it, each with its last event applied
+    /// ([`crate::agreements`]); empty for a subscription only ever granted by hand.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agreements: Vec<AgreementRecord>,
+    /// When the seller last granted or revoked it by hand (`grant`, `revoke`), if since
+    /// agreements began to be recorded.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hand_at: Option<OffsetDateTime>,
 }
 
 impl Subscription {
     /// True if the buyer may get a token at `now`.
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         self.status == SubscriptionStatus::Active && self.expires_at.is_none_or(|e| e > now)
+    }
+
+    /// When the seller last changed it by hand: `hand_at`, or for a subscription that no
+    /// agreement ever touched, its last change.
+    pub fn hand_changed_at(&self) -> Option<OffsetDateTime> {
+        self.hand_at
+            .or_else(|| self.agreements.is_empty().then_some(self.updated_at))
     }
 
     /// The printed status at `now`: `active`, `revoked` or `expired`.
@@ -107,7 +130,7 @@ pub struct Credentials {
 pub trait SubscriptionRegistry: Send + Sync {
     /// Grants (or renews) `buyer`'s subscription to `product` until `until`, with a new secret
     /// hash; returns the subscription. The first grant makes its grant id (`new_grant_id`); a
-    /// renewal keeps it, and keeps `revoked_at`.
+    /// renewal keeps it, `revoked_at` and the agreements. Sets `hand_at`.
     async fn grant(
         &self,
         buyer: &str,
@@ -115,7 +138,7 @@ pub trait SubscriptionRegistry: Send + Sync {
         until: Option<OffsetDateTime>,
         secret_hash: &str,
     ) -> Result<Subscription, AuthzError>;
-    /// Revokes `buyer`'s subscription to `product`.
+    /// Revokes `buyer`'s subscription to `product`. Sets `hand_at`.
     async fn revoke(&self, buyer: &str, product: &str) -> Result<Subscription, AuthzError>;
     /// The subscription and secret hash of `buyer` for `product`, if any.
     async fn credentials(
@@ -125,6 +148,15 @@ pub trait SubscriptionRegistry: Send + Sync {
     ) -> Result<Option<Credentials>, AuthzError>;
     /// Every subscription, by product then buyer.
     async fn list(&self) -> Result<Vec<Subscription>, AuthzError>;
+    /// Stores `next` in place of `expected`, the subscription of the same buyer and product as
+    /// read before (`None`: there was none), only if nothing changed it since (same
+    /// `updated_at`); false if something did. Stores every field of `next` but the secret
+    /// hash: an existing subscription keeps its own, a new one gets [`NO_SECRET`].
+    async fn swap(
+        &self,
+        expected: Option<&Subscription>,
+        next: &Subscription,
+    ) -> Result<bool, AuthzError>;
 
     /// The deny list of `product` at `now`: what the published keys carry.
     async fn denials(&self, product: &str, now: OffsetDateTime) -> Result<Vec<Denial>, AuthzError> {
@@ -152,6 +184,8 @@ mod tests {
             revoked_at: None,
             created_at: now,
             updated_at: now,
+            agreements: Vec::new(),
+            hand_at: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub enum Var {
     /// `SEALBOX_ROTATE_EVERY`: how long a key signs before the scheduled rotation replaces it
     /// (default 30d).
     RotateEvery,
+    /// `SEALBOX_MARKETPLACE_PRODUCTS`: which sealbox product each AWS Marketplace product is,
+    /// `prod-abc123=my-product[,prod-...=...]` (the marketplace-events function).
+    MarketplaceProducts,
 }
 
 impl Var {
@@ -80,6 +83,7 @@ impl Var {
             Var::SubscriptionsTable => "SEALBOX_SUBSCRIPTIONS_TABLE",
             Var::JwksObject => "SEALBOX_JWKS_OBJECT",
             Var::RotateEvery => "SEALBOX_ROTATE_EVERY",
+            Var::MarketplaceProducts => "SEALBOX_MARKETPLACE_PRODUCTS",
         }
     }
 
@@ -208,6 +212,16 @@ fn check(var: Var, value: &str) -> Result<(), ConfigError> {
         }
         Var::RotateEvery if humantime::parse_duration(value).is_err() => {
             invalid("a duration such as 30d, 12h or 90m")
+        }
+        Var::MarketplaceProducts
+            if !value.split(',').map(str::trim).all(|pair| {
+                pair.split_once('=')
+                    .is_some_and(|(m, p)| !m.trim().is_empty() && !p.trim().is_empty())
+            }) =>
+        {
+            invalid(
+                "MARKETPLACE_PRODUCT_ID=SEALBOX_PRODUCT pairs, comma-separated (prod-abc123=my-product)",
+            )
         }
         _ => Ok(()),
     }

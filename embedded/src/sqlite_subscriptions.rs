@@ -10,8 +10,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
 use sealbox_authz::AuthzError;
+use sealbox_authz::agreements::{ledger_from_json, ledger_to_json};
 use sealbox_authz::subscriptions::{
-    Credentials, Subscription, SubscriptionRegistry, SubscriptionStatus, new_grant_id,
+    Credentials, NO_SECRET, Subscription, SubscriptionRegistry, SubscriptionStatus, new_grant_id,
 };
 
 /// Subscriptions in a SQLite file.
@@ -32,6 +33,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
     grant_id TEXT UNIQUE,
+    agreements TEXT,
+    hand_at INTEGER,
     PRIMARY KEY (buyer, product)
 ) STRICT;
 ";
@@ -67,6 +70,7 @@ impl SqliteSubscriptions {
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         add_grant_ids(&conn).map_err(db)?;
+        add_agreements(&conn).map_err(db)?;
         Ok(SqliteSubscriptions {
             path: path.to_owned(),
             conn: Arc::new(Mutex::new(conn)),
@@ -116,11 +120,33 @@ fn add_grant_ids(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Registries made before agreement events were recorded get the two columns (null: a
+/// subscription only ever granted by hand).
+fn add_agreements(conn: &Connection) -> rusqlite::Result<()> {
+    for (column, kind) in [("agreements", "TEXT"), ("hand_at", "INTEGER")] {
+        let has_column = conn
+            .prepare("SELECT 1 FROM pragma_table_info('subscriptions') WHERE name = ?1")?
+            .exists([column])?;
+        if !has_column {
+            conn.execute_batch(&format!(
+                "ALTER TABLE subscriptions ADD COLUMN {column} {kind};"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 const COLUMNS: &str = "buyer, product, status, expires_at, revoked_at, created_at, updated_at, \
-                       secret_hash, grant_id";
+                       secret_hash, grant_id, agreements, hand_at";
 
 fn row_to_credentials(row: &rusqlite::Row<'_>) -> rusqlite::Result<Credentials> {
     let status: String = row.get(2)?;
+    let agreements = match row.get::<_, Option<String>>(9)? {
+        Some(json) => ledger_from_json(&json).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, e.into())
+        })?,
+        None => Vec::new(),
+    };
     Ok(Credentials {
         subscription: Subscription {
             buyer: row.get(0)?,
@@ -135,6 +161,8 @@ fn row_to_credentials(row: &rusqlite::Row<'_>) -> rusqlite::Result<Credentials> 
             revoked_at: row.get::<_, Option<i64>>(4)?.map(to_time),
             created_at: to_time(row.get(5)?),
             updated_at: to_time(row.get(6)?),
+            agreements,
+            hand_at: row.get::<_, Option<i64>>(10)?.map(to_time),
         },
         secret_hash: row.get(7)?,
     })
@@ -168,10 +196,11 @@ impl SubscriptionRegistry for SqliteSubscriptions {
                 c.execute(
                     "INSERT INTO subscriptions
                          (buyer, product, status, expires_at, revoked_at, secret_hash, created_at,
-                          updated_at, grant_id)
-                     VALUES (?1, ?2, 'active', ?3, NULL, ?4, ?5, ?5, ?6)
+                          updated_at, grant_id, hand_at)
+                     VALUES (?1, ?2, 'active', ?3, NULL, ?4, ?5, ?5, ?6, ?5)
                      ON CONFLICT (buyer, product) DO UPDATE SET
-                         status = 'active', expires_at = ?3, secret_hash = ?4, updated_at = ?5",
+                         status = 'active', expires_at = ?3, secret_hash = ?4, updated_at = ?5,
+                         hand_at = ?5",
                     params![buyer, product, until.map(to_ns), hash, now, grant_id],
                 )?;
                 select(c, &buyer, &product)
@@ -187,7 +216,8 @@ impl SubscriptionRegistry for SqliteSubscriptions {
         let got = self
             .with(move |c| {
                 c.execute(
-                    "UPDATE subscriptions SET status = 'revoked', revoked_at = ?3, updated_at = ?3
+                    "UPDATE subscriptions SET status = 'revoked', revoked_at = ?3, updated_at = ?3,
+                         hand_at = ?3
                      WHERE buyer = ?1 AND product = ?2",
                     params![b, p, now],
                 )?;
@@ -208,6 +238,59 @@ impl SubscriptionRegistry for SqliteSubscriptions {
     ) -> Result<Option<Credentials>, AuthzError> {
         let (b, p) = (buyer.to_owned(), product.to_owned());
         self.with(move |c| select(c, &b, &p)).await
+    }
+
+    async fn swap(
+        &self,
+        expected: Option<&Subscription>,
+        next: &Subscription,
+    ) -> Result<bool, AuthzError> {
+        let expected = expected.map(|s| to_ns(s.updated_at));
+        let n = next.clone();
+        self.with(move |c| {
+            let status = n.status.as_str();
+            let ledger = (!n.agreements.is_empty()).then(|| ledger_to_json(&n.agreements));
+            let changed = match expected {
+                None => c.execute(
+                    "INSERT INTO subscriptions
+                         (buyer, product, status, expires_at, revoked_at, secret_hash, created_at,
+                          updated_at, grant_id, agreements, hand_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (buyer, product) DO NOTHING",
+                    params![
+                        n.buyer,
+                        n.product,
+                        status,
+                        n.expires_at.map(to_ns),
+                        n.revoked_at.map(to_ns),
+                        NO_SECRET,
+                        to_ns(n.created_at),
+                        to_ns(n.updated_at),
+                        n.grant_id,
+                        ledger,
+                        n.hand_at.map(to_ns),
+                    ],
+                )?,
+                Some(was) => c.execute(
+                    "UPDATE subscriptions SET status = ?3, expires_at = ?4, revoked_at = ?5,
+                         updated_at = ?6, agreements = ?7, hand_at = ?8
+                     WHERE buyer = ?1 AND product = ?2 AND updated_at = ?9",
+                    params![
+                        n.buyer,
+                        n.product,
+                        status,
+                        n.expires_at.map(to_ns),
+                        n.revoked_at.map(to_ns),
+                        to_ns(n.updated_at),
+                        ledger,
+                        n.hand_at.map(to_ns),
+                        was,
+                    ],
+                )?,
+            };
+            Ok(changed == 1)
+        })
+        .await
     }
 
     async fn list(&self) -> Result<Vec<Subscription>, AuthzError> {

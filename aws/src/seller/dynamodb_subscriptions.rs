@@ -14,6 +14,8 @@
 //! | `updated_at`  | N    | last change                                                |
 //! | `expires_at`  | N    | end of the subscription; absent when it has none           |
 //! | `revoked_at`  | N    | last revoke; absent when never revoked                     |
+//! | `agreements`  | S    | the Marketplace agreements' ledger (JSON); absent if none  |
+//! | `hand_at`     | N    | the seller's last grant or revoke by hand, if recorded     |
 //!
 //! Times are unix nanoseconds (19 digits; DynamoDB numbers hold 38), so they round-trip exactly,
 //! like the SQLite registry's.
@@ -23,7 +25,9 @@
 //! `UpdateItem` conditioned on `attribute_exists(product)` that keeps `grant_id`, `created_at`
 //! and `revoked_at`. Two first grants racing thus end with one subscription, and both callers
 //! get its grant id. A revoke is an `UpdateItem` conditioned on `attribute_exists(product)`, so
-//! it never creates an item. An item missing an attribute (or with one of the wrong type) is a
+//! it never creates an item. An agreement event's change ([`SubscriptionRegistry::swap`]) is a
+//! `PutItem` conditioned on `attribute_not_exists(product)` for a new subscription, else an
+//! `UpdateItem` conditioned on `updated_at` being what was read. An item missing an attribute (or with one of the wrong type) is a
 //! registry error that names the item and the attribute.
 
 use std::collections::HashMap;
@@ -40,8 +44,9 @@ use aws_sdk_dynamodb::types::{
 use time::OffsetDateTime;
 
 use sealbox_authz::AuthzError;
+use sealbox_authz::agreements::{ledger_from_json, ledger_to_json};
 use sealbox_authz::subscriptions::{
-    Credentials, Subscription, SubscriptionRegistry, SubscriptionStatus, new_grant_id,
+    Credentials, NO_SECRET, Subscription, SubscriptionRegistry, SubscriptionStatus, new_grant_id,
 };
 
 const PRODUCT: &str = "product";
@@ -53,6 +58,8 @@ const CREATED_AT: &str = "created_at";
 const UPDATED_AT: &str = "updated_at";
 const EXPIRES_AT: &str = "expires_at";
 const REVOKED_AT: &str = "revoked_at";
+const AGREEMENTS: &str = "agreements";
+const HAND_AT: &str = "hand_at";
 
 /// How long [`create_table`] waits for a new table to become active.
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -107,6 +114,18 @@ impl DynamoDbSubscriptions {
         if let Some(t) = subscription.expires_at {
             item.insert(EXPIRES_AT.into(), n(t));
         }
+        if let Some(t) = subscription.revoked_at {
+            item.insert(REVOKED_AT.into(), n(t));
+        }
+        if let Some(t) = subscription.hand_at {
+            item.insert(HAND_AT.into(), n(t));
+        }
+        if !subscription.agreements.is_empty() {
+            item.insert(
+                AGREEMENTS.into(),
+                s(&ledger_to_json(&subscription.agreements)),
+            );
+        }
         let put = self
             .client
             .put_item()
@@ -148,11 +167,13 @@ impl DynamoDbSubscriptions {
             .expression_attribute_names("#secret_hash", SECRET_HASH)
             .expression_attribute_names("#updated_at", UPDATED_AT)
             .expression_attribute_names("#expires_at", EXPIRES_AT)
+            .expression_attribute_names("#hand_at", HAND_AT)
             .expression_attribute_values(":active", s(SubscriptionStatus::Active.as_str()))
             .expression_attribute_values(":hash", s(secret_hash))
             .expression_attribute_values(":now", n(now))
             .return_values(ReturnValue::AllNew);
-        let set = "SET #status = :active, #secret_hash = :hash, #updated_at = :now";
+        let set = "SET #status = :active, #secret_hash = :hash, #updated_at = :now, \
+                   #hand_at = :now";
         update = match until {
             Some(t) => update
                 .update_expression(format!("{set}, #expires_at = :until"))
@@ -206,6 +227,14 @@ impl DynamoDbSubscriptions {
                 revoked_at: fields.optional_time(REVOKED_AT)?,
                 created_at: fields.time(CREATED_AT)?,
                 updated_at: fields.time(UPDATED_AT)?,
+                agreements: match item.get(AGREEMENTS) {
+                    None => Vec::new(),
+                    Some(AttributeValue::S(json)) => {
+                        ledger_from_json(json).map_err(|e| fields.bad(AGREEMENTS, &e))?
+                    }
+                    Some(_) => return Err(fields.bad(AGREEMENTS, "is not a string (S)")),
+                },
+                hand_at: fields.optional_time(HAND_AT)?,
             },
             secret_hash: fields.string(SECRET_HASH)?.to_owned(),
         })
@@ -232,6 +261,8 @@ impl SubscriptionRegistry for DynamoDbSubscriptions {
             revoked_at: None,
             created_at: now,
             updated_at: now,
+            agreements: Vec::new(),
+            hand_at: Some(now),
         };
         for _ in 0..GRANT_ATTEMPTS {
             if let Some(made) = self.first_grant(&first, secret_hash).await? {
@@ -263,8 +294,11 @@ impl SubscriptionRegistry for DynamoDbSubscriptions {
             .table_name(&self.table)
             .set_key(Some(key(buyer, product)))
             .condition_expression("attribute_exists(#product)")
-            .update_expression("SET #status = :revoked, #revoked_at = :now, #updated_at = :now")
+            .update_expression(
+                "SET #status = :revoked, #revoked_at = :now, #updated_at = :now, #hand_at = :now",
+            )
             .expression_attribute_names("#product", PRODUCT)
+            .expression_attribute_names("#hand_at", HAND_AT)
             .expression_attribute_names("#status", STATUS)
             .expression_attribute_names("#revoked_at", REVOKED_AT)
             .expression_attribute_names("#updated_at", UPDATED_AT)
@@ -308,6 +342,76 @@ impl SubscriptionRegistry for DynamoDbSubscriptions {
             .await
             .map_err(|e| self.sdk_error("GetItem", e))?;
         out.item().map(|item| self.parse(item)).transpose()
+    }
+
+    async fn swap(
+        &self,
+        expected: Option<&Subscription>,
+        next: &Subscription,
+    ) -> Result<bool, AuthzError> {
+        let Some(was) = expected else {
+            return Ok(self.first_grant(next, NO_SECRET).await?.is_some());
+        };
+        let mut set = vec!["#status = :status", "#updated_at = :now"];
+        let mut remove = Vec::new();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&next.buyer, &next.product)))
+            .condition_expression("#updated_at = :was")
+            .expression_attribute_names("#status", STATUS)
+            .expression_attribute_names("#updated_at", UPDATED_AT)
+            .expression_attribute_values(":status", s(next.status.as_str()))
+            .expression_attribute_values(":now", n(next.updated_at))
+            .expression_attribute_values(":was", n(was.updated_at));
+        let optional = [
+            (
+                "#expires_at",
+                EXPIRES_AT,
+                ":expires_at",
+                next.expires_at.map(n),
+            ),
+            (
+                "#revoked_at",
+                REVOKED_AT,
+                ":revoked_at",
+                next.revoked_at.map(n),
+            ),
+            ("#hand_at", HAND_AT, ":hand_at", next.hand_at.map(n)),
+            (
+                "#agreements",
+                AGREEMENTS,
+                ":agreements",
+                (!next.agreements.is_empty()).then(|| s(&ledger_to_json(&next.agreements))),
+            ),
+        ];
+        let mut assignments = Vec::new();
+        for (name, attribute, placeholder, value) in optional {
+            update = update.expression_attribute_names(name, attribute);
+            match value {
+                Some(v) => {
+                    update = update.expression_attribute_values(placeholder, v);
+                    assignments.push(format!("{name} = {placeholder}"));
+                }
+                None => remove.push(name),
+            }
+        }
+        set.extend(assignments.iter().map(String::as_str));
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.sdk_error("UpdateItem (agreement event)", e)),
+        }
     }
 
     async fn list(&self) -> Result<Vec<Subscription>, AuthzError> {

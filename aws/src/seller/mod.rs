@@ -5,6 +5,8 @@
 pub mod bootstrap;
 pub mod dynamodb_subscriptions;
 pub mod kms_keys;
+#[cfg(feature = "marketplace")]
+pub mod marketplace;
 pub mod publish;
 
 use aws_config::SdkConfig;
