@@ -437,6 +437,9 @@ pub struct AgreementEvents<'a> {
     pub directory: Option<&'a dyn AgreementDirectory>,
     /// Marketplace product id to sealbox product.
     pub products: &'a ProductMap,
+    /// The product of events that name none, instead of asking the Agreement Service (a
+    /// replay of a file the seller knows is all about one product).
+    pub unnamed: Option<&'a str>,
 }
 
 impl AgreementEvents<'_> {
@@ -480,6 +483,7 @@ impl AgreementEvents<'_> {
         let mut event = parsed;
         let product = match event.marketplace_product.as_deref() {
             Some(id) => self.products.product_of([id]).map(str::to_owned),
+            None if self.unnamed.is_some() => self.unnamed.map(str::to_owned),
             None => match self.directory {
                 None => {
                     handled.outcome = Outcome::Ignored(

@@ -9,6 +9,7 @@ pub mod bench_fair_share;
 pub mod cases;
 pub mod commands;
 pub mod demo;
+pub mod marketplace;
 pub mod model;
 pub mod output;
 pub mod results;

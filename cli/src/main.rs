@@ -254,6 +254,33 @@ enum SellerCommand {
         #[arg(long, env = "SEALBOX_PRODUCT", default_value = DEFAULT_PRODUCT)]
         product: String,
     },
+    /// AWS Marketplace agreements: what the marketplace-events function does, from a file.
+    Marketplace {
+        #[command(subcommand)]
+        command: MarketplaceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MarketplaceCommand {
+    /// Apply saved agreement events (EventBridge events of source aws.agreement-marketplace:
+    /// a JSON array, one event, or JSON lines) in the file's order, with the handler of the
+    /// marketplace-events function: created or amended grants, ended revokes, duplicates and
+    /// older events change nothing. Events naming no product are looked up with the
+    /// Marketplace Agreement Service (DescribeAgreement) unless --product is given.
+    Replay {
+        /// The file of events (`-` for standard input).
+        file: PathBuf,
+        /// Marketplace product id to sealbox product: `prod-abc123=my-product[,...]`.
+        #[arg(long, env = "SEALBOX_MARKETPLACE_PRODUCTS")]
+        products: Option<String>,
+        /// The sealbox product of every event that names none (skips DescribeAgreement).
+        #[arg(long)]
+        product: Option<String>,
+        /// Print JSON lines (one per event).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -520,6 +547,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 Ok(ExitCode::SUCCESS)
             }
+            SellerCommand::Marketplace {
+                command:
+                    MarketplaceCommand::Replay {
+                        file,
+                        products,
+                        product,
+                        json,
+                    },
+            } => {
+                let products = sealbox::marketplace::ReplayProducts {
+                    map: products.as_deref(),
+                    unnamed: product.as_deref(),
+                };
+                sealbox::marketplace::replay_embedded(&data, &file, products, json).await?;
+                Ok(ExitCode::SUCCESS)
+            }
         },
         Command::Buyer { command } => match command {
             BuyerCommand::Token {
@@ -609,6 +652,21 @@ async fn seller_aws(command: SellerCommand) -> anyhow::Result<ExitCode> {
             ttl,
             product,
         } => println!("{}", aws.token(&buyer, &product, ttl.into()).await?),
+        SellerCommand::Marketplace {
+            command:
+                MarketplaceCommand::Replay {
+                    file,
+                    products,
+                    product,
+                    json,
+                },
+        } => {
+            let products = sealbox::marketplace::ReplayProducts {
+                map: products.as_deref(),
+                unnamed: product.as_deref(),
+            };
+            aws.marketplace_replay(&file, products, json).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -129,6 +129,20 @@ impl AwsSeller {
         Ok(())
     }
 
+    /// `seller marketplace replay FILE --backend aws`: then publishes the deny list again.
+    pub async fn marketplace_replay(
+        &self,
+        file: &Path,
+        products: crate::marketplace::ReplayProducts<'_>,
+        json: bool,
+    ) -> anyhow::Result<()> {
+        crate::marketplace::replay(&self.seller.subscriptions, file, products, json).await?;
+        // Always: a replay after a failed publish (the function's or an earlier replay's)
+        // repairs the document.
+        self.publish().await?;
+        Ok(())
+    }
+
     /// `seller subscriptions --backend aws`.
     pub async fn subscriptions(&self, json: bool) -> anyhow::Result<()> {
         print_subscriptions(&self.seller.subscriptions.list().await?, json)

@@ -63,6 +63,7 @@ async fn handle(app: &App, event: &Value) -> Result<Value, lambda_runtime::Error
         registry: &s.subscriptions,
         directory: Some(&app.directory),
         products: &app.products,
+        unnamed: None,
     };
     let handled = events.handle(event).await?;
     // After an end (applied now or by an earlier try of this event), the deny list may have
