@@ -62,6 +62,13 @@ impl SubscriptionRegistry for Counting {
         self.scans.fetch_add(1, Ordering::SeqCst);
         self.inner.list().await
     }
+    async fn swap(
+        &self,
+        expected: Option<&Subscription>,
+        next: &Subscription,
+    ) -> Result<bool, AuthzError> {
+        self.inner.swap(expected, next).await
+    }
 }
 
 async fn start(per_minute: u32) -> Service {

@@ -74,13 +74,21 @@ async fn handle(app: &App, event: &Value) -> Result<Value, lambda_runtime::Error
             .publish_current(&s.keys, &s.subscriptions)
             .await?;
     }
+    let (outcome, why) = match &handled.outcome {
+        Outcome::Granted => ("granted", ""),
+        Outcome::Revoked => ("revoked", ""),
+        Outcome::Recorded(why) => ("recorded", why.as_str()),
+        Outcome::Skipped(why) => ("skipped", why.as_str()),
+        Outcome::Ignored(why) => ("ignored", why.as_str()),
+    };
     tracing::info!(
         event_id = %handled.event_id,
         detail_type = %handled.detail_type,
-        buyer = ?handled.buyer,
-        agreement = ?handled.agreement,
-        product = ?handled.product,
-        outcome = ?handled.outcome,
+        buyer = handled.buyer.as_deref().unwrap_or("-"),
+        agreement = handled.agreement.as_deref().unwrap_or("-"),
+        product = handled.product.as_deref().unwrap_or("-"),
+        outcome,
+        why,
         "agreement event"
     );
     let count = |name, hit: bool| Metric::count(name, u64::from(hit));
