@@ -75,7 +75,13 @@ impl AwsCli {
 }
 
 /// The Lambda functions `scripts/package` packages.
-pub const FUNCTIONS: [&str; 4] = ["ingest", "worker", "token-service", "rotate-keys"];
+pub const FUNCTIONS: [&str; 5] = [
+    "ingest",
+    "worker",
+    "token-service",
+    "rotate-keys",
+    "marketplace-events",
+];
 
 /// Writes a placeholder `NAME/bootstrap.zip` under `lambda_dir` for each function, for
 /// `SKIP_BUILD=1 LAMBDA_DIR=... scripts/package`: moto stores a function's code and runs none.

@@ -56,6 +56,8 @@ const MODEL_PACKAGE: &str =
 /// What the seller hands its buyers, passed to both stacks (neither template has a default).
 const PRODUCT: &str = "acme-churn-model";
 const ISSUER: &str = "acme-models";
+/// The seller's Marketplace product, mapped to [`PRODUCT`]: the marketplace-events function.
+const MARKETPLACE_PRODUCTS: &str = "prod-abcdefghijklm=acme-churn-model";
 /// The seller stack's JwksUrl output on AWS (moto serves no function URL).
 const JWKS_URL: &str = "https://abcdefghij.lambda-url.us-east-1.on.aws/.well-known/jwks.json";
 
@@ -505,19 +507,28 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
     }
     assert_eq!(
         hashed.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["ingest", "rotate-keys", "token-service", "worker"],
+        [
+            "ingest",
+            "marketplace-events",
+            "rotate-keys",
+            "token-service",
+            "worker"
+        ],
         "{listing}"
     );
     for (template, functions) in [
-        ("buyer.yaml", ["ingest", "worker"]),
-        ("seller.yaml", ["token-service", "rotate-keys"]),
+        ("buyer.yaml", &["ingest", "worker"][..]),
+        (
+            "seller.yaml",
+            &["token-service", "rotate-keys", "marketplace-events"][..],
+        ),
     ] {
         let text = std::fs::read_to_string(packaged.join(template)).unwrap();
         for f in functions {
             assert!(
-                text.contains(&format!("    Default: {}\n", hashed[f])),
+                text.contains(&format!("    Default: {}\n", hashed[*f])),
                 "{template} points at {}",
-                hashed[f]
+                hashed[*f]
             );
         }
     }
@@ -552,6 +563,7 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
             ("CodePrefix", "sealbox/"),
             ("Product", PRODUCT),
             ("Issuer", ISSUER),
+            ("MarketplaceProducts", MARKETPLACE_PRODUCTS),
         ],
     );
     let seller = outputs(&cli, "sealbox-seller");
@@ -623,6 +635,50 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
         &format!("sealbox/{}", hashed["rotate-keys"]),
         &rotate_vars,
         &mut checked,
+    );
+    let mut marketplace_vars = seller_vars.to_vec();
+    marketplace_vars.push(Var::MarketplaceProducts);
+    let marketplace = function(
+        &cli,
+        "sealbox-seller-marketplace-events",
+        &format!("sealbox/{}", hashed["marketplace-events"]),
+        &marketplace_vars,
+        &mut checked,
+    );
+    assert_eq!(
+        marketplace["Environment"]["Variables"]["SEALBOX_MARKETPLACE_PRODUCTS"],
+        MARKETPLACE_PRODUCTS,
+        "{marketplace:#}"
+    );
+    let rule = cli.json(&[
+        "events",
+        "describe-rule",
+        "--name",
+        "sealbox-seller-marketplace-events",
+    ]);
+    let pattern: Value = serde_json::from_str(rule["EventPattern"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        pattern["source"],
+        serde_json::json!(["aws.agreement-marketplace"]),
+        "{rule:#}"
+    );
+    assert_eq!(
+        pattern["detail-type"].as_array().unwrap().len(),
+        6,
+        "{rule:#}"
+    );
+    let targets = cli.json(&[
+        "events",
+        "list-targets-by-rule",
+        "--rule",
+        "sealbox-seller-marketplace-events",
+    ]);
+    assert_eq!(
+        targets["Targets"][0]["Arn"], marketplace["FunctionArn"],
+        "the rule invokes marketplace-events: {targets:#}"
+    );
+    checked.push(
+        "marketplace-events: on the rule for aws.agreement-marketplace (created, amended, ended; manufacturer and proposer)".into(),
     );
 
     // ---- buyer, reading the seller's keys over https (no grant in the seller's stack)
