@@ -19,10 +19,26 @@ pub struct ReplayProducts<'a> {
     pub unnamed: Option<&'a str>,
 }
 
-/// The events of `text`: a JSON array of events, one event, or JSON lines.
+/// The events of `text`: a JSON array of events, one event, JSON lines, or what
+/// `aws sqs receive-message` prints for the dead-letter queue (each message's body an event).
 pub fn read_events(text: &str) -> anyhow::Result<Vec<Value>> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Array(events)) => Ok(events),
+        Ok(Value::Object(received)) if received.contains_key("Messages") => received
+            .get("Messages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let body = m.get("Body").and_then(Value::as_str).with_context(|| {
+                    format!("Messages[{i}] has no Body: not receive-message output")
+                })?;
+                serde_json::from_str(body)
+                    .with_context(|| format!("Messages[{i}].Body is not a JSON event"))
+            })
+            .collect(),
         Ok(event @ Value::Object(_)) => Ok(vec![event]),
         Ok(other) => bail!("expected agreement events (JSON objects), found {other}"),
         Err(_) => text
@@ -142,6 +158,7 @@ fn line(h: &Handled) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn events_are_read_from_an_array_one_object_or_json_lines() {
@@ -151,5 +168,16 @@ mod tests {
         let err = read_events("{\"a\":1}\nnot json\n").unwrap_err();
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
         assert!(read_events("3").is_err());
+        assert!(
+            read_events("").unwrap().is_empty(),
+            "an empty queue's receive prints nothing"
+        );
+        let received = json!({"Messages": [{"MessageId": "m", "Body": "{\"id\":\"e1\"}"}]});
+        assert_eq!(
+            read_events(&received.to_string()).unwrap(),
+            [json!({"id": "e1"})]
+        );
+        let bad = json!({"Messages": [{"MessageId": "m"}]});
+        assert!(format!("{:#}", read_events(&bad.to_string()).unwrap_err()).contains("Body"));
     }
 }
