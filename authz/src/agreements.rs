@@ -525,46 +525,19 @@ impl AgreementEvents<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::conformance::{created_event, ended_event};
     use serde_json::json;
 
     const BUYER: &str = "845735284135";
 
-    /// AWS's published example of `Purchase Agreement Created - Manufacturer` (AWS Marketplace
-    /// Seller Guide, "Amazon EventBridge events", "Events for agreements"), time and ids as given.
+    /// AWS's published example of `Purchase Agreement Created - Manufacturer`, with this time
+    /// and agreement.
     fn created(time: &str, agreement: &str) -> Value {
-        json!({
-          "version": "0",
-          "id": "12345678-1234-1234-1234-123456789012",
-          "detail-type": "Purchase Agreement Created - Manufacturer",
-          "source": "aws.agreement-marketplace",
-          "account": "123456789012",
-          "time": time,
-          "region": "us-east-1",
-          "resources": [format!("arn:aws:aws-marketplace::aws:agreement:{agreement}")],
-          "detail": {
-            "requestId": "3d4c9f9b-b809-4f5e-9fac-a9ae98b05cbb",
-            "catalog": "AWSMarketplace",
-            "agreement": {
-              "id": agreement,
-              "intent": "NEW",
-              "status": "ACTIVE",
-              "acceptanceTime": "2024-06-26T21:36:03Z",
-              "startTime": "2024-08-30T21:36:03Z",
-              "endTime": "2125-05-30T21:36:03Z"
-            },
-            "resaleAuthorization": { "id": "resaleauthz-yaxjqxiskysxa" },
-            "acceptor": { "accountId": BUYER },
-            "proposer": { "accountId": "123456512334" },
-            "offer": { "id": "offer-1234567890123" }
-          }
-        })
+        created_event(time, BUYER, agreement, "2125-05-30T21:36:03Z")
     }
 
     fn ended(time: &str, agreement: &str, status: &str) -> Value {
-        let mut e = created(time, agreement);
-        e["detail-type"] = json!("Purchase Agreement Ended - Manufacturer");
-        e["detail"]["agreement"] = json!({"id": agreement, "status": status});
-        e
+        ended_event(time, BUYER, agreement, status)
     }
 
     fn event(v: &Value) -> AgreementEvent {

@@ -5,7 +5,7 @@ pub mod agreements;
 pub mod authorizer;
 pub mod buyer_secret;
 pub mod caller_identity;
-#[cfg(feature = "conformance")]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod error;
 pub mod jose;

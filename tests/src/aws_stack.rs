@@ -344,6 +344,37 @@ impl AwsStack {
         self.get_object(bucket, key)
     }
 
+    /// The ids of [`BUYER`]'s requests with an outcome of `kind` (`results`, `rejected`,
+    /// `failed`) in the outbox.
+    pub fn answered(&self, kind: &str) -> std::collections::BTreeSet<String> {
+        self.list(
+            self.get("SEALBOX_OUTBOX_BUCKET"),
+            &format!("{BUYER}/{kind}/"),
+        )
+        .iter()
+        // `<id>.json` for rejections and failures, `<id>.<extension of accept>` for results.
+        .filter_map(|k| Some(k.rsplit('/').next()?.rsplit_once('.')?.0.to_owned()))
+        .collect()
+    }
+
+    /// The kind of [`BUYER`]'s outcome of request `id` (`results`, `rejected` or `failed`),
+    /// waiting up to a minute for it.
+    pub fn outcome_of(&self, id: &str) -> String {
+        let mut kind = None;
+        let done = crate::wait_until(std::time::Duration::from_secs(60), || {
+            kind = ["results", "rejected", "failed"]
+                .into_iter()
+                .find(|k| self.answered(k).contains(id));
+            kind.is_some()
+        });
+        assert!(
+            done,
+            "no outcome for {id}; the outbox holds {:?}",
+            self.list(self.get("SEALBOX_OUTBOX_BUCKET"), "")
+        );
+        kind.unwrap_or_default().to_owned()
+    }
+
     /// The Lambda binary `name` (built beside `sealbox`) under the Runtime API emulator, with
     /// the stack's environment and `extra`.
     pub async fn lambda(

@@ -10,7 +10,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,8 +17,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use sealbox_authz::conformance::{created_event, ended_event};
 use sealbox_tests::aws_stack::{AwsStack, BUYER, SellerSide};
-use sealbox_tests::lambda_emulator::InvokeError;
-use sealbox_tests::wait_until;
+use sealbox_tests::lambda_emulator::{InvokeError, LambdaEmulator};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -139,29 +137,6 @@ fn outcome(v: &Value) -> &str {
     v["outcome"].as_str().unwrap_or_default()
 }
 
-fn answered(stack: &AwsStack, kind: &str) -> BTreeSet<String> {
-    stack
-        .list(
-            stack.get("SEALBOX_OUTBOX_BUCKET"),
-            &format!("{BUYER}/{kind}/"),
-        )
-        .iter()
-        .filter_map(|k| Some(k.rsplit('/').next()?.rsplit_once('.')?.0.to_owned()))
-        .collect()
-}
-
-fn outcome_of(stack: &AwsStack, id: &str) -> String {
-    let mut kind = None;
-    let done = wait_until(Duration::from_secs(60), || {
-        kind = ["results", "rejected", "failed"]
-            .into_iter()
-            .find(|k| answered(stack, k).contains(id));
-        kind.is_some()
-    });
-    assert!(done, "no outcome for {id}");
-    kind.unwrap().to_owned()
-}
-
 fn subscription(stack: &AwsStack, buyer: &str) -> Option<Value> {
     stack
         .sealbox_aws(&["seller", "subscriptions", "--json"])
@@ -170,10 +145,10 @@ fn subscription(stack: &AwsStack, buyer: &str) -> Option<Value> {
         .find(|s| s["buyer"] == buyer)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn created_then_ended_then_a_late_duplicate_created_leaves_the_buyer_revoked_and_its_tokens_refused()
- {
-    let stack = AwsStack::start_with("mkt", &[], SellerSide::Aws);
+/// A stack with the seller on AWS, the Agreement Service's stand-in, and the function under the
+/// emulator, mapping [`OURS`] to the stack's product.
+async fn start(name: &str) -> (AwsStack, AgreementService, LambdaEmulator) {
+    let stack = AwsStack::start_with(name, &[], SellerSide::Aws);
     let service = start_agreement_service().await;
     let products = format!("{OURS}={}", sealbox_aws::config::DEFAULT_PRODUCT);
     let f = stack
@@ -185,10 +160,17 @@ async fn created_then_ended_then_a_late_duplicate_created_leaves_the_buyer_revok
             ],
         )
         .await;
+    (stack, service, f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_then_ended_then_a_late_duplicate_created_leaves_the_buyer_revoked_and_its_tokens_refused()
+ {
+    let (stack, service, f) = start("mkt").await;
     let daemon = stack.up(&["--jwks-refresh", "1s"]);
     let inbox = stack.get("SEALBOX_INBOX_BUCKET").to_owned();
     stack.put(&inbox, &[stack.request("while-subscribed")]);
-    assert_eq!(outcome_of(&stack, "while-subscribed"), "results");
+    assert_eq!(stack.outcome_of("while-subscribed"), "results");
 
     // The buyer of the stack was granted by hand when it started; these events are newer.
     let created = created_event(
@@ -232,7 +214,7 @@ async fn created_then_ended_then_a_late_duplicate_created_leaves_the_buyer_revok
     assert_eq!(doc["denied_grants"].as_array().unwrap().len(), 1, "{doc}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stack.put(&inbox, &[stack.request("after-the-end")]);
-    assert_eq!(outcome_of(&stack, "after-the-end"), "rejected");
+    assert_eq!(stack.outcome_of("after-the-end"), "rejected");
     let rejection = stack.get_object(
         stack.get("SEALBOX_OUTBOX_BUCKET"),
         &format!("{BUYER}/rejected/after-the-end.json"),
@@ -252,18 +234,7 @@ async fn created_then_ended_then_a_late_duplicate_created_leaves_the_buyer_revok
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_products_malformed_events_and_out_of_order_ends_grant_nothing_and_an_outage_is_retried()
  {
-    let stack = AwsStack::start_with("mkt-edge", &[], SellerSide::Aws);
-    let service = start_agreement_service().await;
-    let products = format!("{OURS}={}", sealbox_aws::config::DEFAULT_PRODUCT);
-    let f = stack
-        .lambda(
-            "marketplace-events",
-            &[
-                ("SEALBOX_MARKETPLACE_PRODUCTS", &products),
-                ("AWS_ENDPOINT_URL_MARKETPLACE_AGREEMENT", &service.url),
-            ],
-        )
-        .await;
+    let (stack, service, f) = start("mkt-edge").await;
 
     // Another seller's product: answered, nothing granted.
     let other = "210000000001";
@@ -360,4 +331,15 @@ async fn unknown_products_malformed_events_and_out_of_order_ends_grant_nothing_a
         other => panic!("an outage must fail the invocation: {other:?}"),
     }
     assert_eq!(subscription(&stack, other), None);
+    let asked = service.asked.lock().unwrap().clone();
+    for id in ["agmt-other-1", "agmt-unknown", "agmt-3", "agmt-flaky"] {
+        assert!(
+            asked.iter().any(|a| a == id),
+            "DescribeAgreement {id}: {asked:?}"
+        );
+    }
+    assert!(
+        !asked.iter().any(|a| a == "agmt-2"),
+        "a malformed event asks nothing: {asked:?}"
+    );
 }

@@ -46,36 +46,6 @@ fn bucket_and_key(location: &str) -> (&str, &str) {
         .unwrap()
 }
 
-/// The request ids with an object under `<BUYER>/<kind>/` in the outbox.
-fn answered(stack: &AwsStack, kind: &str) -> BTreeSet<String> {
-    stack
-        .list(
-            stack.get("SEALBOX_OUTBOX_BUCKET"),
-            &format!("{BUYER}/{kind}/"),
-        )
-        .iter()
-        // `<id>.json` for rejections and failures, `<id>.<extension of accept>` for results.
-        .filter_map(|k| Some(k.rsplit('/').next()?.rsplit_once('.')?.0.to_owned()))
-        .collect()
-}
-
-/// Waits until request `id` has an outcome; answers its kind.
-fn outcome_of(stack: &AwsStack, id: &str) -> String {
-    let mut kind = None;
-    let done = wait_until(Duration::from_secs(60), || {
-        kind = ["results", "rejected", "failed"]
-            .into_iter()
-            .find(|k| answered(stack, k).contains(id));
-        kind.is_some()
-    });
-    assert!(
-        done,
-        "no outcome for {id}; the outbox holds {:?}",
-        stack.list(stack.get("SEALBOX_OUTBOX_BUCKET"), "")
-    );
-    kind.unwrap().to_owned()
-}
-
 async fn key_store(config: &aws_config::SdkConfig, table: &str) -> KmsKeyStore {
     let clients = SellerClients::new(config);
     KmsKeyStore::new(clients.kms, clients.dynamodb, table)
@@ -117,7 +87,7 @@ async fn a_token_signed_in_kms_verifies_in_pyjwt_and_ingest_on_aws_accepts_it() 
         stack.get("SEALBOX_INBOX_BUCKET"),
         &[stack.request("signed-in-kms")],
     );
-    assert_eq!(outcome_of(&stack, "signed-in-kms"), "results");
+    assert_eq!(stack.outcome_of("signed-in-kms"), "results");
     drop(daemon);
 
     // What is stored holds public keys and KMS key ids only; no code path reads a private key.
@@ -259,7 +229,7 @@ async fn a_revoked_buyer_is_refused_within_one_refresh_and_a_new_grant_works() {
     let daemon = stack.up(&["--jwks-refresh", "1s"]);
     let inbox = stack.get("SEALBOX_INBOX_BUCKET").to_owned();
     stack.put(&inbox, &[stack.request("before-revoke")]);
-    assert_eq!(outcome_of(&stack, "before-revoke"), "results");
+    assert_eq!(stack.outcome_of("before-revoke"), "results");
 
     stack.sealbox_aws(&["seller", "revoke", BUYER]);
     let doc: serde_json::Value = serde_json::from_str(&stack.published_keys()).unwrap();
@@ -271,7 +241,7 @@ async fn a_revoked_buyer_is_refused_within_one_refresh_and_a_new_grant_works() {
     // One refresh interval (1 s) and a margin: the old token is refused from then on.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stack.put(&inbox, &[stack.request("after-revoke")]);
-    assert_eq!(outcome_of(&stack, "after-revoke"), "rejected");
+    assert_eq!(stack.outcome_of("after-revoke"), "rejected");
     let rejection = stack.get_object(
         stack.get("SEALBOX_OUTBOX_BUCKET"),
         &format!("{BUYER}/rejected/after-revoke.json"),
@@ -292,7 +262,7 @@ async fn a_revoked_buyer_is_refused_within_one_refresh_and_a_new_grant_works() {
         &inbox,
         &[(format!("{BUYER}/requests/regranted.json"), body)],
     );
-    assert_eq!(outcome_of(&stack, "regranted"), "results");
+    assert_eq!(stack.outcome_of("regranted"), "results");
     drop(daemon);
 }
 
@@ -382,9 +352,8 @@ async fn rotating_kms_keys_under_load_rejects_no_request() {
     let ids: Vec<String> = (0..sent).map(|i| format!("load-{i:04}")).collect();
     let mut results = BTreeSet::new();
     let done = wait_until(Duration::from_secs(120), || {
-        results = answered(&stack, "results");
-        results.len() + answered(&stack, "rejected").len() + answered(&stack, "failed").len()
-            >= sent
+        results = stack.answered("results");
+        results.len() + stack.answered("rejected").len() + stack.answered("failed").len() >= sent
     });
     assert!(done, "{} of {sent} answered", results.len());
     let wrong: Vec<&String> = ids.iter().filter(|id| !results.contains(*id)).collect();
@@ -458,12 +427,12 @@ async fn a_flood_of_made_up_kids_costs_one_fetch_per_interval_and_ends_in_unknow
     stack.put(stack.get("SEALBOX_INBOX_BUCKET"), &objects);
     let mut rejected = BTreeSet::new();
     let done = wait_until(Duration::from_secs(90), || {
-        rejected = answered(&stack, "rejected");
+        rejected = stack.answered("rejected");
         rejected.len() >= 100
     });
     let elapsed = started.elapsed();
     assert!(done, "{} of 100 rejected", rejected.len());
-    assert!(answered(&stack, "results").is_empty());
+    assert!(stack.answered("results").is_empty());
     for id in ["flood-000", "flood-050", "flood-099"] {
         let doc = stack.get_object(
             stack.get("SEALBOX_OUTBOX_BUCKET"),
