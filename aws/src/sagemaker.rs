@@ -112,9 +112,9 @@ impl Endpoint for SageMakerEndpoint {
             body: Bytes::from(body),
             // As the embedded adapter: an answer without a type is taken to be what was asked.
             content_type: out.content_type.unwrap_or(inv.accept),
-            // InvokeEndpoint passes on none of the container's headers but its custom
-            // attributes (SageMaker keeps `X-Amzn-Inference-Metering` for Marketplace billing),
-            // so a model that wants its metering seen repeats it there.
+            // InvokeEndpoint's answer models none of the container's headers but its custom
+            // attributes (`X-Amzn-Inference-Metering` is not among its outputs), so a model
+            // that wants its metering seen repeats it there.
             consumed_units: out
                 .custom_attributes
                 .as_deref()

@@ -408,7 +408,7 @@ mod tests {
                 header(&headers, "X-Amzn-SageMaker-Custom-Attributes"),
                 "trace=abc, tenant=42, sealbox-consumed-units=2"
             );
-            // As SageMaker does, the container's metering header stays behind (it bills it).
+            // InvokeEndpoint's answer has no member for the container's metering header.
             assert!(headers.get(crate::http::METERING_HEADER).is_none());
             assert_eq!(
                 header(&headers, "x-Amzn-Invoked-Production-Variant"),
