@@ -961,6 +961,68 @@ pub struct Notification {
     /// Reason code, on failures and rejections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
+    /// What the request used of the endpoint (absent for rejections, failures that never
+    /// invoked it, and outcomes of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// What one request used of the model endpoint, summed over all its invocations (every batch
+/// of a split input): what a buyer reconciles the AWS Marketplace bill against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Endpoint calls made, retried calls included.
+    pub invocations: u32,
+    /// Records scored: the `ConsumedUnits` each successful answer metered, or 1 for an answer
+    /// that metered nothing (AWS Marketplace bills one unit per successful answer by default).
+    pub records: u64,
+    /// True when every successful answer metered its units, so `records` is what the model
+    /// metered; false when some answer was counted as 1.
+    pub metered: bool,
+    /// Payload bytes sent, over every call.
+    pub bytes_in: u64,
+    /// Bytes answered by successful calls.
+    pub bytes_out: u64,
+    /// Milliseconds spent inside endpoint calls.
+    pub model_ms: u64,
+}
+
+impl Usage {
+    /// Nothing used yet: no answer has gone unmetered.
+    pub fn none() -> Usage {
+        Usage {
+            metered: true,
+            ..Usage::default()
+        }
+    }
+
+    /// Adds `other` (another request's usage, for totals).
+    pub fn add(&mut self, other: &Usage) {
+        self.invocations = self.invocations.saturating_add(other.invocations);
+        self.records = self.records.saturating_add(other.records);
+        self.metered &= other.metered;
+        self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+        self.model_ms = self.model_ms.saturating_add(other.model_ms);
+    }
+}
+
+/// What a request used (`<buyer>/usage/<request_id>.json` in the outbox), written before its
+/// result or failure document, so that a repeat of its notification and `sealbox buyer usage`
+/// can read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageDocument {
+    /// Contract version (1).
+    pub version: u32,
+    /// Buyer id.
+    pub buyer: String,
+    /// Request id.
+    pub request_id: String,
+    /// The usage.
+    pub usage: Usage,
+    /// When the last invocation ended (the day it counts for).
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
 }
 
 /// The stable event id of the single outcome of (buyer, request_id).
@@ -1024,6 +1086,10 @@ pub struct OutcomeDocument {
     /// When this document was written.
     #[serde(with = "time::serde::rfc3339")]
     pub decided_at: OffsetDateTime,
+    /// What the request used of the endpoint before it failed (absent when it never invoked
+    /// it, in rejections, and in documents of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl OutcomeDocument {
@@ -1048,6 +1114,7 @@ impl OutcomeDocument {
             attempts: 0,
             received_at: OffsetDateTime::now_utc(),
             decided_at: OffsetDateTime::now_utc(),
+            usage: None,
         }
     }
 }
@@ -1346,6 +1413,78 @@ mod tests {
             let input: InputRef = serde_json::from_str(json).unwrap();
             assert!(matches!(input.carried_bytes(), Some(Err(_))), "{json}");
         }
+    }
+    #[test]
+    fn notifications_and_documents_of_older_builds_read_without_usage() {
+        let n: Notification = serde_json::from_value(serde_json::json!({
+            "version": 1, "event_id": "e", "event": "InferenceCompleted", "buyer": "b",
+            "request_id": "r", "output_location": "s3://outbox/b/results/r.out",
+            "content_type": "text/csv", "bytes": 3, "received_at": "2026-11-25T19:00:00Z",
+            "completed_at": "2026-11-25T19:00:01Z", "attempts": 1
+        }))
+        .unwrap();
+        assert_eq!(n.usage, None);
+        assert!(!serde_json::to_string(&n).unwrap().contains("usage"));
+        let d: OutcomeDocument = serde_json::from_value(serde_json::json!({
+            "version": 1, "buyer": "b", "request_id": "r", "outcome": "failed",
+            "reason": "model_error", "message": "m", "request_key": "b/requests/r.json",
+            "attempts": 1, "received_at": "2026-11-25T19:00:00Z",
+            "decided_at": "2026-11-25T19:00:01Z"
+        }))
+        .unwrap();
+        assert_eq!(d.usage, None);
+    }
+
+    #[test]
+    fn usage_is_written_with_every_member_and_read_back() {
+        let usage = Usage {
+            invocations: 3,
+            records: 250,
+            metered: true,
+            bytes_in: 4000,
+            bytes_out: 3000,
+            model_ms: 12,
+        };
+        let v = serde_json::to_value(usage).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"invocations": 3, "records": 250, "metered": true,
+                               "bytes_in": 4000, "bytes_out": 3000, "model_ms": 12})
+        );
+        assert_eq!(serde_json::from_value::<Usage>(v).unwrap(), usage);
+    }
+
+    #[test]
+    fn usage_totals_add_every_member_and_stay_metered_only_if_all_were() {
+        let mut total = Usage::none();
+        total.add(&Usage {
+            invocations: 2,
+            records: 10,
+            metered: true,
+            bytes_in: 1,
+            bytes_out: 2,
+            model_ms: 3,
+        });
+        assert!(total.metered);
+        total.add(&Usage {
+            invocations: 1,
+            records: 1,
+            metered: false,
+            bytes_in: 1,
+            bytes_out: 1,
+            model_ms: 1,
+        });
+        assert_eq!(
+            total,
+            Usage {
+                invocations: 3,
+                records: 11,
+                metered: false,
+                bytes_in: 2,
+                bytes_out: 3,
+                model_ms: 4,
+            }
+        );
     }
 }
 

@@ -12,11 +12,11 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::contract::{
-    CONTRACT_VERSION, ClaimDocument, EventKind, Notification, OutcomeDocument, OutcomeKind,
-    event_id,
+    CONTRACT_VERSION, ClaimDocument, EventKind, Notification, OutcomeDocument, OutcomeKind, Usage,
+    UsageDocument, event_id,
 };
 use crate::error::{Error, Result};
-use crate::layout::{claim_key, failed_key, location, rejected_key, result_key};
+use crate::layout::{claim_key, failed_key, location, rejected_key, result_key, usage_key};
 use crate::ports::notifier::Notifier;
 use crate::ports::object_store::{ObjectMeta, ObjectStore, PutMode};
 
@@ -62,7 +62,12 @@ pub struct ResultInfo<'a> {
     pub attempts: u32,
 }
 
-fn result_notification(outbox: &str, info: &ResultInfo<'_>, meta: &ObjectMeta) -> Notification {
+fn result_notification(
+    outbox: &str,
+    info: &ResultInfo<'_>,
+    meta: &ObjectMeta,
+    usage: Option<Usage>,
+) -> Notification {
     Notification {
         version: CONTRACT_VERSION,
         event_id: event_id(info.buyer, info.request_id),
@@ -77,6 +82,7 @@ fn result_notification(outbox: &str, info: &ResultInfo<'_>, meta: &ObjectMeta) -
         completed_at: meta.last_modified,
         attempts: info.attempts,
         reason: None,
+        usage,
     }
 }
 
@@ -104,6 +110,7 @@ fn document_notification(
         completed_at: doc.decided_at,
         attempts: doc.attempts,
         reason: Some(doc.reason),
+        usage: doc.usage,
     }
 }
 
@@ -166,7 +173,8 @@ impl Outcomes<'_> {
     pub async fn existing(&self, result: &ResultInfo<'_>) -> Result<Option<Notification>> {
         let (buyer, id) = (result.buyer, result.request_id);
         if let Some(meta) = self.store.head(self.outbox, &result_key(buyer, id)).await? {
-            return Ok(Some(result_notification(self.outbox, result, &meta)));
+            let usage = self.read_usage(buyer, id).await?;
+            return Ok(Some(result_notification(self.outbox, result, &meta, usage)));
         }
         for key in [failed_key(buyer, id), rejected_key(buyer, id)] {
             if let Some(n) = self.read_document(&key).await? {
@@ -218,24 +226,51 @@ impl Outcomes<'_> {
         Ok(n)
     }
 
-    /// Writes a result unless one exists, then announces whichever result is there.
+    /// Records what a request used, before its outcome is written: a delivery that dies in
+    /// between runs the request again and records that run's usage in its place.
+    pub async fn record_usage(&self, doc: &UsageDocument) -> Result<()> {
+        let key = usage_key(&doc.buyer, &doc.request_id);
+        let body = serde_json::to_vec(doc).map_err(|e| Error::json("encoding usage", e))?;
+        self.store
+            .put(self.outbox, &key, Bytes::from(body), PutMode::Overwrite)
+            .await
+            .map(|_| ())
+    }
+
+    /// What (buyer, request_id) used, if it recorded any.
+    pub async fn read_usage(&self, buyer: &str, request_id: &str) -> Result<Option<Usage>> {
+        let key = usage_key(buyer, request_id);
+        match self.store.get(self.outbox, &key, MAX_DOCUMENT_BYTES).await {
+            Ok((_, body)) => serde_json::from_slice::<UsageDocument>(&body)
+                .map(|d| Some(d.usage))
+                .map_err(|e| Error::json(format!("reading usage {key}"), e)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes a result unless one exists, then announces whichever result is there, with
+    /// `usage` if it is the one just written (else the usage recorded for the one found).
     pub async fn settle_result(
         &self,
         info: &ResultInfo<'_>,
         meta: Result<ObjectMeta>,
+        usage: Option<Usage>,
     ) -> Result<Notification> {
-        let meta = match meta {
-            Ok(meta) => meta,
+        let (meta, usage) = match meta {
+            Ok(meta) => (meta, usage),
             Err(Error::AlreadyExists { .. }) => {
                 let key = result_key(info.buyer, info.request_id);
-                self.store
+                let meta = self
+                    .store
                     .head(self.outbox, &key)
                     .await?
-                    .ok_or_else(|| Error::Task(format!("{key} vanished after a conflict")))?
+                    .ok_or_else(|| Error::Task(format!("{key} vanished after a conflict")))?;
+                (meta, self.read_usage(info.buyer, info.request_id).await?)
             }
             Err(e) => return Err(e),
         };
-        let n = result_notification(self.outbox, info, &meta);
+        let n = result_notification(self.outbox, info, &meta, usage);
         self.notifier.publish(&n).await?;
         Ok(n)
     }
