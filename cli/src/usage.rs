@@ -1,15 +1,19 @@
 //! `sealbox buyer usage`: what a buyer's requests used of the model endpoint, per UTC day, from
-//! the usage documents in the outbox, to reconcile against the AWS Marketplace bill.
+//! the outbox, to reconcile against the AWS Marketplace bill. A result carries its usage in its
+//! own metadata (`sealbox-usage`), so reading it costs one HEAD per result, here, at read time,
+//! and nothing per job; a failure document carries it in its body. The day is the object's
+//! LastModified, which the listing gives, so `--since` skips older objects without a HEAD.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use sealbox_aws::config::Var;
-use sealbox_core::contract::{Usage, UsageDocument};
+use sealbox_core::contract::{OutcomeDocument, Usage};
 use sealbox_core::layout::{OUTBOX, location};
-use sealbox_core::ports::ObjectStore;
+use sealbox_core::ports::{ObjectMeta, ObjectStore};
 use serde_json::json;
 use time::Date;
 
@@ -28,14 +32,18 @@ pub struct UsageArgs {
     /// Print JSON lines (one object per day).
     #[arg(long)]
     pub json: bool,
-    /// Where the usage documents are: the outbox of the data directory, or on AWS the bucket
+    /// Where the outcomes are: the outbox of the data directory, or on AWS the bucket
     /// $SEALBOX_OUTBOX_BUCKET.
     #[arg(long, value_enum, default_value_t = Backend::Embedded)]
     pub backend: Backend,
 }
 
-/// Usage documents listed at a time.
+/// Outcomes listed at a time.
 const USAGE_PAGE: usize = 1000;
+
+/// HEADs (or failure document reads) in flight at once: S3 answers each in milliseconds, so a
+/// month of results reads in minutes, not hours.
+const READS_AT_ONCE: usize = 32;
 
 /// A UTC day written `YYYY-MM-DD`.
 fn parse_day(s: &str) -> Result<Date, String> {
@@ -48,12 +56,12 @@ pub async fn usage(data: &Path, a: UsageArgs) -> anyhow::Result<ExitCode> {
     crate::access::check_buyer(&a.buyer)?;
     let days = match a.backend {
         Backend::Embedded => {
-            let store = existing_data(data)?.store(false);
-            usage_by_day(&store, OUTBOX, &a).await?
+            let store = Arc::new(existing_data(data)?.store(false));
+            usage_by_day(store, OUTBOX, &a).await?
         }
         Backend::Aws => {
             let (store, settings) = crate::aws::object_store(&[Var::OutboxBucket]).await?;
-            usage_by_day(&store, settings.get(Var::OutboxBucket), &a).await?
+            usage_by_day(Arc::new(store), settings.get(Var::OutboxBucket), &a).await?
         }
     };
     print(&a, &days)?;
@@ -67,60 +75,165 @@ struct Day {
     usage: Usage,
 }
 
-/// Sums the usage documents of `a.buyer` in the bucket `outbox` by the UTC day they were
-/// recorded; one page of the listing and one document are held at once, besides the days.
+/// Where an outcome keeps its usage.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A result: in its metadata (a HEAD).
+    Result,
+    /// A failure document: in its body (a GET).
+    Failed,
+}
+
+/// What reading one outcome's usage found.
+enum Found {
+    /// Its usage.
+    Usage(Usage),
+    /// It carries none: a result written before usage was kept, a failure before any call.
+    Nothing,
+    /// Gone since the listing.
+    Gone,
+    /// Metadata or a document that is not what sealbox writes.
+    Unreadable,
+}
+
+/// Counts of outcomes whose usage is not in the days, to say so.
+#[derive(Default)]
+struct Missed {
+    results_without_usage: usize,
+    unreadable: usize,
+}
+
+/// Sums the usage of `a.buyer`'s results and failures in the bucket `outbox` by the UTC day of
+/// their LastModified; one page of the listing is held at once, besides the days.
 async fn usage_by_day(
-    store: &dyn ObjectStore,
+    store: Arc<dyn ObjectStore>,
     outbox: &str,
     a: &UsageArgs,
 ) -> anyhow::Result<BTreeMap<Date, Day>> {
-    let prefix = format!("{}/usage/", a.buyer);
     let mut days: BTreeMap<Date, Day> = BTreeMap::new();
-    let mut unreadable = 0usize;
-    let mut after: Option<String> = None;
-    loop {
-        let page = store
-            .list(outbox, &prefix, after.as_deref(), USAGE_PAGE)
-            .await
-            .map_err(|e| store_error(&format!("listing {}", location(outbox, &prefix)), e))?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key.clone());
-        for m in &page {
-            let doc = match store.get(outbox, &m.key, DOCUMENT_CAP).await {
-                Ok((_, body)) => serde_json::from_slice::<UsageDocument>(&body).ok(),
-                // Removed since the listing: nothing to count.
-                Err(sealbox_core::Error::NotFound { .. }) => continue,
-                Err(sealbox_core::Error::TooLarge { .. }) => None,
-                Err(e) => {
-                    return Err(store_error(
-                        &format!("reading {}", location(outbox, &m.key)),
-                        e,
-                    ));
+    let mut missed = Missed::default();
+    for (folder, kind) in [("results", Kind::Result), ("failed", Kind::Failed)] {
+        let prefix = format!("{}/{folder}/", a.buyer);
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .list(outbox, &prefix, after.as_deref(), USAGE_PAGE)
+                .await
+                .map_err(|e| store_error(&format!("listing {}", location(outbox, &prefix)), e))?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            // Older than --since: skipped on the listing's word, without a read.
+            let wanted = page
+                .into_iter()
+                .filter(|m| a.since.is_none_or(|since| day_of(m) >= since));
+            for (meta, found) in read_all(&store, outbox, kind, wanted).await? {
+                match found {
+                    Found::Usage(usage) => {
+                        let entry = days.entry(day_of(&meta)).or_insert_with(|| Day {
+                            requests: 0,
+                            usage: Usage::none(),
+                        });
+                        entry.requests += 1;
+                        entry.usage.add(&usage);
+                    }
+                    Found::Nothing if matches!(kind, Kind::Result) => {
+                        missed.results_without_usage += 1;
+                    }
+                    Found::Nothing | Found::Gone => {}
+                    Found::Unreadable => missed.unreadable += 1,
                 }
-            };
-            let Some(doc) = doc else {
-                unreadable += 1;
-                continue;
-            };
-            let day = doc.recorded_at.to_offset(time::UtcOffset::UTC).date();
-            if a.since.is_some_and(|since| day < since) {
-                continue;
             }
-            let entry = days.entry(day).or_insert_with(|| Day {
-                requests: 0,
-                usage: Usage::none(),
-            });
-            entry.requests += 1;
-            entry.usage.add(&doc.usage);
         }
     }
-    if unreadable > 0 {
+    let under = location(outbox, &format!("{}/", a.buyer));
+    if missed.results_without_usage > 0 {
         eprintln!(
-            "{unreadable} usage documents under {} could not be read and are not counted",
-            location(outbox, &prefix)
+            "{} results under {under} carry no usage (written before sealbox kept it) and are \
+             not counted",
+            missed.results_without_usage
+        );
+    }
+    if missed.unreadable > 0 {
+        eprintln!(
+            "{} outcomes under {under} have usage that could not be read and are not counted",
+            missed.unreadable
         );
     }
     Ok(days)
+}
+
+/// The UTC day an outcome counts for: when it was written.
+fn day_of(meta: &ObjectMeta) -> Date {
+    meta.last_modified.to_offset(time::UtcOffset::UTC).date()
+}
+
+/// Reads the usage of each listed outcome, [`READS_AT_ONCE`] at a time, in listing order.
+async fn read_all(
+    store: &Arc<dyn ObjectStore>,
+    outbox: &str,
+    kind: Kind,
+    listed: impl Iterator<Item = ObjectMeta>,
+) -> anyhow::Result<Vec<(ObjectMeta, Found)>> {
+    let mut found = Vec::new();
+    let mut reads = tokio::task::JoinSet::new();
+    let mut listed = listed.enumerate();
+    loop {
+        while reads.len() < READS_AT_ONCE {
+            let Some((n, meta)) = listed.next() else {
+                break;
+            };
+            let (store, outbox) = (store.clone(), outbox.to_owned());
+            reads.spawn(async move {
+                let read = read_one(store.as_ref(), &outbox, kind, &meta.key).await;
+                (n, meta, read)
+            });
+        }
+        let Some(done) = reads.join_next().await else {
+            break;
+        };
+        let (n, meta, read) = done?;
+        let read =
+            read.map_err(|e| store_error(&format!("reading {}", location(outbox, &meta.key)), e))?;
+        found.push((n, meta, read));
+    }
+    found.sort_unstable_by_key(|(n, _, _)| *n);
+    Ok(found.into_iter().map(|(_, m, f)| (m, f)).collect())
+}
+
+/// The usage one outcome carries.
+async fn read_one(
+    store: &dyn ObjectStore,
+    outbox: &str,
+    kind: Kind,
+    key: &str,
+) -> sealbox_core::Result<Found> {
+    use sealbox_core::Error;
+    let found =
+        match kind {
+            Kind::Result => store.head(outbox, key).await.map(|head| match head {
+                None => Found::Gone,
+                Some(meta) => match Usage::from_metadata(&meta.metadata) {
+                    Ok(Some(usage)) => Found::Usage(usage),
+                    Ok(None) => Found::Nothing,
+                    Err(_) => Found::Unreadable,
+                },
+            }),
+            Kind::Failed => store.get(outbox, key, DOCUMENT_CAP).await.map(|(_, body)| {
+                match serde_json::from_slice::<OutcomeDocument>(&body) {
+                    Ok(doc) => doc.usage.map_or(Found::Nothing, Found::Usage),
+                    Err(_) => Found::Unreadable,
+                }
+            }),
+        };
+    match found {
+        Err(Error::NotFound { .. }) => Ok(Found::Gone),
+        // An answer about this one object (a hand-placed file, hand-set metadata): not counted,
+        // and said so, rather than stopping the sum.
+        Err(Error::TooLarge { .. } | Error::NotAFile { .. } | Error::Unreadable { .. }) => {
+            Ok(Found::Unreadable)
+        }
+        other => other,
+    }
 }
 
 /// One line per day (JSON lines with `--json`), then a total line in the table.

@@ -7,6 +7,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::ports::object_store::Metadata;
+
 /// The only contract version this build speaks.
 pub const CONTRACT_VERSION: u32 = 1;
 /// Largest request object accepted (1 MiB).
@@ -1007,22 +1009,28 @@ impl Usage {
     }
 }
 
-/// What a request used (`<buyer>/usage/<request_id>.json` in the outbox), written before its
-/// result or failure document, so that a repeat of its notification and `sealbox buyer usage`
-/// can read it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UsageDocument {
-    /// Contract version (1).
-    pub version: u32,
-    /// Buyer id.
-    pub buyer: String,
-    /// Request id.
-    pub request_id: String,
-    /// The usage.
-    pub usage: Usage,
-    /// When the last invocation ended (the day it counts for).
-    #[serde(with = "time::serde::rfc3339")]
-    pub recorded_at: OffsetDateTime,
+/// The user metadata name under which a result object carries its request's [`Usage`]
+/// (on S3 the header `x-amz-meta-sealbox-usage`), as compact JSON: the result and its usage
+/// are one write, so there is no usage without its result nor a result without its usage.
+pub const USAGE_METADATA: &str = "sealbox-usage";
+
+impl Usage {
+    /// The result object's metadata carrying this usage.
+    pub fn to_metadata(&self) -> Result<Metadata, serde_json::Error> {
+        Ok(Metadata::from([(
+            USAGE_METADATA.to_owned(),
+            serde_json::to_string(self)?,
+        )]))
+    }
+
+    /// The usage a result object's metadata carries: `None` for results written without it
+    /// (older builds), an error for a value that is not a usage.
+    pub fn from_metadata(metadata: &Metadata) -> Result<Option<Usage>, serde_json::Error> {
+        metadata
+            .get(USAGE_METADATA)
+            .map(|v| serde_json::from_str(v))
+            .transpose()
+    }
 }
 
 /// The stable event id of the single outcome of (buyer, request_id).
@@ -1452,6 +1460,32 @@ mod tests {
                                "bytes_in": 4000, "bytes_out": 3000, "model_ms": 12})
         );
         assert_eq!(serde_json::from_value::<Usage>(v).unwrap(), usage);
+    }
+
+    #[test]
+    fn usage_rides_in_one_metadata_entry_of_compact_json_well_under_s3s_limit() {
+        let usage = Usage {
+            invocations: u32::MAX,
+            records: u64::MAX,
+            metered: false,
+            bytes_in: u64::MAX,
+            bytes_out: u64::MAX,
+            model_ms: u64::MAX,
+        };
+        let metadata = usage.to_metadata().unwrap();
+        assert_eq!(metadata.len(), 1);
+        let value = &metadata[USAGE_METADATA];
+        assert!(!value.contains(' '), "{value}");
+        crate::ports::object_store::check_metadata(&metadata).unwrap();
+        assert!(value.len() < 256, "{} bytes", value.len());
+        assert_eq!(Usage::from_metadata(&metadata).unwrap(), Some(usage));
+    }
+
+    #[test]
+    fn a_result_without_usage_metadata_has_none_and_a_bad_value_is_an_error() {
+        assert_eq!(Usage::from_metadata(&Metadata::new()).unwrap(), None);
+        let bad = Metadata::from([(USAGE_METADATA.to_owned(), "{\"records\":1}".to_owned())]);
+        assert!(Usage::from_metadata(&bad).is_err());
     }
 
     #[test]

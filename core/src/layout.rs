@@ -88,11 +88,6 @@ pub fn failed_key(buyer: &str, request_id: &str) -> String {
 pub fn rejected_key(buyer: &str, request_id: &str) -> String {
     format!("{buyer}/rejected/{request_id}.json")
 }
-/// `<buyer>/usage/<request_id>.json`: what the request used of the endpoint (a
-/// [`crate::contract::UsageDocument`]; beside its outcome, never one itself).
-pub fn usage_key(buyer: &str, request_id: &str) -> String {
-    format!("{buyer}/usage/{request_id}.json")
-}
 /// `<buyer>/claims/<request_id>.json`: the request's claim, in the outbox (never an outcome;
 /// buyers only write the inbox).
 pub fn claim_key(buyer: &str, request_id: &str) -> String {

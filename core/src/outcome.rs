@@ -13,10 +13,10 @@ use time::OffsetDateTime;
 
 use crate::contract::{
     CONTRACT_VERSION, ClaimDocument, EventKind, Notification, OutcomeDocument, OutcomeKind, Usage,
-    UsageDocument, event_id,
+    event_id,
 };
 use crate::error::{Error, Result};
-use crate::layout::{claim_key, failed_key, location, rejected_key, result_key, usage_key};
+use crate::layout::{claim_key, failed_key, location, rejected_key, result_key};
 use crate::ports::notifier::Notifier;
 use crate::ports::object_store::{ObjectMeta, ObjectStore, PutMode};
 
@@ -62,12 +62,11 @@ pub struct ResultInfo<'a> {
     pub attempts: u32,
 }
 
-fn result_notification(
-    outbox: &str,
-    info: &ResultInfo<'_>,
-    meta: &ObjectMeta,
-    usage: Option<Usage>,
-) -> Notification {
+/// The notification of a result, with the usage its metadata carries.
+fn result_notification(outbox: &str, info: &ResultInfo<'_>, meta: &ObjectMeta) -> Notification {
+    // A value that is not a usage (only a hand-edited object has one) is announced without:
+    // the result is the outcome, and `buyer usage` names such results.
+    let usage = Usage::from_metadata(&meta.metadata).ok().flatten();
     Notification {
         version: CONTRACT_VERSION,
         event_id: event_id(info.buyer, info.request_id),
@@ -173,8 +172,7 @@ impl Outcomes<'_> {
     pub async fn existing(&self, result: &ResultInfo<'_>) -> Result<Option<Notification>> {
         let (buyer, id) = (result.buyer, result.request_id);
         if let Some(meta) = self.store.head(self.outbox, &result_key(buyer, id)).await? {
-            let usage = self.read_usage(buyer, id).await?;
-            return Ok(Some(result_notification(self.outbox, result, &meta, usage)));
+            return Ok(Some(result_notification(self.outbox, result, &meta)));
         }
         for key in [failed_key(buyer, id), rejected_key(buyer, id)] {
             if let Some(n) = self.read_document(&key).await? {
@@ -226,51 +224,25 @@ impl Outcomes<'_> {
         Ok(n)
     }
 
-    /// Records what a request used, before its outcome is written: a delivery that dies in
-    /// between runs the request again and records that run's usage in its place.
-    pub async fn record_usage(&self, doc: &UsageDocument) -> Result<()> {
-        let key = usage_key(&doc.buyer, &doc.request_id);
-        let body = serde_json::to_vec(doc).map_err(|e| Error::json("encoding usage", e))?;
-        self.store
-            .put(self.outbox, &key, Bytes::from(body), PutMode::Overwrite)
-            .await
-            .map(|_| ())
-    }
-
-    /// What (buyer, request_id) used, if it recorded any.
-    pub async fn read_usage(&self, buyer: &str, request_id: &str) -> Result<Option<Usage>> {
-        let key = usage_key(buyer, request_id);
-        match self.store.get(self.outbox, &key, MAX_DOCUMENT_BYTES).await {
-            Ok((_, body)) => serde_json::from_slice::<UsageDocument>(&body)
-                .map(|d| Some(d.usage))
-                .map_err(|e| Error::json(format!("reading usage {key}"), e)),
-            Err(Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes a result unless one exists, then announces whichever result is there, with
-    /// `usage` if it is the one just written (else the usage recorded for the one found).
+    /// Writes a result unless one exists, then announces whichever result is there, with the
+    /// usage its metadata carries (the put's answer, or the head of the one found).
     pub async fn settle_result(
         &self,
         info: &ResultInfo<'_>,
         meta: Result<ObjectMeta>,
-        usage: Option<Usage>,
     ) -> Result<Notification> {
-        let (meta, usage) = match meta {
-            Ok(meta) => (meta, usage),
+        let meta = match meta {
+            Ok(meta) => meta,
             Err(Error::AlreadyExists { .. }) => {
                 let key = result_key(info.buyer, info.request_id);
-                let meta = self
-                    .store
+                self.store
                     .head(self.outbox, &key)
                     .await?
-                    .ok_or_else(|| Error::Task(format!("{key} vanished after a conflict")))?;
-                (meta, self.read_usage(info.buyer, info.request_id).await?)
+                    .ok_or_else(|| Error::Task(format!("{key} vanished after a conflict")))?
             }
             Err(e) => return Err(e),
         };
-        let n = result_notification(self.outbox, info, &meta, usage);
+        let n = result_notification(self.outbox, info, &meta);
         self.notifier.publish(&n).await?;
         Ok(n)
     }

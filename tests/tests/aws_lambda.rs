@@ -82,8 +82,7 @@ async fn the_lambda_functions_answer_partial_batches_retry_throttling_and_fail_m
         let outcomes: Vec<String> = stack
             .list(stack.get("SEALBOX_OUTBOX_BUCKET"), &format!("{BUYER}/"))
             .into_iter()
-            // Claims and usage documents are not outcomes.
-            .filter(|k| !k.contains("/claims/") && !k.contains("/usage/"))
+            .filter(|k| !k.contains("/claims/"))
             .collect();
         if outcomes.len() == 4 {
             let expect = [

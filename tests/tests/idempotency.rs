@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sealbox::cases::good_cases;
 use sealbox_core::contract::event_id;
-use sealbox_core::layout::{OUTBOX, claim_key, usage_key};
+use sealbox_core::layout::{OUTBOX, claim_key};
 use sealbox_core::ports::ObjectStore;
 use sealbox_tests::Embedded;
 
@@ -39,14 +39,9 @@ async fn the_same_request_object_uploaded_twice_yields_one_outcome() {
         .into_iter()
         .map(|m| m.key)
         .collect();
-    // One claim, the usage of the one run, and one outcome.
+    // One claim and one outcome.
     let claim = claim_key(&c.buyer, &c.request_id);
-    let usage = usage_key(&c.buyer, &c.request_id);
-    assert!(stored.contains(&usage), "{stored:?}");
-    let outcomes: Vec<_> = stored
-        .iter()
-        .filter(|k| **k != claim && **k != usage)
-        .collect();
+    let outcomes: Vec<_> = stored.iter().filter(|k| **k != claim).collect();
     assert_eq!(outcomes.len(), 1, "{stored:?}");
     assert!(stored.contains(&claim), "{stored:?}");
     e.stack.stop().await;

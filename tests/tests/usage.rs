@@ -1,6 +1,8 @@
 //! Usage per inference, through the `sealbox` binary on the embedded stack: the sample model
 //! meters the rows it scores, each notification carries the request's usage summed over all
-//! its invocations, and `buyer usage` sums it per day so that the records equal the rows sent.
+//! its invocations, each result carries it in its own metadata and a failure in its document
+//! (no object of its own), and `buyer usage` sums them per day so that the records equal the
+//! rows sent.
 // Test support: a panic is how a test reports a broken precondition.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use sealbox::cases::SAMPLE_ROWS;
-use sealbox_core::contract::{CONTRACT_VERSION, Notification};
+use sealbox_core::contract::{CONTRACT_VERSION, EventKind, Notification, OutcomeDocument, Usage};
+use sealbox_core::layout::{OUTBOX, failed_key, result_key};
+use sealbox_core::ports::ObjectStore;
+use sealbox_embedded::fs_store::FsObjectStore;
 use sealbox_tests::{Ran, run, sealbox, start_up, wait_until};
 
 const BUYER: &str = "111122223333";
@@ -47,7 +52,17 @@ fn buyer_usage_counts_every_row_of_split_inputs_as_a_record_scored() {
     for (name, rows, _) in inputs {
         std::fs::write(cwd.join(format!("{name}.csv")), csv(rows)).unwrap();
     }
+    // The model refuses this one after it was sent: a failure that used the endpoint.
+    std::fs::write(cwd.join("bad.csv"), "1,2,3,four\n").unwrap();
     let _up = start_up(&data, &[]);
+    let bad = sb(
+        &data,
+        cwd,
+        &[
+            "buyer", "submit", "bad.csv", "--buyer", BUYER, "--token", &token,
+        ],
+    );
+    assert!(bad.ok, "bad: {}", bad.stderr);
     for (name, _, split) in inputs {
         let file = format!("{name}.csv");
         let mut args = vec![
@@ -59,11 +74,13 @@ fn buyer_usage_counts_every_row_of_split_inputs_as_a_record_scored() {
         let sent = sb(&data, cwd, &args);
         assert!(sent.ok, "{name}: {}", sent.stderr);
     }
-    let results = data.join(format!("buckets/outbox/{BUYER}/results"));
+    let outbox = data.join(format!("buckets/outbox/{BUYER}"));
     assert!(
-        wait_until(Duration::from_secs(120), || inputs
-            .iter()
-            .all(|(name, _, _)| results.join(format!("{name}.out")).is_file())),
+        wait_until(Duration::from_secs(120), || inputs.iter().all(
+            |(name, _, _)| outbox.join(format!("results/{name}.out")).is_file()
+        ) && outbox
+            .join("failed/bad.json")
+            .is_file()),
         "not every request was answered"
     );
 
@@ -88,6 +105,35 @@ fn buyer_usage_counts_every_row_of_split_inputs_as_a_record_scored() {
         assert_eq!(usage.bytes_in, sent, "{name}: {usage:?}");
         assert_eq!(usage.bytes_out, n.bytes, "{name}: {usage:?}");
     }
+    // The usage lives in the outcomes themselves: the result's metadata, the failure's
+    // document; the outbox holds nothing else for it.
+    let store = FsObjectStore::new(data.join("buckets"), false);
+    for (name, _, _) in inputs {
+        let head = runtime().block_on(store.head(OUTBOX, &result_key(BUYER, name)));
+        let metadata = head.unwrap().expect("the result").metadata;
+        let n = notes.iter().find(|n| n.request_id == name).unwrap();
+        assert_eq!(Usage::from_metadata(&metadata).unwrap(), n.usage, "{name}");
+    }
+    let failed = notes.iter().find(|n| n.request_id == "bad").unwrap();
+    assert_eq!(failed.event, EventKind::InferenceFailed);
+    let failed_usage = failed
+        .usage
+        .expect("a failure after a call carries its usage");
+    assert_eq!((failed_usage.invocations, failed_usage.records), (1, 0));
+    let doc = std::fs::read(data.join("buckets/outbox").join(failed_key(BUYER, "bad"))).unwrap();
+    let doc: OutcomeDocument = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(doc.usage, Some(failed_usage));
+    let folders: Vec<String> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        folders
+            .iter()
+            .all(|f| ["results", "failed", "claims"].contains(&f.as_str())),
+        "{folders:?}"
+    );
+
     let large = notes.iter().find(|n| n.request_id == "large").unwrap();
     assert!(
         large.usage.unwrap().invocations >= 2,
@@ -110,7 +156,11 @@ fn buyer_usage_counts_every_row_of_split_inputs_as_a_record_scored() {
             .sum::<u64>()
     };
     assert_eq!(sum("records"), rows_sent, "{}", listed.stdout);
-    assert_eq!(sum("requests"), inputs.len() as u64);
+    assert_eq!(
+        sum("requests"),
+        inputs.len() as u64 + 1,
+        "the failure counts too"
+    );
     let invocations: u64 = notes
         .iter()
         .filter_map(|n| n.usage.map(|u| u64::from(u.invocations)))
@@ -144,4 +194,11 @@ fn buyer_usage_counts_every_row_of_split_inputs_as_a_record_scored() {
         "{}",
         later.stderr
     );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }

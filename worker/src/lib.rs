@@ -9,13 +9,15 @@ use bytes::Bytes;
 use sealbox_core::Error;
 use sealbox_core::contract::{
     CONTRACT_VERSION, ClaimDocument, Input, InputRef, JobMessage, MAX_REQUEST_OBJECT_BYTES,
-    Notification, OutcomeDocument, OutcomeKind, Reason, RequestObject, Split, Usage, UsageDocument,
-    ValidRequest, Violation,
+    Notification, OutcomeDocument, OutcomeKind, Reason, RequestObject, Split, Usage, ValidRequest,
+    Violation,
 };
 use sealbox_core::fault::{BuyerObject, answer_for_read};
 use sealbox_core::layout::result_key;
 use sealbox_core::outcome::{Claim, Outcomes, ResultInfo};
-use sealbox_core::ports::{ByteStream, Endpoint, Invocation, Notifier, ObjectStore, PutMode};
+use sealbox_core::ports::{
+    ByteStream, Endpoint, Invocation, Notifier, ObjectStore, PutMode, PutOptions,
+};
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -242,17 +244,15 @@ impl Worker {
             Err(failure) => Err(RunError::Fail(failure)),
         };
         let outcome = match ran {
-            Ok(meta) => JobOutcome::Completed(
-                self.outcomes()
-                    .settle_result(&info, Ok(meta), Some(report.usage()))
-                    .await?,
-            ),
+            Ok(meta) => {
+                JobOutcome::Completed(self.outcomes().settle_result(&info, Ok(meta)).await?)
+            }
             Err(RunError::Conflict) => {
                 let e = Error::AlreadyExists {
                     bucket: self.config.outbox.clone(),
                     key: result_key(&job.buyer, &job.request_id),
                 };
-                JobOutcome::Completed(self.outcomes().settle_result(&info, Err(e), None).await?)
+                JobOutcome::Completed(self.outcomes().settle_result(&info, Err(e)).await?)
             }
             Err(RunError::Fail(Failure(v))) => {
                 let mut doc = OutcomeDocument::new(
@@ -267,7 +267,6 @@ impl Worker {
                 if report.invocations > 0 {
                     // Calls made before the failure were billed all the same.
                     doc.usage = Some(report.usage());
-                    self.record_usage(&job, &report).await?;
                 }
                 tracing::info!(buyer = %job.buyer, request_id = %job.request_id, reason = %v.reason, detail = %v.rule, "failed");
                 JobOutcome::Failed(self.outcomes().settle_document(&doc).await?)
@@ -398,8 +397,8 @@ impl Worker {
                     return self.run_split(job, reader, report).await;
                 }
                 let out = self.invoke(job, Bytes::from(input), report).await?;
-                self.record_usage(job, report).await?;
-                put_result(self.store.put(outbox, &key, out, PutMode::CreateNew).await)
+                let opts = result_options(report)?;
+                put_result(self.store.put_opts(outbox, &key, out, opts).await)
             }
             (InputRef::Object { key: input_key }, Split::None, _) => {
                 let limit = self.endpoint.payload_limit();
@@ -408,8 +407,8 @@ impl Worker {
                     Err(e) => return Err(input_error(e, input_key)),
                 };
                 let out = self.invoke(job, input, report).await?;
-                self.record_usage(job, report).await?;
-                put_result(self.store.put(outbox, &key, out, PutMode::CreateNew).await)
+                let opts = result_options(report)?;
+                put_result(self.store.put_opts(outbox, &key, out, opts).await)
             }
             (InputRef::Object { key: input_key }, Split::Line, _) => {
                 let reader = match self.store.get_stream(&self.config.inbox, input_key).await {
@@ -495,19 +494,6 @@ impl Worker {
         }
     }
 
-    /// Records what the job used so far, before its outcome is written (a repeat of the
-    /// outcome's notification reads it back).
-    async fn record_usage(&self, job: &JobMessage, report: &JobReport) -> Result<(), Error> {
-        let doc = UsageDocument {
-            version: CONTRACT_VERSION,
-            buyer: job.buyer.clone(),
-            request_id: job.request_id.clone(),
-            usage: report.usage(),
-            recorded_at: OffsetDateTime::now_utc(),
-        };
-        self.outcomes().record_usage(&doc).await
-    }
-
     /// One invocation inside a concurrency slot; adds the nanoseconds inside the call to `busy`.
     async fn invoke_in_slot(
         &self,
@@ -582,11 +568,11 @@ impl Worker {
         out.flush().await.map_err(spool_err)?;
         out.rewind().await.map_err(spool_err)?;
         let body: ByteStream = Box::pin(out);
-        self.record_usage(job, report).await?;
         let key = result_key(&job.buyer, &job.request_id);
+        let opts = result_options(report)?;
         put_result(
             self.store
-                .put_stream(&self.config.outbox, &key, body, PutMode::CreateNew)
+                .put_stream_opts(&self.config.outbox, &key, body, opts)
                 .await,
         )
     }
@@ -645,6 +631,19 @@ fn input_error(e: Error, key: &str) -> RunError {
         Ok(v) => RunError::Fail(Failure(v)),
         Err(e) => RunError::Retry(e),
     }
+}
+
+/// How a result is written: create-new, carrying the job's usage in its metadata (one write:
+/// no result without its usage, and no extra request for it).
+fn result_options(report: &JobReport) -> Result<PutOptions, RunError> {
+    let metadata = report
+        .usage()
+        .to_metadata()
+        .map_err(|e| RunError::Retry(Error::json("encoding the usage metadata", e)))?;
+    Ok(PutOptions {
+        mode: PutMode::CreateNew,
+        metadata,
+    })
 }
 
 fn put_result(
@@ -1061,8 +1060,13 @@ mod tests {
         assert_eq!(usage.bytes_in, sent as u64);
         assert_eq!(usage.bytes_out, sent as u64, "the echo answers what it got");
         assert_eq!(usage, report.usage());
-        let stored = f.worker.outcomes().read_usage("b1", "r1").await.unwrap();
-        assert_eq!(stored, Some(usage));
+        let head = f
+            .store
+            .head("outbox", &result_key("b1", "r1"))
+            .await
+            .unwrap();
+        let stored = head.expect("the result").metadata;
+        assert_eq!(Usage::from_metadata(&stored).unwrap(), Some(usage));
     }
 
     #[tokio::test]
