@@ -66,7 +66,8 @@ impl FsObjectStore {
         Ok(self.root.join(bucket).join(key))
     }
 
-    /// Metadata of a file as an object, computed from `stat` (no read): size, mtime and inode.
+    /// Metadata of a file as an object, computed from `stat` (no read): size, mtime and inode;
+    /// no user metadata, as in a listing (head and get add it).
     pub fn meta_of(key: &str, md: &fs::Metadata) -> ObjectMeta {
         let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
         let last_modified = OffsetDateTime::from_unix_timestamp_nanos(mtime_ns)
