@@ -9,10 +9,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sealbox::cases::SAMPLE_ROWS;
-use sealbox_core::contract::{CONTRACT_VERSION, EventKind, Notification, OutcomeDocument, Usage};
+use sealbox_core::contract::{
+    CONTRACT_VERSION, EventKind, Notification, OutcomeDocument, USAGE_METADATA, Usage,
+};
 use sealbox_core::layout::{OUTBOX, failed_key, result_key};
-use sealbox_core::ports::ObjectStore;
+use sealbox_core::ports::{Metadata, ObjectStore, PutMode, PutOptions};
 use sealbox_embedded::fs_store::FsObjectStore;
 use sealbox_tests::{Ran, run, sealbox, start_up, wait_until};
 
@@ -193,6 +196,50 @@ fn buyer_usage_counts_every_row_of_split_inputs_as_a_record_scored() {
         later.stderr.contains("no usage recorded"),
         "{}",
         later.stderr
+    );
+
+    // An old result (2020) whose usage metadata is not a usage: without --since it is read
+    // and named as not counted; --since 2021-01-01 skips it on the listing's date, unread.
+    let old = result_key(BUYER, "old");
+    let bad = Metadata::from([(USAGE_METADATA.to_owned(), "not a usage".to_owned())]);
+    let opts = PutOptions {
+        mode: PutMode::CreateNew,
+        metadata: bad,
+    };
+    let put = store.put_opts(OUTBOX, &old, Bytes::from_static(b"x\n"), opts);
+    runtime().block_on(put).unwrap();
+    let in_2020 = std::time::UNIX_EPOCH + Duration::from_secs(1_590_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(data.join("buckets/outbox").join(&old))
+        .unwrap()
+        .set_modified(in_2020)
+        .unwrap();
+    let all = sb(&data, cwd, &["buyer", "usage", "--buyer", BUYER, "--json"]);
+    assert!(all.ok, "{}", all.stderr);
+    assert!(
+        all.stderr.contains("1 outcomes") && all.stderr.contains("not counted"),
+        "{}",
+        all.stderr
+    );
+    let since = sb(
+        &data,
+        cwd,
+        &[
+            "buyer",
+            "usage",
+            "--buyer",
+            BUYER,
+            "--since",
+            "2021-01-01",
+            "--json",
+        ],
+    );
+    assert!(since.ok, "{}", since.stderr);
+    assert!(!since.stderr.contains("not counted"), "{}", since.stderr);
+    assert_eq!(
+        since.stdout, listed.stdout,
+        "the same days as before the old result"
     );
 }
 
