@@ -392,14 +392,16 @@ impl ObjectStore for S3ObjectStore {
             .send()
             .await
             .map_err(|e| read_error(e, "reading", bucket, key))?;
-        let meta = object_meta(
-            key,
-            out.content_length(),
-            out.e_tag(),
-            out.last_modified(),
-            bucket,
-        )?
-        .with_metadata(out.metadata());
+        let meta = ObjectMeta {
+            metadata: port_metadata(out.metadata()),
+            ..object_meta(
+                key,
+                out.content_length(),
+                out.e_tag(),
+                out.last_modified(),
+                bucket,
+            )?
+        };
         Ok((meta, Box::pin(out.body.into_async_read())))
     }
 
@@ -420,7 +422,12 @@ impl ObjectStore for S3ObjectStore {
                 out.last_modified(),
                 bucket,
             )
-            .map(|meta| Some(meta.with_metadata(out.metadata()))),
+            .map(|meta| {
+                Some(ObjectMeta {
+                    metadata: port_metadata(out.metadata()),
+                    ..meta
+                })
+            }),
             // A HEAD answer has no body, so a missing bucket is a bare 404 too: both are None.
             Err(e) if matches!(classify(&e), Fault::NotFound) => Ok(None),
             Err(e) => Err(read_error(e, "reading the metadata of", bucket, key)),
@@ -559,14 +566,16 @@ async fn read_capped(
     out: aws_sdk_s3::operation::get_object::GetObjectOutput,
     max_bytes: u64,
 ) -> Result<(ObjectMeta, Bytes)> {
-    let meta = object_meta(
-        key,
-        out.content_length(),
-        out.e_tag(),
-        out.last_modified(),
-        bucket,
-    )?
-    .with_metadata(out.metadata());
+    let meta = ObjectMeta {
+        metadata: port_metadata(out.metadata()),
+        ..object_meta(
+            key,
+            out.content_length(),
+            out.e_tag(),
+            out.last_modified(),
+            bucket,
+        )?
+    };
     let too_large = |size| Error::TooLarge {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
@@ -629,23 +638,15 @@ fn sdk_metadata(metadata: &Metadata) -> Option<std::collections::HashMap<String,
     (!metadata.is_empty()).then(|| metadata.clone().into_iter().collect())
 }
 
-/// Adds the user metadata a HeadObject or GetObject answered to [`ObjectMeta`].
-trait WithMetadata {
-    fn with_metadata(self, sdk: Option<&std::collections::HashMap<String, String>>) -> Self;
-}
-
-impl WithMetadata for ObjectMeta {
-    fn with_metadata(mut self, sdk: Option<&std::collections::HashMap<String, String>>) -> Self {
-        // S3 answers names lowercased; the port only accepts lowercase ones, so they match.
-        self.metadata = sdk
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self
-    }
+/// The user metadata a HeadObject or GetObject answered, as the port holds it. S3 answers
+/// names lowercased; the port only accepts lowercase ones, so they match what was put.
+fn port_metadata(sdk: Option<&std::collections::HashMap<String, String>>) -> Metadata {
+    sdk.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn required_etag(etag: Option<&str>, doing: &str, bucket: &str, key: &str) -> Result<String> {
@@ -826,5 +827,17 @@ mod tests {
         ));
         assert!(check_key(&"k".repeat(1024)).is_ok());
         assert!(check_key("../odd but legal on S3").is_ok());
+    }
+
+    #[test]
+    fn no_metadata_sends_no_header_and_names_come_back_lowercase() {
+        assert_eq!(sdk_metadata(&Metadata::new()), None);
+        let metadata = Metadata::from([("sealbox-usage".to_owned(), "{}".to_owned())]);
+        let sent = sdk_metadata(&metadata).unwrap();
+        assert_eq!(port_metadata(Some(&sent)), metadata);
+        let answered =
+            std::collections::HashMap::from([("Sealbox-Usage".to_owned(), "{}".to_owned())]);
+        assert_eq!(port_metadata(Some(&answered)), metadata);
+        assert!(port_metadata(None).is_empty());
     }
 }
