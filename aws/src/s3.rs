@@ -12,6 +12,9 @@
 //! one whose future is dropped is aborted in the background (a bucket lifecycle rule for
 //! incomplete multipart uploads is still the backstop for a process that dies mid-upload).
 //!
+//! User metadata is S3's own (`x-amz-meta-<name>`): set on the PutObject or on the
+//! CreateMultipartUpload, answered by HeadObject and GetObject; ListObjectsV2 does not carry it.
+//!
 //! Reads of a missing key answer 404 only if the caller may list the bucket (`s3:ListBucket`);
 //! without it S3 answers 403. A read S3 refuses for a reason about the object (403 of any code
 //! but those about our credentials or clock, `InvalidObjectState`, `KMS.*`, a checksum mismatch)
@@ -28,7 +31,9 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
-use sealbox_core::ports::object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+use sealbox_core::ports::object_store::{
+    ByteStream, Metadata, ObjectMeta, ObjectStore, PutMode, PutOptions, check_metadata,
+};
 use sealbox_core::{Error, Result};
 
 use crate::sdk::storage_error;
@@ -140,9 +145,10 @@ impl S3ObjectStore {
         bucket: &str,
         key: &str,
         body: Bytes,
-        mode: PutMode,
+        opts: PutOptions,
     ) -> Result<ObjectMeta> {
         check_key(key)?;
+        check_metadata(&opts.metadata)?;
         let size = body.len() as u64;
         let mut request = self
             .client
@@ -150,8 +156,9 @@ impl S3ObjectStore {
             .bucket(bucket)
             .key(key)
             .content_length(size as i64)
+            .set_metadata(sdk_metadata(&opts.metadata))
             .body(SdkByteStream::from(body));
-        if mode == PutMode::CreateNew {
+        if opts.mode == PutMode::CreateNew {
             request = request.if_none_match("*");
         }
         let out = request
@@ -163,6 +170,7 @@ impl S3ObjectStore {
             size,
             etag: required_etag(out.e_tag(), "writing", bucket, key)?,
             last_modified: written_now(),
+            metadata: opts.metadata,
         })
     }
 
@@ -173,13 +181,14 @@ impl S3ObjectStore {
         key: &str,
         parts: (Bytes, Bytes),
         body: &mut ByteStream,
-        mode: PutMode,
+        opts: PutOptions,
     ) -> Result<ObjectMeta> {
         let created = self
             .client
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
+            .set_metadata(sdk_metadata(&opts.metadata))
             .send()
             .await
             .map_err(|e| write_error(e, "starting a multipart upload of", bucket, key))?;
@@ -201,13 +210,16 @@ impl S3ObjectStore {
             key: key.to_owned(),
             upload_id: Some(upload_id.to_owned()),
         };
-        let uploaded = upload.run(parts, body, mode).await;
+        let uploaded = upload.run(parts, body, opts.mode).await;
         if uploaded.is_err() {
             // Awaited here rather than left to the guard, so no part outlives a failed put.
             upload.abort().await;
         }
         guard.upload_id = None;
-        uploaded
+        uploaded.map(|meta| ObjectMeta {
+            metadata: opts.metadata,
+            ..meta
+        })
     }
 }
 
@@ -290,6 +302,7 @@ impl Upload<'_> {
             size,
             etag: required_etag(out.e_tag(), "completing the upload of", bucket, key)?,
             last_modified: written_now(),
+            metadata: Metadata::new(),
         })
     }
 
@@ -324,27 +337,35 @@ impl Upload<'_> {
 
 #[async_trait]
 impl ObjectStore for S3ObjectStore {
-    async fn put(&self, bucket: &str, key: &str, body: Bytes, mode: PutMode) -> Result<ObjectMeta> {
-        self.put_object(bucket, key, body, mode).await
+    async fn put_opts(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
+        self.put_object(bucket, key, body, opts).await
     }
 
-    async fn put_stream(
+    async fn put_stream_opts(
         &self,
         bucket: &str,
         key: &str,
         mut body: ByteStream,
-        mode: PutMode,
+        opts: PutOptions,
     ) -> Result<ObjectMeta> {
         check_key(key)?;
+        // Before reading a byte of the body: a refusal costs nothing.
+        check_metadata(&opts.metadata)?;
         let first = read_part(&mut body, bucket, key).await?;
         if first.len() < PART_SIZE {
-            return self.put_object(bucket, key, first, mode).await;
+            return self.put_object(bucket, key, first, opts).await;
         }
         let second = read_part(&mut body, bucket, key).await?;
         if second.is_empty() {
-            return self.put_object(bucket, key, first, mode).await;
+            return self.put_object(bucket, key, first, opts).await;
         }
-        self.put_multipart(bucket, key, (first, second), &mut body, mode)
+        self.put_multipart(bucket, key, (first, second), &mut body, opts)
             .await
     }
 
@@ -371,13 +392,16 @@ impl ObjectStore for S3ObjectStore {
             .send()
             .await
             .map_err(|e| read_error(e, "reading", bucket, key))?;
-        let meta = object_meta(
-            key,
-            out.content_length(),
-            out.e_tag(),
-            out.last_modified(),
-            bucket,
-        )?;
+        let meta = ObjectMeta {
+            metadata: port_metadata(out.metadata()),
+            ..object_meta(
+                key,
+                out.content_length(),
+                out.e_tag(),
+                out.last_modified(),
+                bucket,
+            )?
+        };
         Ok((meta, Box::pin(out.body.into_async_read())))
     }
 
@@ -398,7 +422,12 @@ impl ObjectStore for S3ObjectStore {
                 out.last_modified(),
                 bucket,
             )
-            .map(Some),
+            .map(|meta| {
+                Some(ObjectMeta {
+                    metadata: port_metadata(out.metadata()),
+                    ..meta
+                })
+            }),
             // A HEAD answer has no body, so a missing bucket is a bare 404 too: both are None.
             Err(e) if matches!(classify(&e), Fault::NotFound) => Ok(None),
             Err(e) => Err(read_error(e, "reading the metadata of", bucket, key)),
@@ -537,13 +566,16 @@ async fn read_capped(
     out: aws_sdk_s3::operation::get_object::GetObjectOutput,
     max_bytes: u64,
 ) -> Result<(ObjectMeta, Bytes)> {
-    let meta = object_meta(
-        key,
-        out.content_length(),
-        out.e_tag(),
-        out.last_modified(),
-        bucket,
-    )?;
+    let meta = ObjectMeta {
+        metadata: port_metadata(out.metadata()),
+        ..object_meta(
+            key,
+            out.content_length(),
+            out.e_tag(),
+            out.last_modified(),
+            bucket,
+        )?
+    };
     let too_large = |size| Error::TooLarge {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
@@ -597,7 +629,24 @@ fn object_meta(
         size,
         etag,
         last_modified,
+        metadata: Metadata::new(),
     })
+}
+
+/// The port's metadata as the SDK sends it (`None` sends no `x-amz-meta-*` header).
+fn sdk_metadata(metadata: &Metadata) -> Option<std::collections::HashMap<String, String>> {
+    (!metadata.is_empty()).then(|| metadata.clone().into_iter().collect())
+}
+
+/// The user metadata a HeadObject or GetObject answered, as the port holds it. S3 answers
+/// names lowercased; the port only accepts lowercase ones, so they match what was put.
+fn port_metadata(sdk: Option<&std::collections::HashMap<String, String>>) -> Metadata {
+    sdk.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn required_etag(etag: Option<&str>, doing: &str, bucket: &str, key: &str) -> Result<String> {
@@ -778,5 +827,17 @@ mod tests {
         ));
         assert!(check_key(&"k".repeat(1024)).is_ok());
         assert!(check_key("../odd but legal on S3").is_ok());
+    }
+
+    #[test]
+    fn no_metadata_sends_no_header_and_names_come_back_lowercase() {
+        assert_eq!(sdk_metadata(&Metadata::new()), None);
+        let metadata = Metadata::from([("sealbox-usage".to_owned(), "{}".to_owned())]);
+        let sent = sdk_metadata(&metadata).unwrap();
+        assert_eq!(port_metadata(Some(&sent)), metadata);
+        let answered =
+            std::collections::HashMap::from([("Sealbox-Usage".to_owned(), "{}".to_owned())]);
+        assert_eq!(port_metadata(Some(&answered)), metadata);
+        assert!(port_metadata(None).is_empty());
     }
 }

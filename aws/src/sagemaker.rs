@@ -38,7 +38,9 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
 use sealbox_core::contract::DEFAULT_PAYLOAD_LIMIT;
-use sealbox_core::ports::endpoint::{Endpoint, Invocation, InvocationOutput};
+use sealbox_core::ports::endpoint::{
+    Endpoint, Invocation, InvocationOutput, consumed_units_from_custom_attributes,
+};
 use sealbox_core::{Error, Result};
 
 /// Largest answer accepted, as the embedded adapter's cap (SageMaker itself answers at most
@@ -110,6 +112,13 @@ impl Endpoint for SageMakerEndpoint {
             body: Bytes::from(body),
             // As the embedded adapter: an answer without a type is taken to be what was asked.
             content_type: out.content_type.unwrap_or(inv.accept),
+            // InvokeEndpoint's answer models none of the container's headers but its custom
+            // attributes (`X-Amzn-Inference-Metering` is not among its outputs), so a model
+            // that wants its metering seen repeats it there.
+            consumed_units: out
+                .custom_attributes
+                .as_deref()
+                .and_then(consumed_units_from_custom_attributes),
             custom_attributes: out.custom_attributes,
         })
     }

@@ -16,6 +16,7 @@ pub mod results;
 pub mod seller_aws;
 pub mod submit;
 pub mod token_check;
+pub mod usage;
 
 /// The embedded stack, wired in `sealbox-embedded` (re-exported so `sealbox::stack` paths stay).
 pub use sealbox_embedded::stack;

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sealbox::output::Backend;
 use sealbox::stack::{DEFAULT_ISSUER, DEFAULT_PRODUCT, ModelSource, StackOptions};
-use sealbox::{access, aws, bench, commands, demo, model, results, submit};
+use sealbox::{access, aws, bench, commands, demo, model, results, submit, usage};
 
 /// Subscription-gated asynchronous model serving, embedded on one machine or on AWS.
 #[derive(Parser)]
@@ -343,6 +343,9 @@ enum BuyerCommand {
     Submit(submit::SubmitArgs),
     /// List outcomes, optionally fetching them.
     Results(results::ResultsArgs),
+    /// Sum what the requests used of the model (invocations, records, bytes, model time) per
+    /// UTC day, to reconcile the AWS Marketplace bill.
+    Usage(usage::UsageArgs),
 }
 
 #[derive(Subcommand)]
@@ -581,6 +584,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             BuyerCommand::Submit(a) => submit::submit(&data, a).await,
             BuyerCommand::Results(a) => results::results(&data, a).await,
+            BuyerCommand::Usage(a) => usage::usage(&data, a).await,
         },
         Command::Status { json, backend } => {
             commands::status(backend, &data, json).await?;

@@ -7,6 +7,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::ports::object_store::Metadata;
+
 /// The only contract version this build speaks.
 pub const CONTRACT_VERSION: u32 = 1;
 /// Largest request object accepted (1 MiB).
@@ -961,6 +963,74 @@ pub struct Notification {
     /// Reason code, on failures and rejections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
+    /// What the request used of the endpoint (absent for rejections, failures that never
+    /// invoked it, and outcomes of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// What one request used of the model endpoint, summed over all its invocations (every batch
+/// of a split input): what a buyer reconciles the AWS Marketplace bill against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Endpoint calls made, retried calls included.
+    pub invocations: u32,
+    /// Records scored: the `ConsumedUnits` each successful answer metered, or 1 for an answer
+    /// that metered nothing (AWS Marketplace bills one unit per successful answer by default).
+    pub records: u64,
+    /// True when every successful answer metered its units, so `records` is what the model
+    /// metered; false when some answer was counted as 1.
+    pub metered: bool,
+    /// Payload bytes sent, over every call.
+    pub bytes_in: u64,
+    /// Bytes answered by successful calls.
+    pub bytes_out: u64,
+    /// Milliseconds spent inside endpoint calls.
+    pub model_ms: u64,
+}
+
+impl Usage {
+    /// Nothing used yet: no answer has gone unmetered.
+    pub fn none() -> Usage {
+        Usage {
+            metered: true,
+            ..Usage::default()
+        }
+    }
+
+    /// Adds `other` (another request's usage, for totals).
+    pub fn add(&mut self, other: &Usage) {
+        self.invocations = self.invocations.saturating_add(other.invocations);
+        self.records = self.records.saturating_add(other.records);
+        self.metered &= other.metered;
+        self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+        self.model_ms = self.model_ms.saturating_add(other.model_ms);
+    }
+}
+
+/// The user metadata name under which a result object carries its request's [`Usage`]
+/// (on S3 the header `x-amz-meta-sealbox-usage`), as compact JSON: the result and its usage
+/// are one write, so there is no usage without its result nor a result without its usage.
+pub const USAGE_METADATA: &str = "sealbox-usage";
+
+impl Usage {
+    /// The result object's metadata carrying this usage.
+    pub fn to_metadata(&self) -> Result<Metadata, serde_json::Error> {
+        Ok(Metadata::from([(
+            USAGE_METADATA.to_owned(),
+            serde_json::to_string(self)?,
+        )]))
+    }
+
+    /// The usage a result object's metadata carries: `None` for results written without it
+    /// (older builds), an error for a value that is not a usage.
+    pub fn from_metadata(metadata: &Metadata) -> Result<Option<Usage>, serde_json::Error> {
+        metadata
+            .get(USAGE_METADATA)
+            .map(|v| serde_json::from_str(v))
+            .transpose()
+    }
 }
 
 /// The stable event id of the single outcome of (buyer, request_id).
@@ -1024,6 +1094,10 @@ pub struct OutcomeDocument {
     /// When this document was written.
     #[serde(with = "time::serde::rfc3339")]
     pub decided_at: OffsetDateTime,
+    /// What the request used of the endpoint before it failed (absent when it never invoked
+    /// it, in rejections, and in documents of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl OutcomeDocument {
@@ -1048,6 +1122,7 @@ impl OutcomeDocument {
             attempts: 0,
             received_at: OffsetDateTime::now_utc(),
             decided_at: OffsetDateTime::now_utc(),
+            usage: None,
         }
     }
 }
@@ -1346,6 +1421,104 @@ mod tests {
             let input: InputRef = serde_json::from_str(json).unwrap();
             assert!(matches!(input.carried_bytes(), Some(Err(_))), "{json}");
         }
+    }
+    #[test]
+    fn notifications_and_documents_of_older_builds_read_without_usage() {
+        let n: Notification = serde_json::from_value(serde_json::json!({
+            "version": 1, "event_id": "e", "event": "InferenceCompleted", "buyer": "b",
+            "request_id": "r", "output_location": "s3://outbox/b/results/r.out",
+            "content_type": "text/csv", "bytes": 3, "received_at": "2026-11-25T19:00:00Z",
+            "completed_at": "2026-11-25T19:00:01Z", "attempts": 1
+        }))
+        .unwrap();
+        assert_eq!(n.usage, None);
+        assert!(!serde_json::to_string(&n).unwrap().contains("usage"));
+        let d: OutcomeDocument = serde_json::from_value(serde_json::json!({
+            "version": 1, "buyer": "b", "request_id": "r", "outcome": "failed",
+            "reason": "model_error", "message": "m", "request_key": "b/requests/r.json",
+            "attempts": 1, "received_at": "2026-11-25T19:00:00Z",
+            "decided_at": "2026-11-25T19:00:01Z"
+        }))
+        .unwrap();
+        assert_eq!(d.usage, None);
+    }
+
+    #[test]
+    fn usage_is_written_with_every_member_and_read_back() {
+        let usage = Usage {
+            invocations: 3,
+            records: 250,
+            metered: true,
+            bytes_in: 4000,
+            bytes_out: 3000,
+            model_ms: 12,
+        };
+        let v = serde_json::to_value(usage).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"invocations": 3, "records": 250, "metered": true,
+                               "bytes_in": 4000, "bytes_out": 3000, "model_ms": 12})
+        );
+        assert_eq!(serde_json::from_value::<Usage>(v).unwrap(), usage);
+    }
+
+    #[test]
+    fn usage_rides_in_one_metadata_entry_of_compact_json_well_under_s3s_limit() {
+        let usage = Usage {
+            invocations: u32::MAX,
+            records: u64::MAX,
+            metered: false,
+            bytes_in: u64::MAX,
+            bytes_out: u64::MAX,
+            model_ms: u64::MAX,
+        };
+        let metadata = usage.to_metadata().unwrap();
+        assert_eq!(metadata.len(), 1);
+        let value = &metadata[USAGE_METADATA];
+        assert!(!value.contains(' '), "{value}");
+        crate::ports::object_store::check_metadata(&metadata).unwrap();
+        assert!(value.len() < 256, "{} bytes", value.len());
+        assert_eq!(Usage::from_metadata(&metadata).unwrap(), Some(usage));
+    }
+
+    #[test]
+    fn a_result_without_usage_metadata_has_none_and_a_bad_value_is_an_error() {
+        assert_eq!(Usage::from_metadata(&Metadata::new()).unwrap(), None);
+        let bad = Metadata::from([(USAGE_METADATA.to_owned(), "{\"records\":1}".to_owned())]);
+        assert!(Usage::from_metadata(&bad).is_err());
+    }
+
+    #[test]
+    fn usage_totals_add_every_member_and_stay_metered_only_if_all_were() {
+        let mut total = Usage::none();
+        total.add(&Usage {
+            invocations: 2,
+            records: 10,
+            metered: true,
+            bytes_in: 1,
+            bytes_out: 2,
+            model_ms: 3,
+        });
+        assert!(total.metered);
+        total.add(&Usage {
+            invocations: 1,
+            records: 1,
+            metered: false,
+            bytes_in: 1,
+            bytes_out: 1,
+            model_ms: 1,
+        });
+        assert_eq!(
+            total,
+            Usage {
+                invocations: 3,
+                records: 11,
+                metered: false,
+                bytes_in: 2,
+                bytes_out: 3,
+                model_ms: 4,
+            }
+        );
     }
 }
 

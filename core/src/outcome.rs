@@ -12,7 +12,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::contract::{
-    CONTRACT_VERSION, ClaimDocument, EventKind, Notification, OutcomeDocument, OutcomeKind,
+    CONTRACT_VERSION, ClaimDocument, EventKind, Notification, OutcomeDocument, OutcomeKind, Usage,
     event_id,
 };
 use crate::error::{Error, Result};
@@ -62,7 +62,11 @@ pub struct ResultInfo<'a> {
     pub attempts: u32,
 }
 
+/// The notification of a result, with the usage its metadata carries.
 fn result_notification(outbox: &str, info: &ResultInfo<'_>, meta: &ObjectMeta) -> Notification {
+    // A value that is not a usage (only a hand-edited object has one) is announced without:
+    // the result is the outcome, and `buyer usage` names such results.
+    let usage = Usage::from_metadata(&meta.metadata).ok().flatten();
     Notification {
         version: CONTRACT_VERSION,
         event_id: event_id(info.buyer, info.request_id),
@@ -77,6 +81,7 @@ fn result_notification(outbox: &str, info: &ResultInfo<'_>, meta: &ObjectMeta) -
         completed_at: meta.last_modified,
         attempts: info.attempts,
         reason: None,
+        usage,
     }
 }
 
@@ -104,6 +109,7 @@ fn document_notification(
         completed_at: doc.decided_at,
         attempts: doc.attempts,
         reason: Some(doc.reason),
+        usage: doc.usage,
     }
 }
 
@@ -218,7 +224,8 @@ impl Outcomes<'_> {
         Ok(n)
     }
 
-    /// Writes a result unless one exists, then announces whichever result is there.
+    /// Writes a result unless one exists, then announces whichever result is there, with the
+    /// usage its metadata carries (the put's answer, or the head of the one found).
     pub async fn settle_result(
         &self,
         info: &ResultInfo<'_>,

@@ -1,5 +1,12 @@
 //! Object store over a directory: `ROOT/<bucket>/<key>`, atomic writes through a temporary file
 //! and a rename (or a hard link, for create-if-absent, which fails if the name exists).
+//!
+//! User metadata lives in the file's own extended attributes, `user.sealbox.<name>`, set on
+//! the temporary file before the rename: the rename publishes body and metadata in one step,
+//! a refused create-new leaves the first object's untouched, and the bucket holds nothing but
+//! objects (a sidecar file would need its own atomicity, its own sweep and hiding from
+//! listings and from the inbox watcher). The cost is a file system with user xattrs (ext4,
+//! XFS, btrfs, tmpfs since Linux 6.6); on one without, a put with metadata fails, naming that.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -14,7 +21,10 @@ use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
 use sealbox_core::layout::{TEMP_PREFIX, check_key};
-use sealbox_core::ports::object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+use sealbox_core::ports::object_store::{
+    ByteStream, MAX_METADATA_BYTES, Metadata, ObjectMeta, ObjectStore, PutMode, PutOptions,
+    check_metadata,
+};
 use sealbox_core::{Error, Result};
 
 /// Object store on the local file system.
@@ -56,7 +66,8 @@ impl FsObjectStore {
         Ok(self.root.join(bucket).join(key))
     }
 
-    /// Metadata of a file as an object, computed from `stat` (no read): size, mtime and inode.
+    /// Metadata of a file as an object, computed from `stat` (no read): size, mtime and inode;
+    /// no user metadata, as in a listing (head and get add it).
     pub fn meta_of(key: &str, md: &fs::Metadata) -> ObjectMeta {
         let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
         let last_modified = OffsetDateTime::from_unix_timestamp_nanos(mtime_ns)
@@ -66,6 +77,7 @@ impl FsObjectStore {
             size: md.len(),
             etag: format!("\"{:x}-{:x}-{:x}\"", md.ino(), mtime_ns, md.len()),
             last_modified,
+            metadata: Metadata::new(),
         }
     }
 
@@ -90,7 +102,7 @@ impl FsObjectStore {
         Ok((tmp, file))
     }
 
-    /// Publishes the temporary file under its final name.
+    /// Publishes the temporary file, with its metadata, under its final name.
     fn commit(
         &self,
         bucket: &str,
@@ -98,8 +110,13 @@ impl FsObjectStore {
         tmp: &Path,
         file: fs::File,
         target: &Path,
-        mode: PutMode,
+        opts: PutOptions,
     ) -> Result<ObjectMeta> {
+        if let Err(e) = write_metadata(&file, &opts.metadata) {
+            let _ = fs::remove_file(tmp);
+            return Err(e.context(bucket, key));
+        }
+        let mode = opts.mode;
         if self.durable {
             file.sync_all()
                 .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
@@ -129,7 +146,9 @@ impl FsObjectStore {
         }
         let md = fs::metadata(target)
             .map_err(|e| Error::io(format!("reading {}", target.display()), e))?;
-        Ok(Self::meta_of(key, &md))
+        let mut meta = Self::meta_of(key, &md);
+        meta.metadata = opts.metadata;
+        Ok(meta)
     }
 
     /// Removes temporary files left by writers that died mid-write (their process is gone).
@@ -161,9 +180,16 @@ impl FsObjectStore {
         Ok(removed)
     }
 
-    fn put_sync(&self, bucket: &str, key: &str, body: &[u8], mode: PutMode) -> Result<ObjectMeta> {
+    fn put_sync(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &[u8],
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
         let target = self.path_of(bucket, key)?;
-        if mode == PutMode::CreateNew && target.exists() {
+        check_metadata(&opts.metadata)?;
+        if opts.mode == PutMode::CreateNew && target.exists() {
             // Cheap early answer; the link below is what makes it race-free.
             return Err(Error::AlreadyExists {
                 bucket: bucket.to_owned(),
@@ -175,7 +201,7 @@ impl FsObjectStore {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io(format!("writing {}", tmp.display()), e));
         }
-        self.commit(bucket, key, &tmp, file, &target, mode)
+        self.commit(bucket, key, &tmp, file, &target, opts)
     }
 
     fn get_sync(&self, bucket: &str, key: &str, max: u64) -> Result<(ObjectMeta, Bytes)> {
@@ -199,14 +225,29 @@ impl FsObjectStore {
         if buf.len() as u64 > max {
             return Err(too_large(buf.len() as u64));
         }
-        Ok((Self::meta_of(key, &md), Bytes::from(buf)))
+        Ok((
+            Self::meta_with_metadata(bucket, key, &file, &md)?,
+            Bytes::from(buf),
+        ))
+    }
+
+    /// [`Self::meta_of`] plus the metadata of the open file: what head and get answer.
+    fn meta_with_metadata(
+        bucket: &str,
+        key: &str,
+        file: &fs::File,
+        md: &fs::Metadata,
+    ) -> Result<ObjectMeta> {
+        let mut meta = Self::meta_of(key, md);
+        meta.metadata = read_metadata(file).map_err(|e| e.context(bucket, key))?;
+        Ok(meta)
     }
 
     fn head_sync(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
         // Checks the bucket and key; the path itself is resolved beneath the root.
         self.path_of(bucket, key)?;
         match self.open_object(bucket, key) {
-            Ok((_, md)) => Ok(Some(Self::meta_of(key, &md))),
+            Ok((file, md)) => Self::meta_with_metadata(bucket, key, &file, &md).map(Some),
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -548,6 +589,105 @@ impl FsObjectStore {
     }
 }
 
+/// The prefix of the extended attributes that hold an object's user metadata.
+const XATTR_PREFIX: &str = "user.sealbox.";
+
+/// Why reading or writing an object's metadata failed, before the object is named.
+enum MetadataError {
+    /// The file system or the syscall failed: ours.
+    Io(&'static str, std::io::Error),
+    /// The attributes are not metadata sealbox could have written (placed by hand): an answer
+    /// about the object.
+    Malformed(String),
+}
+
+impl MetadataError {
+    fn context(self, bucket: &str, key: &str) -> Error {
+        match self {
+            MetadataError::Io(doing, e) => Error::io(format!("{doing} of {bucket}/{key}"), e),
+            MetadataError::Malformed(why) => Error::Unreadable {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                why,
+            },
+        }
+    }
+}
+
+/// Sets each entry as `user.sealbox.<name>` on the (still temporary) file.
+fn write_metadata(file: &fs::File, metadata: &Metadata) -> std::result::Result<(), MetadataError> {
+    for (name, value) in metadata {
+        let attr = format!("{XATTR_PREFIX}{name}");
+        rustix::fs::fsetxattr(
+            file,
+            attr.as_str(),
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| {
+            let doing = if e == rustix::io::Errno::NOTSUP {
+                "storing user metadata (the file system has no user extended attributes)"
+            } else {
+                "storing user metadata"
+            };
+            MetadataError::Io(doing, e.into())
+        })?;
+    }
+    Ok(())
+}
+
+/// The `user.sealbox.*` attributes of an open object as its metadata. One syscall when the
+/// file has no extended attributes at all; other attributes (SELinux labels, a user's own)
+/// are left alone.
+fn read_metadata(file: &fs::File) -> std::result::Result<Metadata, MetadataError> {
+    let mut metadata = Metadata::new();
+    let io = |e: rustix::io::Errno| MetadataError::Io("reading user metadata", e.into());
+    let len = match rustix::fs::flistxattr_query(file) {
+        Ok(0) => return Ok(metadata),
+        Ok(len) => len,
+        // No attributes can be there to read.
+        Err(e) if e == rustix::io::Errno::NOTSUP => return Ok(metadata),
+        Err(e) => return Err(io(e)),
+    };
+    let mut names = vec![0u8; len];
+    let len = rustix::fs::flistxattr(file, &mut names[..]).map_err(io)?;
+    let mut value = vec![0u8; MAX_METADATA_BYTES];
+    let mut total = 0usize;
+    for attr in names[..len.min(names.len())].split(|b| *b == 0) {
+        let Some(name) = attr.strip_prefix(XATTR_PREFIX.as_bytes()) else {
+            continue;
+        };
+        let got = match rustix::fs::fgetxattr(file, attr, &mut value[..]) {
+            Ok(got) => got,
+            Err(e) if e == rustix::io::Errno::RANGE => {
+                return Err(MetadataError::Malformed(
+                    "its user metadata is over 2048 bytes".into(),
+                ));
+            }
+            // Removed between the listing and the read.
+            Err(e) if e == rustix::io::Errno::NODATA => continue,
+            Err(e) => return Err(io(e)),
+        };
+        let (Ok(name), Ok(text)) = (
+            std::str::from_utf8(name),
+            std::str::from_utf8(&value[..got.min(value.len())]),
+        ) else {
+            return Err(MetadataError::Malformed(
+                "its user metadata is not text".into(),
+            ));
+        };
+        total += name.len() + text.len();
+        metadata.insert(name.to_owned(), text.to_owned());
+    }
+    if total > MAX_METADATA_BYTES || check_metadata(&metadata).is_err() {
+        return Err(MetadataError::Malformed(
+            "its user metadata is not what S3 could hold (names [a-z0-9-], ASCII values, 2 KB)"
+                .into(),
+        ));
+    }
+    Ok(metadata)
+}
+
 /// Runs blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await?
@@ -555,19 +695,26 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 #[async_trait]
 impl ObjectStore for FsObjectStore {
-    async fn put(&self, bucket: &str, key: &str, body: Bytes, mode: PutMode) -> Result<ObjectMeta> {
+    async fn put_opts(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
         let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
-        blocking(move || this.put_sync(&bucket, &key, &body, mode)).await
+        blocking(move || this.put_sync(&bucket, &key, &body, opts)).await
     }
 
-    async fn put_stream(
+    async fn put_stream_opts(
         &self,
         bucket: &str,
         key: &str,
         mut body: ByteStream,
-        mode: PutMode,
+        opts: PutOptions,
     ) -> Result<ObjectMeta> {
         let target = self.path_of(bucket, key)?;
+        check_metadata(&opts.metadata)?;
         let (tmp, file) = {
             let (this, target) = (self.clone(), target.clone());
             blocking(move || this.begin(&target)).await?
@@ -584,7 +731,7 @@ impl ObjectStore for FsObjectStore {
         }
         let file = out.into_std().await;
         let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
-        blocking(move || this.commit(&bucket, &key, &tmp, file, &target, mode)).await
+        blocking(move || this.commit(&bucket, &key, &tmp, file, &target, opts)).await
     }
 
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes)> {
@@ -599,7 +746,7 @@ impl ObjectStore for FsObjectStore {
             let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
             blocking(move || this.open_object(&bucket, &key)).await?
         };
-        let meta = Self::meta_of(key, &md);
+        let meta = Self::meta_with_metadata(bucket, key, &file, &md)?;
         let stream = tokio::fs::File::from_std(file).take(md.len());
         Ok((meta, Box::pin(stream)))
     }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use sealbox_core::ports::endpoint::{Endpoint, Invocation, InvocationOutput};
+use sealbox_core::ports::endpoint::{
+    Endpoint, Invocation, InvocationOutput, METERING_HEADER, consumed_units_from_custom_attributes,
+    consumed_units_from_metering,
+};
 use sealbox_core::{Error, Result};
 
 /// The SageMaker header for custom attributes.
@@ -105,6 +108,16 @@ impl Endpoint for HttpEndpoint {
         };
         let content_type = header(reqwest::header::CONTENT_TYPE.as_str());
         let custom_attributes = header(CUSTOM_ATTRIBUTES);
+        // The container's own header first (what AWS Marketplace bills), else the copy in its
+        // custom attributes that a model meant for SageMaker may give instead.
+        let consumed_units = header(METERING_HEADER)
+            .as_deref()
+            .and_then(consumed_units_from_metering)
+            .or_else(|| {
+                custom_attributes
+                    .as_deref()
+                    .and_then(consumed_units_from_custom_attributes)
+            });
         let retry_after = header("retry-after")
             .and_then(|s| s.parse::<u64>().ok())
             .map(Duration::from_secs);
@@ -114,6 +127,7 @@ impl Endpoint for HttpEndpoint {
                 content_type: content_type.unwrap_or_else(|| inv.accept.clone()),
                 body,
                 custom_attributes,
+                consumed_units,
             });
         }
         let message = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
@@ -153,23 +167,40 @@ mod tests {
     use super::*;
 
     /// A model that answers with the status its caller names in the custom attributes
-    /// (`status=424`), or with `size=N` bytes.
+    /// (`status=424`), with `size=N` bytes, or metering `metered=N` units in its
+    /// `X-Amzn-Inference-Metering` header (custom attributes are echoed).
     async fn model() -> String {
-        async fn invocations(headers: HeaderMap) -> (StatusCode, Vec<u8>) {
+        async fn invocations(headers: HeaderMap) -> (StatusCode, HeaderMap, Vec<u8>) {
             let asked = headers
                 .get(CUSTOM_ATTRIBUTES)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
+            let mut answer = HeaderMap::new();
+            if let Ok(v) = asked.parse() {
+                answer.insert(CUSTOM_ATTRIBUTES, v);
+            }
             if let Some(size) = asked.strip_prefix("size=") {
-                return (StatusCode::OK, vec![b'x'; size.parse().unwrap_or(0)]);
+                return (
+                    StatusCode::OK,
+                    answer,
+                    vec![b'x'; size.parse().unwrap_or(0)],
+                );
+            }
+            if let Some(units) = asked.strip_prefix("metered=") {
+                let metering =
+                    format!(r#"{{"Dimension": "inference.count", "ConsumedUnits": {units}}}"#);
+                if let Ok(v) = metering.parse() {
+                    answer.insert(METERING_HEADER, v);
+                }
+                return (StatusCode::OK, answer, b"answer".to_vec());
             }
             let status = asked
                 .strip_prefix("status=")
                 .and_then(|s| s.parse().ok())
                 .and_then(|s| StatusCode::from_u16(s).ok())
                 .unwrap_or(StatusCode::OK);
-            (status, b"answer".to_vec())
+            (status, answer, b"answer".to_vec())
         }
         let app = axum::Router::new().route("/invocations", axum::routing::post(invocations));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -188,6 +219,18 @@ mod tests {
                 custom_attributes: Some(asked.into()),
             })
             .await
+    }
+
+    #[tokio::test]
+    async fn the_metering_header_or_its_copy_in_custom_attributes_gives_the_consumed_units() {
+        let url = model().await;
+        let units = |asked: &'static str| {
+            let url = url.clone();
+            async move { call(&url, asked).await.map(|o| o.consumed_units) }
+        };
+        assert_eq!(units("metered=7").await.ok(), Some(Some(7)));
+        assert_eq!(units("sealbox-consumed-units=5").await.ok(), Some(Some(5)));
+        assert_eq!(units("trace=abc").await.ok(), Some(None));
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use sealbox::demo::{collect, progress_bar, submit};
 use sealbox_aws::s3::S3ObjectStore;
 use sealbox_core::contract::Notification;
 use sealbox_core::layout::{INBOX, OUTBOX};
-use sealbox_core::ports::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+use sealbox_core::ports::{ByteStream, ObjectMeta, ObjectStore, PutOptions};
 use sealbox_tests::Daemon;
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
 
@@ -38,23 +38,25 @@ impl Buckets {
 
 #[async_trait]
 impl ObjectStore for Buckets {
-    async fn put(
+    async fn put_opts(
         &self,
         bucket: &str,
         key: &str,
         body: Bytes,
-        mode: PutMode,
+        opts: PutOptions,
     ) -> sealbox_core::Result<ObjectMeta> {
-        self.s3.put(self.name(bucket), key, body, mode).await
+        self.s3.put_opts(self.name(bucket), key, body, opts).await
     }
-    async fn put_stream(
+    async fn put_stream_opts(
         &self,
         bucket: &str,
         key: &str,
         body: ByteStream,
-        mode: PutMode,
+        opts: PutOptions,
     ) -> sealbox_core::Result<ObjectMeta> {
-        self.s3.put_stream(self.name(bucket), key, body, mode).await
+        self.s3
+            .put_stream_opts(self.name(bucket), key, body, opts)
+            .await
     }
     async fn get(
         &self,

@@ -133,6 +133,37 @@ fn submit_and_results_on_aws_go_through_s3_and_print_what_they_print_embedded() 
         stack.list(&outbox, &format!("{BUYER}/"))
     );
     drop(daemon);
+    // The usage rides in the result's own metadata: the outbox holds the claim and the result,
+    // nothing more.
+    assert_eq!(
+        stack.list(&outbox, &format!("{BUYER}/")),
+        [format!("{BUYER}/claims/rows.json"), result_key.clone()]
+    );
+    // On AWS the model's units come back in its custom attributes (SageMaker keeps the
+    // metering header): the two rows sent are the records scored, read from the result's
+    // metadata by a HeadObject.
+    let usage = aws(&stack, cwd, &["buyer", "usage", "--buyer", BUYER, "--json"]);
+    assert!(usage.ok, "{}", usage.stderr);
+    let days: Vec<serde_json::Value> = usage
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(days.len(), 1, "{}", usage.stdout);
+    assert_eq!(
+        (
+            &days[0]["records"],
+            &days[0]["invocations"],
+            &days[0]["metered"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(true)
+        ),
+        "{}",
+        usage.stdout
+    );
     let listed = aws(&stack, cwd, &["buyer", "results", "--buyer", BUYER]);
     assert!(listed.ok, "{}", listed.stderr);
     let rows: Vec<Vec<&str>> = listed

@@ -54,6 +54,7 @@ impl Endpoint for HeldModel {
             body: Bytes::from(format!("answer to {} bytes\n", inv.body.len())),
             content_type: inv.accept,
             custom_attributes: None,
+            consumed_units: None,
         })
     }
     fn payload_limit(&self) -> u64 {

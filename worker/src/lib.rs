@@ -9,13 +9,15 @@ use bytes::Bytes;
 use sealbox_core::Error;
 use sealbox_core::contract::{
     CONTRACT_VERSION, ClaimDocument, Input, InputRef, JobMessage, MAX_REQUEST_OBJECT_BYTES,
-    Notification, OutcomeDocument, OutcomeKind, Reason, RequestObject, Split, ValidRequest,
+    Notification, OutcomeDocument, OutcomeKind, Reason, RequestObject, Split, Usage, ValidRequest,
     Violation,
 };
 use sealbox_core::fault::{BuyerObject, answer_for_read};
 use sealbox_core::layout::result_key;
 use sealbox_core::outcome::{Claim, Outcomes, ResultInfo};
-use sealbox_core::ports::{ByteStream, Endpoint, Invocation, Notifier, ObjectStore, PutMode};
+use sealbox_core::ports::{
+    ByteStream, Endpoint, Invocation, Notifier, ObjectStore, PutMode, PutOptions,
+};
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -88,6 +90,28 @@ pub struct JobReport {
     pub invoke_time: Duration,
     /// Number of endpoint calls.
     pub invocations: u32,
+    /// Records the successful calls scored (metered units, or 1 per unmetered answer).
+    pub records: u64,
+    /// Whether every successful call metered its units.
+    pub metered: bool,
+    /// Payload bytes sent, over every call.
+    pub bytes_in: u64,
+    /// Bytes the successful calls answered.
+    pub bytes_out: u64,
+}
+
+impl JobReport {
+    /// What the job used of the endpoint, as outcomes and notifications carry it.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            invocations: self.invocations,
+            records: self.records,
+            metered: self.metered,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            model_ms: self.invoke_time.as_millis().min(u128::from(u64::MAX)) as u64,
+        }
+    }
 }
 
 /// The worker handler and the ports it needs.
@@ -155,6 +179,10 @@ impl Worker {
             request_id: job.request_id.clone(),
             invoke_time: Duration::ZERO,
             invocations: 0,
+            records: 0,
+            metered: true,
+            bytes_in: 0,
+            bytes_out: 0,
         };
         let info = ResultInfo {
             buyer: &job.buyer,
@@ -236,6 +264,10 @@ impl Worker {
                 );
                 doc.received_at = job.received_at;
                 doc.attempts = receive_count;
+                if report.invocations > 0 {
+                    // Calls made before the failure were billed all the same.
+                    doc.usage = Some(report.usage());
+                }
                 tracing::info!(buyer = %job.buyer, request_id = %job.request_id, reason = %v.reason, detail = %v.rule, "failed");
                 JobOutcome::Failed(self.outcomes().settle_document(&doc).await?)
             }
@@ -365,7 +397,8 @@ impl Worker {
                     return self.run_split(job, reader, report).await;
                 }
                 let out = self.invoke(job, Bytes::from(input), report).await?;
-                put_result(self.store.put(outbox, &key, out, PutMode::CreateNew).await)
+                let opts = result_options(report)?;
+                put_result(self.store.put_opts(outbox, &key, out, opts).await)
             }
             (InputRef::Object { key: input_key }, Split::None, _) => {
                 let limit = self.endpoint.payload_limit();
@@ -374,7 +407,8 @@ impl Worker {
                     Err(e) => return Err(input_error(e, input_key)),
                 };
                 let out = self.invoke(job, input, report).await?;
-                put_result(self.store.put(outbox, &key, out, PutMode::CreateNew).await)
+                let opts = result_options(report)?;
+                put_result(self.store.put_opts(outbox, &key, out, opts).await)
             }
             (InputRef::Object { key: input_key }, Split::Line, _) => {
                 let reader = match self.store.get_stream(&self.config.inbox, input_key).await {
@@ -409,6 +443,7 @@ impl Worker {
             accept: job.accept.clone(),
             custom_attributes: job.custom_attributes.clone(),
         };
+        let bytes_in = invocation.body.len() as u64;
         let mut calls = 0u32;
         let busy_ns = std::sync::atomic::AtomicU64::new(0);
         let result = (|| {
@@ -426,8 +461,15 @@ impl Worker {
         .await;
         report.invoke_time += Duration::from_nanos(busy_ns.into_inner());
         report.invocations += calls;
+        report.bytes_in += bytes_in * u64::from(calls);
         match result {
-            Ok(out) => Ok(out.body),
+            Ok(out) => {
+                report.bytes_out += out.body.len() as u64;
+                // Unmetered answers count as AWS Marketplace counts them: one unit each.
+                report.records += out.consumed_units.unwrap_or(1);
+                report.metered &= out.consumed_units.is_some();
+                Ok(out.body)
+            }
             Err(Error::ModelRejected { status, message }) => Err(fail(
                 Reason::ModelRejectedInput,
                 "input",
@@ -527,9 +569,10 @@ impl Worker {
         out.rewind().await.map_err(spool_err)?;
         let body: ByteStream = Box::pin(out);
         let key = result_key(&job.buyer, &job.request_id);
+        let opts = result_options(report)?;
         put_result(
             self.store
-                .put_stream(&self.config.outbox, &key, body, PutMode::CreateNew)
+                .put_stream_opts(&self.config.outbox, &key, body, opts)
                 .await,
         )
     }
@@ -590,6 +633,19 @@ fn input_error(e: Error, key: &str) -> RunError {
     }
 }
 
+/// How a result is written: create-new, carrying the job's usage in its metadata (one write:
+/// no result without its usage, and no extra request for it).
+fn result_options(report: &JobReport) -> Result<PutOptions, RunError> {
+    let metadata = report
+        .usage()
+        .to_metadata()
+        .map_err(|e| RunError::Retry(Error::json("encoding the usage metadata", e)))?;
+    Ok(PutOptions {
+        mode: PutMode::CreateNew,
+        metadata,
+    })
+}
+
 fn put_result(
     r: sealbox_core::Result<sealbox_core::ports::ObjectMeta>,
 ) -> Result<sealbox_core::ports::ObjectMeta, RunError> {
@@ -621,7 +677,8 @@ mod tests {
 
     use super::*;
 
-    /// Echoes each payload and remembers its size; a stand-in model for the handler's tests.
+    /// Echoes each payload, metering one unit per line, and remembers its size; a stand-in
+    /// model for the handler's tests.
     struct Echo {
         limit: u64,
         sizes: Mutex<Vec<usize>>,
@@ -633,7 +690,9 @@ mod tests {
             if let Ok(mut s) = self.sizes.lock() {
                 s.push(inv.body.len());
             }
+            let lines = inv.body.split(|b| *b == b'\n').filter(|l| !l.is_empty());
             Ok(InvocationOutput {
+                consumed_units: Some(lines.count() as u64),
                 body: inv.body,
                 content_type: inv.accept,
                 custom_attributes: None,
@@ -980,5 +1039,120 @@ mod tests {
             assert_eq!(n.reason, Some(reason));
             assert_eq!(report.invocations, 1, "permanent: not retried");
         }
+    }
+
+    #[tokio::test]
+    async fn a_split_input_sums_its_usage_over_every_invocation_and_announces_it() {
+        let f = fixture(100);
+        let lines: Vec<String> = (0..50).map(|i| format!("{i},1,2,3")).collect();
+        let input = lines.join("\n");
+        let (outcome, report) = f.run_on_object(&input, Split::Line).await;
+        let JobOutcome::Completed(n) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let sizes = f.echo.sizes.lock().unwrap().clone();
+        let sent: usize = sizes.iter().sum();
+        let usage = n.usage.expect("a completed job announces its usage");
+        assert!(usage.invocations > 1, "{usage:?}");
+        assert_eq!(usage.invocations as usize, sizes.len());
+        assert_eq!(usage.records, 50);
+        assert!(usage.metered);
+        assert_eq!(usage.bytes_in, sent as u64);
+        assert_eq!(usage.bytes_out, sent as u64, "the echo answers what it got");
+        assert_eq!(usage, report.usage());
+        let head = f
+            .store
+            .head("outbox", &result_key("b1", "r1"))
+            .await
+            .unwrap();
+        let stored = head.expect("the result").metadata;
+        assert_eq!(Usage::from_metadata(&stored).unwrap(), Some(usage));
+    }
+
+    #[tokio::test]
+    async fn a_repeated_announcement_carries_the_usage_of_the_run_that_answered() {
+        let f = fixture(1000);
+        let j = job(
+            InputRef::Carried {
+                text: Some("1,2,3,4\n5,6,7,8\n".into()),
+                base64: None,
+            },
+            Split::None,
+            "",
+        );
+        let body = serde_json::to_string(&j).unwrap();
+        f.worker.process(&body, 1).await.unwrap();
+        f.worker.process(&body, 2).await.unwrap();
+        let notes = read_event_log(&f.events).unwrap();
+        assert_eq!(notes.len(), 2);
+        assert_eq!(notes[0].usage.map(|u| u.records), Some(2));
+        assert_eq!(notes[1].usage, notes[0].usage);
+    }
+
+    /// A model that answers without metering anything.
+    struct Unmetered;
+
+    #[async_trait]
+    impl Endpoint for Unmetered {
+        async fn invoke(&self, inv: Invocation) -> sealbox_core::Result<InvocationOutput> {
+            Ok(InvocationOutput {
+                body: inv.body,
+                content_type: inv.accept,
+                custom_attributes: None,
+                consumed_units: None,
+            })
+        }
+        fn payload_limit(&self) -> u64 {
+            10
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_that_meter_nothing_count_one_record_each_and_say_so() {
+        let f = fixture(1000).with_model(Arc::new(Unmetered));
+        let (outcome, _) = f.run_on_object("1,2,3\n4,5,6\n7,8,9\n", Split::Line).await;
+        let JobOutcome::Completed(n) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let usage = n.usage.expect("usage");
+        assert_eq!(
+            usage.invocations, 3,
+            "one line per batch under a limit of 10"
+        );
+        assert_eq!(usage.records, 3);
+        assert!(!usage.metered);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_fails_after_invoking_carries_the_usage_of_its_calls() {
+        let f = fixture(1000).with_model(Arc::new(Failing(|| Error::ModelFailed {
+            status: 424,
+            message: "dependency".into(),
+        })));
+        let (outcome, _) = f.run_on_object("1,2,3,4", Split::None).await;
+        let JobOutcome::Failed(n) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let usage = n.usage.expect("usage of the failed call");
+        assert_eq!((usage.invocations, usage.records), (1, 0));
+        assert_eq!(usage.bytes_in, 7);
+        let (_, doc) = f
+            .store
+            .get("outbox", &failed_key("b1", "r1"), 1 << 16)
+            .await
+            .unwrap();
+        let doc: OutcomeDocument = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(doc.usage, Some(usage));
+    }
+
+    #[tokio::test]
+    async fn a_job_that_fails_before_invoking_carries_no_usage() {
+        let f = fixture(1000);
+        f.store.refuse("b1/inputs/x.csv");
+        let (outcome, _) = f.run_on_object("1,2,3,4\n", Split::None).await;
+        let JobOutcome::Failed(n) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(n.usage, None);
     }
 }

@@ -79,8 +79,13 @@ where
     );
     assert_eq!(
         out.custom_attributes.as_deref(),
-        Some("trace=abc, tenant=42"),
-        "{CHECK}: custom attributes echoed"
+        Some("trace=abc, tenant=42, sealbox-consumed-units=1"),
+        "{CHECK}: custom attributes echoed, with the units the model metered"
+    );
+    assert_eq!(
+        out.consumed_units,
+        Some(1),
+        "{CHECK}: the rows scored come back as units"
     );
     let v: serde_json::Value = serde_json::from_slice(&out.body)
         .unwrap_or_else(|e| panic!("{CHECK}: the JSON answer does not parse: {e}"));
@@ -99,8 +104,14 @@ where
         out.content_type
     );
     assert_eq!(
-        out.custom_attributes, None,
-        "{CHECK}: none sent, none echoed"
+        out.custom_attributes.as_deref(),
+        Some("sealbox-consumed-units=2"),
+        "{CHECK}: none sent, only the units answered"
+    );
+    assert_eq!(
+        out.consumed_units,
+        Some(2),
+        "{CHECK}: the rows scored come back as units"
     );
     let text = String::from_utf8_lossy(&out.body);
     let lines: Vec<&str> = text.lines().collect();

@@ -30,5 +30,6 @@ pub fn test_notification(request_id: &str) -> Notification {
         completed_at: now,
         attempts: 0,
         reason: None,
+        usage: None,
     }
 }

@@ -59,6 +59,7 @@ pub fn sample(kind: EventKind, tag: &str) -> Notification {
         completed_at,
         attempts: 1,
         reason: None,
+        usage: None,
     };
     match kind {
         EventKind::InferenceCompleted => {

@@ -15,7 +15,9 @@ use time::{Duration, OffsetDateTime};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use crate::Error;
-use crate::ports::object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+use crate::ports::object_store::{
+    ByteStream, Metadata, ObjectMeta, ObjectStore, PutMode, PutOptions,
+};
 
 /// Size of the streamed body: two S3 parts of 8 MiB and one byte, so an adapter that uploads in
 /// parts (of 5 MiB, S3's least, or more) must join at least two parts and a short last one.
@@ -48,6 +50,26 @@ pub async fn run(store: &dyn ObjectStore, bucket: &str) {
     listing_pages_cover_every_key_once(store, bucket, &format!("{p}list-pages/")).await;
     delete_removes_and_deleting_a_missing_key_succeeds(store, bucket, &format!("{p}delete/")).await;
     unusual_keys_round_trip(store, bucket, &format!("{p}odd keys/")).await;
+    metadata_round_trips_through_head_and_get(store, bucket, &format!("{p}metadata/")).await;
+    a_put_without_metadata_has_none(store, bucket, &format!("{p}no-metadata/")).await;
+    create_new_with_metadata_keeps_the_first_objects_metadata(
+        store,
+        bucket,
+        &format!("{p}metadata-create-new/"),
+    )
+    .await;
+    overwrite_replaces_the_metadata_with_the_new_objects(
+        store,
+        bucket,
+        &format!("{p}metadata-overwrite/"),
+    )
+    .await;
+    metadata_s3_would_refuse_is_refused_before_writing(
+        store,
+        bucket,
+        &format!("{p}metadata-refused/"),
+    )
+    .await;
 }
 
 /// A prefix no other run uses: `conformance/<time>-<pid>-<n>/`.
@@ -712,6 +734,236 @@ impl AsyncRead for PatternReader {
         buf.put_slice(&chunk);
         self.pos += n;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Metadata as the pipeline writes it: a compact JSON value and a short one.
+fn sample_metadata() -> Metadata {
+    Metadata::from([
+        (
+            "sealbox-usage".to_owned(),
+            r#"{"invocations":2,"records":7,"metered":true}"#.to_owned(),
+        ),
+        ("sealbox-test".to_owned(), "a b=c".to_owned()),
+    ])
+}
+
+fn with_metadata(mode: PutMode, metadata: Metadata) -> PutOptions {
+    PutOptions { mode, metadata }
+}
+
+/// The metadata a put carries comes back from head, get and streaming get, whole or streamed
+/// (a streamed body of two parts and a byte, so S3's multipart upload carries it too); the
+/// put answers it as well. Listings do not carry metadata (S3's do not), so theirs is empty.
+pub async fn metadata_round_trips_through_head_and_get(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    prefix: &str,
+) {
+    const CHECK: &str = "metadata_round_trips_through_head_and_get";
+    let metadata = sample_metadata();
+    let key = format!("{prefix}whole.out");
+    let opts = with_metadata(PutMode::Overwrite, metadata.clone());
+    let put = store
+        .put_opts(bucket, &key, Bytes::from_static(b"1,2\n"), opts.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{CHECK}: put {key}: {e}"));
+    assert_eq!(put.metadata, metadata, "{CHECK}: the put's metadata");
+    assert_metadata_everywhere(CHECK, store, bucket, &key, &metadata).await;
+
+    for len in [10, STREAM_BODY_LEN] {
+        let key = format!("{prefix}streamed-{len}.out");
+        let put = store
+            .put_stream_opts(bucket, &key, pattern_stream(len), opts.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{CHECK}: put_stream {key}: {e}"));
+        assert_eq!(
+            put.metadata, metadata,
+            "{CHECK}: the streamed put's metadata"
+        );
+        assert_eq!(put.size, len as u64, "{CHECK}: the streamed put's size");
+        assert_metadata_everywhere(CHECK, store, bucket, &key, &metadata).await;
+    }
+    let listed = list_all(CHECK, store, bucket, prefix, None, 10).await;
+    assert_eq!(listed.len(), 3, "{CHECK}: listing {prefix}");
+    for meta in listed {
+        assert!(
+            meta.metadata.is_empty(),
+            "{CHECK}: listed {} with metadata",
+            meta.key
+        );
+    }
+}
+
+/// A put without metadata, whole or streamed, reads back with none.
+pub async fn a_put_without_metadata_has_none(store: &dyn ObjectStore, bucket: &str, prefix: &str) {
+    const CHECK: &str = "a_put_without_metadata_has_none";
+    let key = format!("{prefix}plain.out");
+    let put = store
+        .put(bucket, &key, Bytes::from_static(b"x"), PutMode::CreateNew)
+        .await
+        .unwrap_or_else(|e| panic!("{CHECK}: put {key}: {e}"));
+    assert!(put.metadata.is_empty(), "{CHECK}: the put's metadata");
+    assert_metadata_everywhere(CHECK, store, bucket, &key, &Metadata::new()).await;
+    let key = format!("{prefix}streamed.out");
+    store
+        .put_stream(bucket, &key, pattern_stream(10), PutMode::CreateNew)
+        .await
+        .unwrap_or_else(|e| panic!("{CHECK}: put_stream {key}: {e}"));
+    assert_metadata_everywhere(CHECK, store, bucket, &key, &Metadata::new()).await;
+}
+
+/// Create-new with metadata writes it with a new object; a refused create-new (whole or
+/// streamed) leaves the first object's metadata as it was.
+pub async fn create_new_with_metadata_keeps_the_first_objects_metadata(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    prefix: &str,
+) {
+    const CHECK: &str = "create_new_with_metadata_keeps_the_first_objects_metadata";
+    let key = format!("{prefix}r.out");
+    let first = sample_metadata();
+    store
+        .put_opts(
+            bucket,
+            &key,
+            Bytes::from_static(b"one"),
+            with_metadata(PutMode::CreateNew, first.clone()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{CHECK}: first put {key}: {e}"));
+    let other = Metadata::from([("sealbox-usage".to_owned(), "second".to_owned())]);
+    let second = store
+        .put_opts(
+            bucket,
+            &key,
+            Bytes::from_static(b"two"),
+            with_metadata(PutMode::CreateNew, other.clone()),
+        )
+        .await;
+    assert_already_exists(CHECK, "a second put", bucket, &key, second);
+    let streamed = store
+        .put_stream_opts(
+            bucket,
+            &key,
+            pattern_stream(5),
+            with_metadata(PutMode::CreateNew, other),
+        )
+        .await;
+    assert_already_exists(CHECK, "a streamed put", bucket, &key, streamed);
+    assert_metadata_everywhere(CHECK, store, bucket, &key, &first).await;
+}
+
+/// Metadata belongs to one version of an object: an overwrite with other metadata (or none)
+/// replaces it whole, as S3's PutObject does.
+pub async fn overwrite_replaces_the_metadata_with_the_new_objects(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    prefix: &str,
+) {
+    const CHECK: &str = "overwrite_replaces_the_metadata_with_the_new_objects";
+    let key = format!("{prefix}r.out");
+    let put = |body: &'static [u8], metadata: Metadata| {
+        let key = key.clone();
+        async move {
+            store
+                .put_opts(
+                    bucket,
+                    &key,
+                    Bytes::from_static(body),
+                    with_metadata(PutMode::Overwrite, metadata),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{CHECK}: put {key}: {e}"));
+        }
+    };
+    put(b"one", sample_metadata()).await;
+    let second = Metadata::from([("sealbox-other".to_owned(), "2".to_owned())]);
+    put(b"two", second.clone()).await;
+    assert_metadata_everywhere(CHECK, store, bucket, &key, &second).await;
+    put(b"three", Metadata::new()).await;
+    assert_metadata_everywhere(CHECK, store, bucket, &key, &Metadata::new()).await;
+}
+
+/// Metadata S3 would refuse or alter (an uppercase name, a value that is not printable ASCII,
+/// more than 2 KB) is refused with `InvalidKey`, and nothing is written.
+pub async fn metadata_s3_would_refuse_is_refused_before_writing(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    prefix: &str,
+) {
+    const CHECK: &str = "metadata_s3_would_refuse_is_refused_before_writing";
+    let key = format!("{prefix}r.out");
+    for (what, metadata) in [
+        ("an uppercase name", [("Sealbox-Usage", "1".to_owned())]),
+        (
+            "a line break in a value",
+            [("sealbox-usage", "a\nb".to_owned())],
+        ),
+        ("2 KB and more", [("sealbox-usage", "v".repeat(2048))]),
+    ] {
+        let metadata: Metadata = metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let whole = store
+            .put_opts(
+                bucket,
+                &key,
+                Bytes::from_static(b"x"),
+                with_metadata(PutMode::CreateNew, metadata.clone()),
+            )
+            .await;
+        assert!(
+            matches!(whole, Err(Error::InvalidKey { .. })),
+            "{CHECK}: a put with {what} answered {whole:?}"
+        );
+        let streamed = store
+            .put_stream_opts(
+                bucket,
+                &key,
+                pattern_stream(3),
+                with_metadata(PutMode::CreateNew, metadata),
+            )
+            .await;
+        assert!(
+            matches!(streamed, Err(Error::InvalidKey { .. })),
+            "{CHECK}: a streamed put with {what} answered {streamed:?}"
+        );
+    }
+    let head = store
+        .head(bucket, &key)
+        .await
+        .unwrap_or_else(|e| panic!("{CHECK}: head {key}: {e}"));
+    assert_eq!(head, None, "{CHECK}: a refused put wrote {key}");
+}
+
+async fn assert_metadata_everywhere(
+    check: &str,
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+    metadata: &Metadata,
+) {
+    let head = store
+        .head(bucket, key)
+        .await
+        .unwrap_or_else(|e| panic!("{check}: head {key}: {e}"))
+        .unwrap_or_else(|| panic!("{check}: head {key} found nothing"));
+    let (got, _) = store
+        .get(bucket, key, u64::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{check}: get {key}: {e}"));
+    let (streamed, _) = store
+        .get_stream(bucket, key)
+        .await
+        .unwrap_or_else(|e| panic!("{check}: get_stream {key}: {e}"));
+    for (what, got) in [
+        ("head", &head.metadata),
+        ("get", &got.metadata),
+        ("get_stream", &streamed.metadata),
+    ] {
+        assert_eq!(got, metadata, "{check}: the metadata of {key} from {what}");
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::ports::object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+use crate::ports::object_store::{ByteStream, ObjectMeta, ObjectStore, PutOptions};
 use crate::{Error, Result};
 
 /// Wraps a store; reads of the keys given to [`RefusingStore::refuse`] fail with
@@ -49,18 +49,24 @@ impl<S: ObjectStore> RefusingStore<S> {
 
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for RefusingStore<S> {
-    async fn put(&self, bucket: &str, key: &str, body: Bytes, mode: PutMode) -> Result<ObjectMeta> {
-        self.inner.put(bucket, key, body, mode).await
+    async fn put_opts(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
+        self.inner.put_opts(bucket, key, body, opts).await
     }
 
-    async fn put_stream(
+    async fn put_stream_opts(
         &self,
         bucket: &str,
         key: &str,
         body: ByteStream,
-        mode: PutMode,
+        opts: PutOptions,
     ) -> Result<ObjectMeta> {
-        self.inner.put_stream(bucket, key, body, mode).await
+        self.inner.put_stream_opts(bucket, key, body, opts).await
     }
 
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes)> {

@@ -9,7 +9,7 @@ pub mod queue;
 pub use authorizer::{Authorizer, NotAuthorized, TokenRejection};
 pub use endpoint::{Endpoint, Invocation, InvocationOutput};
 pub use notifier::Notifier;
-pub use object_store::{ByteStream, ObjectMeta, ObjectStore, PutMode};
+pub use object_store::{ByteStream, Metadata, ObjectMeta, ObjectStore, PutMode, PutOptions};
 pub use queue::{
     DeadLetter, OutgoingMessage, QueueAdmin, QueueConsumer, QueueSender, QueueStats,
     ReceiveOptions, ReceivedMessage,

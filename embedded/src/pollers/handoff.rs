@@ -396,6 +396,7 @@ mod tests {
                 body: inv.body,
                 content_type: inv.accept,
                 custom_attributes: None,
+                consumed_units: None,
             })
         }
         fn payload_limit(&self) -> u64 {

@@ -229,7 +229,7 @@ mod tests {
     use sealbox_core::layout::request_key;
     use sealbox_core::ports::{
         ByteStream, Endpoint, Invocation, InvocationOutput, ObjectMeta, ObjectStore,
-        OutgoingMessage, PutMode, QueueAdmin, QueueSender,
+        OutgoingMessage, PutMode, PutOptions, QueueAdmin, QueueSender,
     };
 
     use super::*;
@@ -255,25 +255,25 @@ mod tests {
 
     #[async_trait]
     impl ObjectStore for FullDisk {
-        async fn put(
+        async fn put_opts(
             &self,
             bucket: &str,
             key: &str,
             body: Bytes,
-            mode: PutMode,
+            opts: PutOptions,
         ) -> sealbox_core::Result<ObjectMeta> {
             self.fail()?;
-            self.inner.put(bucket, key, body, mode).await
+            self.inner.put_opts(bucket, key, body, opts).await
         }
-        async fn put_stream(
+        async fn put_stream_opts(
             &self,
             bucket: &str,
             key: &str,
             body: ByteStream,
-            mode: PutMode,
+            opts: PutOptions,
         ) -> sealbox_core::Result<ObjectMeta> {
             self.fail()?;
-            self.inner.put_stream(bucket, key, body, mode).await
+            self.inner.put_stream_opts(bucket, key, body, opts).await
         }
         async fn get(
             &self,
@@ -316,6 +316,7 @@ mod tests {
                 body: inv.body,
                 content_type: inv.accept,
                 custom_attributes: None,
+                consumed_units: None,
             })
         }
         fn payload_limit(&self) -> u64 {

@@ -22,8 +22,21 @@ use crate::runtime::Slots;
 /// Largest accepted invocation body (SageMaker's 6 MB real-time payload limit), in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 
-/// Request header echoed back unchanged on `/invocations` responses.
+/// Request header echoed back on `/invocations` responses (with the metering element appended
+/// on success).
 pub const CUSTOM_ATTRIBUTES_HEADER: &str = "x-amzn-sagemaker-custom-attributes";
+
+/// AWS Marketplace's per-inference metering header, answered on every success with
+/// `ConsumedUnits` = the rows scored, so a seller copying this model bills per record.
+pub const METERING_HEADER: &str = "x-amzn-inference-metering";
+
+/// Custom attribute repeating `ConsumedUnits` (`sealbox-consumed-units=N`): SageMaker's
+/// `InvokeEndpoint` hands its caller no container header but the custom attributes, so this is
+/// how sealbox's worker on AWS sees what was metered.
+pub const CONSUMED_UNITS_ATTRIBUTE: &str = "sealbox-consumed-units";
+
+/// SageMaker's limit on custom attributes, in characters.
+const MAX_CUSTOM_ATTRIBUTES: usize = 1024;
 
 pub(crate) const CSV: &str = "text/csv";
 pub(crate) const JSON: &str = "application/json";
@@ -79,24 +92,53 @@ pub(crate) async fn invocations(
     if !state.latency.is_zero() {
         tokio::time::sleep(state.latency).await;
     }
-    let mut response = match invoke(&state.model, &headers, body) {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
+    let asked = headers.get(CUSTOM_ATTRIBUTES_HEADER).cloned();
+    let (mut response, scored) = match invoke(&state.model, &headers, body) {
+        Ok((response, scored)) => (response, Some(scored)),
+        Err(err) => (err.into_response(), None),
     };
-    if let Some(attrs) = headers.get(CUSTOM_ATTRIBUTES_HEADER) {
-        response.headers_mut().insert(
-            HeaderName::from_static(CUSTOM_ATTRIBUTES_HEADER),
-            attrs.clone(),
-        );
+    let attrs = match scored {
+        Some(rows) => {
+            let metering = format!(r#"{{"Dimension":"inference.count","ConsumedUnits":{rows}}}"#);
+            if let Ok(v) = HeaderValue::try_from(metering) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(METERING_HEADER), v);
+            }
+            with_consumed_units(asked, rows)
+        }
+        None => asked,
+    };
+    if let Some(attrs) = attrs {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(CUSTOM_ATTRIBUTES_HEADER), attrs);
     }
     response
 }
 
+/// The caller's custom attributes with `sealbox-consumed-units=<rows>` appended, or the
+/// caller's alone (unchanged) when appending would pass SageMaker's 1024 characters.
+fn with_consumed_units(asked: Option<HeaderValue>, rows: usize) -> Option<HeaderValue> {
+    let element = format!("{CONSUMED_UNITS_ATTRIBUTE}={rows}");
+    let joined = match asked.as_ref().map(HeaderValue::to_str) {
+        None => element,
+        Some(Ok(a)) if a.trim().is_empty() => element,
+        Some(Ok(a)) => format!("{a}, {element}"),
+        Some(Err(_)) => return asked,
+    };
+    if joined.len() > MAX_CUSTOM_ATTRIBUTES {
+        return asked;
+    }
+    HeaderValue::try_from(joined).ok().or(asked)
+}
+
+/// The answer and the number of rows it scored.
 fn invoke(
     model: &IrisModel,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, usize), ApiError> {
     let input = input_format(headers)?;
     let output = output_format(headers, input)?;
     let body = body.map_err(ApiError::from_rejection)?;
@@ -104,7 +146,7 @@ fn invoke(
         Format::Csv => parse_csv(&body)?,
         Format::Json => parse_json(&body)?,
     };
-    render(output, &model.predict(&rows))
+    Ok((render(output, &model.predict(&rows))?, rows.len()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -683,10 +725,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn custom_attributes_header_is_echoed_on_success_and_error() {
-        for (ct, status) in [
-            (CSV, StatusCode::OK),
-            ("text/plain", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    async fn custom_attributes_are_echoed_with_the_units_on_success_and_unchanged_on_error() {
+        let rows = CSV_ROWS.lines().count();
+        for (ct, status, echoed) in [
+            (
+                CSV,
+                StatusCode::OK,
+                format!("trace=abc, tenant=42, sealbox-consumed-units={rows}"),
+            ),
+            (
+                "text/plain",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "trace=abc, tenant=42".to_owned(),
+            ),
         ] {
             let mut req = invocation(Some(ct), None, CSV_ROWS);
             req.headers_mut().insert(
@@ -697,15 +748,57 @@ mod tests {
             assert_eq!(got, status);
             assert_eq!(
                 headers.get("X-Amzn-SageMaker-Custom-Attributes").unwrap(),
-                "trace=abc, tenant=42"
+                echoed.as_str()
             );
         }
     }
 
     #[tokio::test]
-    async fn custom_attributes_header_absent_when_not_sent() {
+    async fn custom_attributes_carry_only_the_units_when_none_were_sent_and_none_on_error() {
         let (_, headers, _) = send(app(), invocation(Some(CSV), None, CSV_ROWS)).await;
+        let rows = CSV_ROWS.lines().count();
+        assert_eq!(
+            headers.get(CUSTOM_ATTRIBUTES_HEADER).unwrap(),
+            format!("sealbox-consumed-units={rows}").as_str()
+        );
+        let (_, headers, _) = send(app(), invocation(Some("text/plain"), None, CSV_ROWS)).await;
         assert!(headers.get(CUSTOM_ATTRIBUTES_HEADER).is_none());
+    }
+
+    #[tokio::test]
+    async fn custom_attributes_at_the_limit_are_echoed_unchanged() {
+        let full = "a".repeat(MAX_CUSTOM_ATTRIBUTES);
+        let mut req = invocation(Some(CSV), None, CSV_ROWS);
+        req.headers_mut().insert(
+            CUSTOM_ATTRIBUTES_HEADER,
+            HeaderValue::try_from(full.as_str()).unwrap(),
+        );
+        let (_, headers, _) = send(app(), req).await;
+        assert_eq!(
+            headers.get(CUSTOM_ATTRIBUTES_HEADER).unwrap(),
+            full.as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn every_success_meters_the_rows_it_scored_and_errors_meter_nothing() {
+        let json_rows = r#"{"instances": [[5.1,3.5,1.4,0.2],[6.7,3.0,5.2,2.3],[5.9,3.0,5.1,1.8]]}"#;
+        for (ct, body, rows) in [
+            (CSV, CSV_ROWS, CSV_ROWS.lines().count()),
+            (JSON, json_rows, 3),
+        ] {
+            let (status, headers, _) = send(app(), invocation(Some(ct), None, body)).await;
+            assert_eq!(status, StatusCode::OK);
+            let metering: Value =
+                serde_json::from_slice(headers.get(METERING_HEADER).unwrap().as_bytes()).unwrap();
+            assert_eq!(
+                metering,
+                serde_json::json!({"Dimension": "inference.count", "ConsumedUnits": rows})
+            );
+        }
+        let (status, headers, _) = send(app(), invocation(Some(CSV), None, "1,2\n")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(headers.get(METERING_HEADER).is_none());
     }
 
     #[tokio::test]

@@ -406,8 +406,10 @@ mod tests {
             assert_eq!(header(&headers, "content-type"), JSON);
             assert_eq!(
                 header(&headers, "X-Amzn-SageMaker-Custom-Attributes"),
-                "trace=abc, tenant=42"
+                "trace=abc, tenant=42, sealbox-consumed-units=2"
             );
+            // InvokeEndpoint's answer has no member for the container's metering header.
+            assert!(headers.get(crate::http::METERING_HEADER).is_none());
             assert_eq!(
                 header(&headers, "x-Amzn-Invoked-Production-Variant"),
                 "AllTraffic"
@@ -421,12 +423,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn invoke_endpoint_without_custom_attributes_sends_none_back() {
+    async fn invoke_endpoint_without_custom_attributes_sends_back_only_the_units() {
         let (status, headers, body) =
             send(state(ModelConfig::default()), invoke("iris", CSV, CSV_ROWS)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(header(&headers, "content-type"), CSV);
-        assert!(headers.get(CUSTOM_ATTRIBUTES_HEADER).is_none());
+        assert_eq!(
+            header(&headers, CUSTOM_ATTRIBUTES_HEADER),
+            "sealbox-consumed-units=2"
+        );
         assert_eq!(body.lines().count(), 2);
     }
 
