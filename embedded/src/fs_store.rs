@@ -6,7 +6,8 @@
 //! a refused create-new leaves the first object's untouched, and the bucket holds nothing but
 //! objects (a sidecar file would need its own atomicity, its own sweep and hiding from
 //! listings and from the inbox watcher). The cost is a file system with user xattrs (ext4,
-//! XFS, btrfs, tmpfs since Linux 6.6); on one without, a put with metadata fails, naming that.
+//! XFS, btrfs, tmpfs since Linux 6.6); on one without, objects are written without their
+//! metadata and a warning says so once (the metadata is a result's usage, not buyer data).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -624,16 +625,31 @@ fn write_metadata(file: &fs::File, metadata: &Metadata) -> std::result::Result<(
             value.as_bytes(),
             rustix::fs::XattrFlags::empty(),
         )
-        .map_err(|e| {
-            let doing = if e == rustix::io::Errno::NOTSUP {
-                "storing user metadata (the file system has no user extended attributes)"
+        .or_else(|e| {
+            if e == rustix::io::Errno::NOTSUP {
+                // Metadata is the usage of a result, not the buyer's data: on a file system
+                // without user xattrs (NFS, old tmpfs) the object is still written, so
+                // `sealbox demo` and `up` work anywhere; only `buyer usage` misses it.
+                warn_no_xattrs();
+                Ok(())
             } else {
-                "storing user metadata"
-            };
-            MetadataError::Io(doing, e.into())
+                Err(MetadataError::Io("storing user metadata", e.into()))
+            }
         })?;
     }
     Ok(())
+}
+
+/// Says once per process that this file system keeps no user metadata.
+fn warn_no_xattrs() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "the data directory's file system has no user extended attributes: objects are \
+             written without their metadata, so `sealbox buyer usage` cannot count results \
+             (notifications still carry their usage)"
+        );
+    });
 }
 
 /// The `user.sealbox.*` attributes of an open object as its metadata. One syscall when the
