@@ -4,7 +4,6 @@
 //! in PyJWT against the published keys.
 
 // Helpers outside #[test] functions: a failed setup is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sealbox_authz::subscriptions::SubscriptionRegistry as _;
 use sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions;

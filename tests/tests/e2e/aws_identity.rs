@@ -4,7 +4,6 @@
 //! the other is refused; and every way a proof can be wrong is refused with its reason, with no
 //! token issued. The token service is the one `sealbox up` serves for the seller's data
 //! directory; it trusts the STS endpoint its environment names (moto's).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, SystemTime};
 

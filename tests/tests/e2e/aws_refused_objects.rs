@@ -6,7 +6,6 @@
 //! the second buyer's requests complete. Both ways the AWS runtime runs: `sealbox up --backend
 //! aws` and the Lambda functions under the runtime emulator. The second buyer's times, alone and
 //! beside the first, are printed (numbers belong in benchmarks, not assertions).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,6 @@
 //! truthfully, says why in a sentence, and creates nothing it was not asked to.
 
 // Helpers outside #[test] functions: a failed setup is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! `sealbox bench --backend aws` against moto: it bootstraps its own stack, serves the model
 //! in-process, runs every job to its outcome and reports the AWS calls the pipeline made per
 //! job, by operation (no timing assertions: numbers come from benchmarks, not tests).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

@@ -2,7 +2,6 @@
 //! only S3 has (ETag quoting, conditional writes racing, multipart uploads left behind, listing
 //! pages of the service, pinned reads).
 // Test support: a panic is how a test reports a broken precondition.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

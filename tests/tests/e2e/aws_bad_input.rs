@@ -1,7 +1,6 @@
 //! The demo's table of bad request objects and hostile tokens on the AWS backend (`sealbox up
 //! --backend aws` on moto): every case gets the same outcome and reason as embedded, announced
 //! on the topic.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::BufRead as _;
 use std::process::Stdio;

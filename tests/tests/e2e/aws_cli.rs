@@ -1,7 +1,6 @@
 //! The buyer's and operator's commands with `--backend aws`, against moto: `buyer submit` and
 //! `buyer results` through S3 (printing what they print on the embedded backend), `status`
 //! through SQS, `dlq list|redrive` on a dead-letter queue, and missing settings named.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -3,7 +3,6 @@
 //! the tests of this process while any is running (see [`moto`]); a fake SQS answers the
 //! tests that need failures moto never makes.
 // Test code: a panic is how a test fails.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use std::collections::BTreeSet;

@@ -5,7 +5,6 @@
 //!
 //! Run with `--nocapture` to see the table: case, expected, outcome, time to the outcome.
 // Test support: a panic is how a test reports a broken precondition.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,6 @@
 //! `DynamoDbSubscriptions` against moto: the subscription registry's conformance suite, then
 //! what only the DynamoDB adapter has to say (items written by something else, the table).
 // Test support: a panic is how a test reports a broken precondition.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

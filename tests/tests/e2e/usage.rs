@@ -4,7 +4,6 @@
 //! (no object of its own), and `buyer usage` sums them per day so that the records equal the
 //! rows sent.
 // Test support: a panic is how a test reports a broken precondition.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::Duration;

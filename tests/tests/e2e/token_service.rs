@@ -2,7 +2,6 @@
 //! published keys and their deny list, read back by a verifier.
 
 // Test helpers outside #[test] functions: a failed setup is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! The seller's Lambda binaries (built for the host) under the Lambda Runtime API emulator, on
 //! moto: `token-service` answers function URL events (payload 2.0) for `POST /token` and the
 //! published keys; `rotate-keys`, invoked twice in a row, rotates once and publishes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! moto (one server for the process: all SNS checks run in one test), read back through SQS
 //! queues subscribed to the topic; `SageMakerEndpoint` through the SDK against the sample model's
 //! in-process SageMaker Runtime API, with the client `Clients` builds (one attempt).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -3,7 +3,6 @@
 //! `results` shows what is still pending and tells an unknown buyer apart, and a cached token
 //! still good stands in for a token service that cannot be reached.
 // Test support: a panic is how a test reports a broken precondition.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

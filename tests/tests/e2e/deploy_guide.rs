@@ -5,7 +5,6 @@
 //! guide must set. Blocks fenced `sh skip-on-emulator` are left out (what moto cannot do); blocks
 //! fenced `sh emulator` are the guide's stand-ins for them; `sh repeat A-B` runs the blocks of
 //! steps A to B again (the second buyer).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::path::Path;

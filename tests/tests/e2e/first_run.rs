@@ -1,7 +1,6 @@
 //! The README's first flow, typed the way a newcomer types it: in an empty folder, no flags,
 //! the default data directory `./sealbox-data` (relative), `up` running in the background.
 // Test support: a panic is how a test reports a broken precondition.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

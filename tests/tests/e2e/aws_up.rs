@@ -1,7 +1,6 @@
 //! `sealbox up --backend aws` against moto: request objects written with boto3 reach ingest
 //! through moto's real S3 -> SQS notifications, end with exactly one outcome each, and are
 //! announced on the topic with the `event` and `buyer` attributes; SIGKILL loses nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -5,7 +5,6 @@
 //! sends the rest to the jobs queue. moto ignores message groups, so this shows the process's
 //! own share, not SQS's; judged by the order of the notifications, not by time (`sealbox bench
 //! --fair-share` measures the times).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -5,7 +5,6 @@
 //! store, SQLite queue, event log); only the model is a stand-in, so that a job can be held
 //! while it owns the claim.
 // Test support: a panic is how a test reports a broken precondition.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

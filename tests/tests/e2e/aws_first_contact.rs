@@ -2,7 +2,6 @@
 //! from the seller's token service named by `--token-url` (base URL or `/token` route) with
 //! `--secret-file`, reuses the cached token while that service is down, and `buyer
 //! results` lists what is still pending in the inbox bucket.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
 use sealbox_tests::{Ran, run, start_up, terminate};

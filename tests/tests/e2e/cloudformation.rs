@@ -4,7 +4,6 @@
 //! schedules or autoscaling: [`NOT_ON_MOTO`] lists them and the test checks they are the only
 //! resources missing. The Lambda zips are placeholders (moto runs no function); the real zips come
 //! from `scripts/package` (docs/DEPLOY.md).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -2,7 +2,6 @@
 //! rotation under load, and an outage of the published keys' source.
 
 // Helpers outside #[test] functions: a failed setup is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::Arc;

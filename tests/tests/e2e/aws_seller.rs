@@ -1,7 +1,6 @@
 //! The seller's side on AWS against moto: signing keys in KMS (ES256: moto has no Ed25519 KMS
 //! keys), their states in a DynamoDB item, subscriptions in DynamoDB, and the published keys in
 //! S3, driven by `sealbox seller … --backend aws` and read by `sealbox up --backend aws`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};

@@ -1,7 +1,6 @@
 //! The `ingest` and `worker` Lambda binaries themselves (built for the host) under a Lambda
 //! Runtime API emulator, fed by an event-source-mapping loop over moto's SQS: receive up to 10,
 //! invoke, delete the successes, leave the `batchItemFailures`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
