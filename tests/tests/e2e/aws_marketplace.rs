@@ -8,7 +8,6 @@
 //! here speaking the service's protocol (rpcv2Cbor, encoded with the SDK's own CBOR crate); the
 //! function reaches it through `AWS_ENDPOINT_URL_MARKETPLACE_AGREEMENT`, as the SDK documents.
 
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
