@@ -42,6 +42,12 @@ pub enum Var {
     /// `SEALBOX_MARKETPLACE_PRODUCTS`: which sealbox product each AWS Marketplace product is,
     /// `prod-abc123=my-product[,prod-...=...]` (the marketplace-events function).
     MarketplaceProducts,
+    /// `SEALBOX_TOKEN_SOURCE`: where ingest gets the token of a request object that carries
+    /// none: `request` (nowhere: `token_missing`, the default) or `iam` (the token service, with
+    /// the function's own AWS identity).
+    TokenSource,
+    /// `SEALBOX_TOKEN_SERVICE_URL`: the seller's token service, for `SEALBOX_TOKEN_SOURCE=iam`.
+    TokenServiceUrl,
 }
 
 impl Var {
@@ -84,6 +90,8 @@ impl Var {
             Var::JwksObject => "SEALBOX_JWKS_OBJECT",
             Var::RotateEvery => "SEALBOX_ROTATE_EVERY",
             Var::MarketplaceProducts => "SEALBOX_MARKETPLACE_PRODUCTS",
+            Var::TokenSource => "SEALBOX_TOKEN_SOURCE",
+            Var::TokenServiceUrl => "SEALBOX_TOKEN_SERVICE_URL",
         }
     }
 
@@ -93,6 +101,7 @@ impl Var {
             Var::Product => Some(DEFAULT_PRODUCT),
             Var::Issuer => Some(DEFAULT_ISSUER),
             Var::RotateEvery => Some("30d"),
+            Var::TokenSource => Some("request"),
             _ => None,
         }
     }
@@ -206,6 +215,14 @@ fn check(var: Var, value: &str) -> Result<(), ConfigError> {
                 || value.starts_with("s3://")) =>
         {
             invalid("an https URL or s3://bucket/key")
+        }
+        Var::TokenSource if !matches!(value, "request" | "iam") => {
+            invalid("request (tokens only in request objects) or iam (the function's AWS identity)")
+        }
+        Var::TokenServiceUrl
+            if !(value.starts_with("https://") || value.starts_with("http://")) =>
+        {
+            invalid("the token service's URL (https://...)")
         }
         Var::JwksObject if s3_location(value).is_none() => {
             invalid("an object location, s3://bucket/key")

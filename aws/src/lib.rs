@@ -4,6 +4,8 @@
 
 pub mod bootstrap;
 pub mod config;
+#[cfg(feature = "identity")]
+pub mod identity;
 pub mod lambda;
 pub mod s3;
 pub mod sagemaker;

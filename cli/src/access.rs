@@ -486,9 +486,14 @@ async fn fetch_token(
         body.insert("lifetime_seconds".into(), l.as_secs().into());
     }
     if let Proof::AwsIdentity(issuer) = proof {
-        let signed = crate::aws_identity::signed_proof(issuer)
+        let config = sealbox_aws::sdk::load_config().await;
+        let signed = sealbox_aws::identity::signed_proof(&config, issuer)
             .await
-            .map_err(refused)?;
+            .map_err(|e| {
+                refused(anyhow::anyhow!(
+                    "{e} (or pass --secret-file for a buyer secret)"
+                ))
+            })?;
         let signed = serde_json::to_value(signed).map_err(|e| refused(e.into()))?;
         body.insert("aws_sts".into(), signed);
     }

@@ -3,7 +3,6 @@
 
 pub mod access;
 pub mod aws;
-pub mod aws_identity;
 pub mod bench;
 pub mod bench_fair_share;
 pub mod cases;

@@ -94,8 +94,8 @@ pub enum Input {
 pub struct ValidRequest {
     /// The request id.
     pub request_id: String,
-    /// The token (presence checked, not verified).
-    pub token: String,
+    /// The token, not verified; `None` when absent or blank.
+    pub token: Option<String>,
     /// The input.
     pub input: Input,
     /// Input MIME type.
@@ -160,6 +160,9 @@ pub enum Reason {
     TokenKeyRevoked,
     /// The buyer's subscription was revoked after the token was issued.
     TokenBuyerRevoked,
+    /// The request object carries no token and the token service refused the one the buyer's
+    /// stack asks for with its own AWS identity (`TokenSource: iam`).
+    TokenRefused,
     /// The verifier's copy of the seller's published keys is older than its allowed staleness.
     SigningKeysStale,
     /// `input` does not hold exactly one of `text`, `base64`, `s3_key`.
@@ -235,6 +238,7 @@ impl Reason {
             Reason::TokenLifetimeTooLong => "token_lifetime_too_long",
             Reason::TokenKeyRevoked => "token_key_revoked",
             Reason::TokenBuyerRevoked => "token_buyer_revoked",
+            Reason::TokenRefused => "token_refused",
             Reason::SigningKeysStale => "signing_keys_stale",
             Reason::InputInvalid => "input_invalid",
             Reason::InputBase64Invalid => "input_base64_invalid",
@@ -304,6 +308,9 @@ impl Reason {
             }
             Reason::TokenBuyerRevoked => {
                 "the subscription was revoked or expired: ask the seller to renew it, then get a new token"
+            }
+            Reason::TokenRefused => {
+                "the seller's token service refused this stack's AWS account (detail says why): ask the seller to grant the account, or put a token in the request object; then resubmit under a new request id"
             }
             Reason::SigningKeysStale => {
                 "the seller's published keys cannot be read: resubmit under a new request id once they can"
@@ -596,12 +603,14 @@ impl RequestObject {
                 format!("must equal the object name `{name}`"),
             ));
         }
-        let token = match self.token.as_deref().map(str::trim) {
-            Some(t) if !t.is_empty() => t.to_owned(),
-            _ => {
-                return Err(Violation::new(Reason::TokenMissing, "token", "is required"));
-            }
-        };
+        // Absent (or blank) is ingest's to judge: `token_missing`, unless the buyer's stack gets
+        // tokens with its own AWS identity (`TokenSource: iam`).
+        let token = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
         let input = self.validate_input(buyer)?;
         for (field, v) in [
             ("content_type", &self.content_type),

@@ -15,7 +15,8 @@ use sealbox_core::fault::{BuyerObject, answer_for_read};
 use sealbox_core::layout::{is_valid_buyer, parse_request_key};
 use sealbox_core::outcome::{Claim, Outcomes};
 use sealbox_core::ports::{
-    Authorizer, NotAuthorized, Notifier, ObjectStore, OutgoingMessage, QueueSender,
+    Authorizer, NotAuthorized, Notifier, ObjectStore, OutgoingMessage, QueueSender, TokenSource,
+    TokenUnavailable,
 };
 use time::OffsetDateTime;
 
@@ -131,6 +132,9 @@ pub struct Ingest {
     jobs: Arc<dyn QueueSender>,
     notifier: Arc<dyn Notifier>,
     verifier: Arc<dyn Authorizer>,
+    /// Where tokens come from for request objects without one (`TokenSource: iam`); without
+    /// it such a request is `token_missing`.
+    tokens: Option<Arc<dyn TokenSource>>,
     config: IngestConfig,
 }
 
@@ -161,8 +165,16 @@ impl Ingest {
             jobs,
             notifier,
             verifier,
+            tokens: None,
             config,
         }
+    }
+
+    /// Request objects without a token are authorized with a token from `tokens` (the buyer
+    /// stack's `TokenSource: iam`): its refusal is the request's answer, `token_refused`.
+    pub fn with_token_source(mut self, tokens: Arc<dyn TokenSource>) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// Handles a batch of events: decides each, sends the accepted jobs in one batch, and
@@ -320,10 +332,29 @@ impl Ingest {
             Ok(r) => r,
             Err(v) => return reject(v),
         };
+        let token = match (&request.token, &self.tokens) {
+            (Some(token), _) => token.clone(),
+            (None, None) => {
+                return reject(Violation::new(Reason::TokenMissing, "token", "is required"));
+            }
+            (None, Some(tokens)) => match tokens.token().await {
+                Ok(token) => token,
+                Err(TokenUnavailable::Refused(detail)) => {
+                    return reject(Violation::new(Reason::TokenRefused, "token", detail));
+                }
+                // The token service's outage is not the request's: held and retried.
+                Err(e @ TokenUnavailable::Unreachable(_)) => {
+                    return Err(IngestError::Transient(sealbox_core::Error::storage(
+                        "getting a token for a request object without one",
+                        e,
+                    )));
+                }
+            },
+        };
         // Authorize before looking at anything the request points to.
         match self
             .verifier
-            .authorize(&request.token, rk.buyer, wall_clock(ev.event_time))
+            .authorize(&token, rk.buyer, wall_clock(ev.event_time))
             .await
         {
             Ok(_) => {}
@@ -491,6 +522,30 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
+        fixture_with(None)
+    }
+
+    /// A token source that answers as told, and counts the times it was asked.
+    struct ScriptedTokens {
+        answer: std::sync::Mutex<Result<String, TokenUnavailable>>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ScriptedTokens {
+        fn answer(&self, answer: Result<String, TokenUnavailable>) {
+            *self.answer.lock().unwrap() = answer;
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl TokenSource for ScriptedTokens {
+        async fn token(&self) -> Result<String, TokenUnavailable> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.answer.lock().unwrap().clone()
+        }
+    }
+
+    fn fixture_with(tokens: Option<Arc<dyn TokenSource>>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = RefusingStore::new(FsObjectStore::new(dir.path().join("buckets"), false));
         let jobs = QueueDb::open(&dir.path().join("q.db"))
@@ -513,6 +568,10 @@ mod tests {
                 payload_limit: 100,
             },
         );
+        let ingest = match tokens {
+            Some(t) => ingest.with_token_source(t),
+            None => ingest,
+        };
         Fixture {
             _dir: dir,
             store,
@@ -550,6 +609,129 @@ mod tests {
             size: meta.size,
             event_time: meta.last_modified,
         }
+    }
+
+    /// A request object without a token member.
+    async fn drop_tokenless(f: &Fixture, id: &str) -> InboxEvent {
+        let body = serde_json::json!({
+            "version": 1, "request_id": id, "input": {"text": "1,2,3,4"},
+            "content_type": "text/csv", "accept": "text/csv"
+        });
+        let key = request_key("b1", id);
+        let meta = f
+            .store
+            .put(
+                "inbox",
+                &key,
+                Bytes::from(body.to_string()),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        InboxEvent {
+            bucket: "inbox".into(),
+            key,
+            etag: meta.etag,
+            size: meta.size,
+            event_time: meta.last_modified,
+        }
+    }
+
+    fn scripted(answer: Result<String, TokenUnavailable>) -> Arc<ScriptedTokens> {
+        Arc::new(ScriptedTokens {
+            answer: std::sync::Mutex::new(answer),
+            asked: Default::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_token_is_token_missing_unless_the_stack_gets_tokens_itself() {
+        let f = fixture();
+        let ev = drop_tokenless(&f, "bare").await;
+        assert_eq!(
+            f.ingest.handle(&ev).await.unwrap(),
+            IngestOutcome::Rejected {
+                request_id: "bare".into(),
+                reason: Reason::TokenMissing
+            }
+        );
+
+        // TokenSource: iam. The token its source gets is verified like any other.
+        let tokens = scripted(Err(TokenUnavailable::Unreachable("not yet".into())));
+        let f = fixture_with(Some(tokens.clone()));
+        tokens.answer(Ok(f.token.clone()));
+        let ev = drop_tokenless(&f, "by-identity").await;
+        let out = f.ingest.handle(&ev).await.unwrap();
+        assert!(matches!(out, IngestOutcome::Accepted(_)), "{out:?}");
+        // A request that carries its own token does not ask.
+        let ev = drop_request(&f, "own", serde_json::json!({"text": "1,2,3,4"}), "none").await;
+        let out = f.ingest.handle(&ev).await.unwrap();
+        assert!(matches!(out, IngestOutcome::Accepted(_)), "{out:?}");
+        assert_eq!(tokens.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A token the keys do not verify (another fixture's, another seller's keys) is refused
+        // for what it is.
+        let other = fixture();
+        tokens.answer(Ok(other.token.clone()));
+        let ev = drop_tokenless(&f, "other-keys").await;
+        let out = f.ingest.handle(&ev).await.unwrap();
+        assert!(
+            matches!(&out, IngestOutcome::Rejected { reason, .. } if *reason != Reason::TokenRefused && *reason != Reason::TokenMissing),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_of_the_token_service_is_the_requests_answer_and_its_outage_is_held() {
+        let refused = scripted(Err(TokenUnavailable::Refused(
+            "403 not_subscribed: account 111122223333 has no subscription".into(),
+        )));
+        let f = fixture_with(Some(refused));
+        let ev = drop_tokenless(&f, "refused").await;
+        assert_eq!(
+            f.ingest.handle(&ev).await.unwrap(),
+            IngestOutcome::Rejected {
+                request_id: "refused".into(),
+                reason: Reason::TokenRefused
+            }
+        );
+        let (_, doc) = f
+            .store
+            .get("outbox", &rejected_key("b1", "refused"), 1 << 20)
+            .await
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(
+            (doc["reason"].as_str(), doc["field"].as_str()),
+            (Some("token_refused"), Some("token")),
+            "{doc}"
+        );
+        assert!(
+            doc["message"].as_str().unwrap().contains("not_subscribed"),
+            "{doc}"
+        );
+
+        let down = scripted(Err(TokenUnavailable::Unreachable(
+            "connection refused".into(),
+        )));
+        let f = fixture_with(Some(down));
+        let ev = drop_tokenless(&f, "held").await;
+        let err = f.ingest.handle(&ev).await.unwrap_err();
+        assert!(matches!(err, IngestError::Transient(_)), "{err:?}");
+        // Nothing answered, nothing claimed: the event comes back.
+        assert!(
+            f.store
+                .head("outbox", &claim_key("b1", "held"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            f.store
+                .head("outbox", &rejected_key("b1", "held"))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -155,6 +155,14 @@ impl AwsStack {
         self.daemon(&args, "sealbox ready on AWS")
     }
 
+    /// Starts `sealbox up` on the seller's data directory for its token service (the embedded
+    /// pipeline beside it is unused), trusting moto as STS; answers it and the token URL.
+    pub fn token_service(&self) -> (Daemon, String) {
+        let daemon = self.daemon(&["up", "--log", "warn"], "sealbox ready");
+        let url = std::fs::read_to_string(self.dir.path().join("token-service.url")).unwrap();
+        (daemon, url.trim().to_owned())
+    }
+
     /// Starts `sealbox ARGS` with the stack's environment and the seller's data directory, and
     /// waits for its first line, which must start with `ready`.
     pub fn daemon(&self, args: &[&str], ready: &str) -> Daemon {

@@ -5,6 +5,7 @@ pub mod endpoint;
 pub mod notifier;
 pub mod object_store;
 pub mod queue;
+pub mod token_source;
 
 pub use authorizer::{Authorizer, NotAuthorized, TokenRejection};
 pub use endpoint::{Endpoint, Invocation, InvocationOutput};
@@ -14,3 +15,4 @@ pub use queue::{
     DeadLetter, OutgoingMessage, QueueAdmin, QueueConsumer, QueueSender, QueueStats,
     ReceiveOptions, ReceivedMessage,
 };
+pub use token_source::{TokenSource, TokenUnavailable};

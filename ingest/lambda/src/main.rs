@@ -10,6 +10,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use sealbox_authz::jwks_source;
 use sealbox_authz::{JwksVerifier, RefreshPolicy, VerifierConfig};
 use sealbox_aws::config::{Settings, Var};
+use sealbox_aws::identity::IamTokenSource;
 use sealbox_aws::lambda::{BatchMessage, Disposition, Metric, batch_response, emf, emit, settle};
 use sealbox_aws::s3::S3ObjectStore;
 use sealbox_aws::sdk::Clients;
@@ -51,8 +52,10 @@ async fn build() -> anyhow::Result<App> {
         Var::Jwks,
         Var::Product,
         Var::Issuer,
+        Var::TokenSource,
     ])?;
-    let clients = Clients::from_env().await;
+    let sdk_config = sealbox_aws::sdk::load_config().await;
+    let clients = Clients::new(&sdk_config);
     let store: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(clients.s3.clone()));
     let source = jwks_source::at_location(settings.get(Var::Jwks), store.clone())?;
     let config = VerifierConfig::new(settings.get(Var::Issuer), settings.get(Var::Product));
@@ -78,6 +81,20 @@ async fn build() -> anyhow::Result<App> {
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
         },
     );
+    // TokenSource: iam: a request object without a token gets one proving the function's own
+    // account (its role), from the seller's token service.
+    let ingest = if settings.get(Var::TokenSource) == "iam" {
+        let url = Settings::from_env(&[Var::TokenServiceUrl])?;
+        let url = url.get(Var::TokenServiceUrl);
+        tracing::info!(token_service = %url, "request objects without a token get one with this function's AWS identity");
+        ingest.with_token_source(Arc::new(IamTokenSource::new(
+            sdk_config,
+            url,
+            settings.get(Var::Issuer),
+        )))
+    } else {
+        ingest
+    };
     let inbox_events = SqsQueue::new(clients.sqs, settings.get(Var::InboxEventsQueueUrl));
     Ok(App {
         ingest,

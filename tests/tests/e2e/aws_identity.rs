@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use base64::Engine as _;
 use sealbox_authz::caller_identity::IdentityProof;
-use sealbox_tests::Daemon;
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
 
 /// An account never granted.
@@ -38,14 +37,6 @@ fn buyer_env(stack: &AwsStack, creds: &Credentials) -> Vec<(String, String)> {
         creds.session_token().unwrap_or_default().into(),
     ));
     env
-}
-
-/// `sealbox up` on the seller's data directory (its token service; the embedded pipeline
-/// beside it is unused), with moto as the STS it trusts; answers it and the token URL.
-fn seller_up(stack: &AwsStack) -> (Daemon, String) {
-    let daemon = stack.daemon(&["up", "--log", "warn"], "sealbox ready");
-    let url = std::fs::read_to_string(stack.dir.path().join("token-service.url")).unwrap();
-    (daemon, url.trim().to_owned())
 }
 
 /// Posts `body` to the token service; answers the status and the JSON answer.
@@ -76,7 +67,7 @@ fn claims_of(token: &str) -> serde_json::Value {
 }
 
 fn proof(creds: &Credentials, sts: &str, issuer: &str, at: SystemTime) -> IdentityProof {
-    sealbox::aws_identity::sign_proof(creds.clone(), "us-east-1", sts, issuer, at).unwrap()
+    sealbox_aws::identity::sign_proof(creds.clone(), "us-east-1", sts, issuer, at).unwrap()
 }
 
 #[test]
@@ -95,7 +86,7 @@ fn a_granted_aws_account_gets_a_token_with_no_secret_and_every_bad_proof_is_refu
         });
         assert!(ran.ok, "{args:?}: {}", ran.stderr);
     }
-    let (_seller, token_url) = seller_up(&stack);
+    let (_seller, token_url) = stack.token_service();
     let _pipeline = stack.up(&[]);
 
     // The granted account: `buyer token --backend aws`, no secret anywhere.

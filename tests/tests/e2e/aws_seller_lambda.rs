@@ -184,7 +184,7 @@ async fn the_token_service_function_issues_a_token_to_a_proven_aws_account_grant
     let f = stack.lambda("token-service", &[]).await;
     let sts = format!("{}/", stack.moto.endpoint);
     let ask = |account: &str| {
-        let proof = sealbox::aws_identity::sign_proof(
+        let proof = sealbox_aws::identity::sign_proof(
             stack.assume_role(account),
             "us-east-1",
             &sts,

@@ -59,6 +59,8 @@ const ISSUER: &str = "acme-models";
 const MARKETPLACE_PRODUCTS: &str = "prod-abcdefghijklm=acme-churn-model";
 /// The seller stack's JwksUrl output on AWS (moto serves no function URL).
 const JWKS_URL: &str = "https://abcdefghij.lambda-url.us-east-1.on.aws/.well-known/jwks.json";
+/// The seller's token service, for the buyer stack's `TokenSource: iam`.
+const TOKEN_SERVICE_URL: &str = "https://abcdefghij.lambda-url.us-east-1.on.aws/";
 
 /// A template as JSON, read with cfn-lint's decoder from the test venv: the YAML short forms
 /// become `{"Ref": ..}`, `{"Fn::GetAtt": [..]}`, `{"Fn::Sub": ..}`.
@@ -693,6 +695,8 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
             ("Product", PRODUCT),
             ("Issuer", ISSUER),
             ("WorkerConcurrency", "3"),
+            ("TokenSource", "iam"),
+            ("TokenServiceUrl", TOKEN_SERVICE_URL),
         ],
     );
     let buyer = outputs(&cli, "sealbox");
@@ -770,6 +774,8 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
         Var::Jwks,
         Var::Product,
         Var::Issuer,
+        Var::TokenSource,
+        Var::TokenServiceUrl,
     ];
     let worker_vars = [
         Var::InboxBucket,
@@ -785,6 +791,19 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
         &ingest_vars,
         &mut checked,
     );
+    let ingest_env = &ingest["Environment"]["Variables"];
+    assert_eq!(
+        (
+            &ingest_env["SEALBOX_TOKEN_SOURCE"],
+            &ingest_env["SEALBOX_TOKEN_SERVICE_URL"]
+        ),
+        (
+            &serde_json::json!("iam"),
+            &serde_json::json!(TOKEN_SERVICE_URL)
+        ),
+        "{ingest:#}"
+    );
+    checked.push("ingest: TokenSource iam, with the seller's token service".into());
     let worker = function(
         &cli,
         "sealbox-worker",

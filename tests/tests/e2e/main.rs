@@ -10,6 +10,7 @@ mod aws_cli;
 mod aws_fair_share;
 mod aws_first_contact;
 mod aws_identity;
+mod aws_ingest_iam;
 mod aws_lambda;
 mod aws_marketplace;
 mod aws_object_store;
