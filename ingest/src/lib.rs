@@ -591,24 +591,7 @@ mod tests {
             "version": 1, "request_id": id, "token": f.token, "input": input,
             "content_type": "text/csv", "accept": "text/csv", "split": split
         });
-        let key = request_key("b1", id);
-        let meta = f
-            .store
-            .put(
-                "inbox",
-                &key,
-                Bytes::from(body.to_string()),
-                PutMode::Overwrite,
-            )
-            .await
-            .unwrap();
-        InboxEvent {
-            bucket: "inbox".into(),
-            key,
-            etag: meta.etag,
-            size: meta.size,
-            event_time: meta.last_modified,
-        }
+        drop_body(f, id, body).await
     }
 
     /// A request object without a token member.
@@ -617,6 +600,11 @@ mod tests {
             "version": 1, "request_id": id, "input": {"text": "1,2,3,4"},
             "content_type": "text/csv", "accept": "text/csv"
         });
+        drop_body(f, id, body).await
+    }
+
+    /// Puts `body` as `b1`'s request object `id`; answers its inbox event.
+    async fn drop_body(f: &Fixture, id: &str, body: serde_json::Value) -> InboxEvent {
         let key = request_key("b1", id);
         let meta = f
             .store
