@@ -1,4 +1,6 @@
-//! The seller's keyset: signing keys with their states, kept in a file readable only by its owner.
+//! The seller's keyset: signing keys with their states (`next`, `current`, `previous`, revoked).
+//! Where they are kept is a `KeyStore`'s business: a file readable only by its owner
+//! (`FileKeyStore`), or KMS, whose keys never leave it.
 
 use std::fmt;
 use std::path::Path;

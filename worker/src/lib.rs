@@ -1,5 +1,6 @@
 //! sealbox worker: runs one job against the model endpoint and settles its single outcome.
-//! The handler is a plain async function over ports; [`poller`] runs it from the jobs queue.
+//! The handler is a plain async function over ports; the embedded `jobs` poller and the worker
+//! Lambda function run it from the jobs queue.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
