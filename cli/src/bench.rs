@@ -428,6 +428,15 @@ pub struct AwsBenchResult {
     pub aws_calls_per_job: f64,
     /// The same per job, by `service.Operation` as the SDK names them (`S3.PutObject`).
     pub aws_calls_by_operation: BTreeMap<String, f64>,
+    /// What those calls cost for a million jobs, in USD, at the list prices of
+    /// [`crate::prices`] (the endpoint excluded).
+    pub usd_per_million_jobs: f64,
+    /// The same by operation.
+    pub usd_per_million_jobs_by_operation: BTreeMap<String, f64>,
+    /// Operations called but not in the cost: the endpoint, and any the price table lacks.
+    pub not_in_cost: Vec<String>,
+    /// The date of the price table.
+    pub prices_as_of: &'static str,
     /// Calls in the same window that are not counted above: the buyer's uploads of the request
     /// objects, made by the benchmark through clients of their own.
     pub excluded_buyer_calls: BTreeMap<String, u64>,
@@ -674,6 +683,12 @@ async fn aws_scenario_on(
         .map(|(id, e2e)| e2e.saturating_sub(full.invoke.get(id).copied().unwrap_or_default()))
         .collect();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let aws_calls_by_operation: BTreeMap<String, f64> = calls
+        .into_iter()
+        .map(|(op, n)| (op, n as f64 / jobs))
+        .collect();
+    let (usd_per_million_jobs, usd_per_million_jobs_by_operation, not_in_cost) =
+        crate::prices::per_million_jobs(&aws_calls_by_operation);
     Ok(AwsBenchResult {
         backend: "aws",
         endpoint_url,
@@ -698,10 +713,11 @@ async fn aws_scenario_on(
         peak_rss_mb: peak_rss_mb(),
         aws_calls,
         aws_calls_per_job: aws_calls as f64 / jobs,
-        aws_calls_by_operation: calls
-            .into_iter()
-            .map(|(op, n)| (op, n as f64 / jobs))
-            .collect(),
+        usd_per_million_jobs,
+        usd_per_million_jobs_by_operation,
+        not_in_cost,
+        prices_as_of: crate::prices::PRICES_AS_OF,
+        aws_calls_by_operation,
         excluded_buyer_calls,
     })
 }
@@ -753,7 +769,16 @@ async fn run_aws(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
     );
     for (op, per_job) in &r.aws_calls_by_operation {
-        println!("  {op:<40} {per_job:>7.3}");
+        match r.usd_per_million_jobs_by_operation.get(op) {
+            Some(usd) => println!("  {op:<40} {per_job:>7.3}   ${usd:>7.3} per million jobs"),
+            None => println!("  {op:<40} {per_job:>7.3}   (not in the cost)"),
+        }
     }
+    println!(
+        "cost of the pipeline's calls: ${:.2} per million jobs at the list prices of {} (us-east-1; endpoint excluded: {})",
+        r.usd_per_million_jobs,
+        r.prices_as_of,
+        r.not_in_cost.join(", ")
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod marketplace;
 pub mod model;
 pub mod output;
+pub mod prices;
 pub mod results;
 pub mod seller_aws;
 pub mod submit;

@@ -68,6 +68,19 @@ fn bench_on_moto_completes_every_job_and_counts_the_pipelines_calls_by_operation
         (per_job * measured as f64).round(),
         "{r}"
     );
+    // What a million jobs cost: every call but the endpoint's priced, summing to the total;
+    // the result's own PutObject ($5 per million) is the floor.
+    let usd = r["usd_per_million_jobs"].as_f64().unwrap();
+    let usd_by_op = r["usd_per_million_jobs_by_operation"].as_object().unwrap();
+    let usd_sum: f64 = usd_by_op.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((usd - usd_sum).abs() < 1e-6, "{r}");
+    assert!(usd >= 5.0, "{r}");
+    assert_eq!(
+        r["not_in_cost"],
+        serde_json::json!(["SageMaker Runtime.InvokeEndpoint"]),
+        "{r}"
+    );
+    assert_eq!(usd_by_op.len() + 1, by_op.len(), "{r}");
     // The bench's own uploads of the measured request objects are the buyer's calls: counted
     // apart, not in the pipeline's figures.
     assert_eq!(r["excluded_buyer_calls"]["S3.PutObject"], measured, "{r}");
