@@ -7,6 +7,7 @@ pub mod contract;
 pub mod error;
 pub mod fault;
 pub mod layout;
+pub mod object_claims;
 pub mod outcome;
 pub mod ports;
 pub mod retry;

@@ -1,9 +1,9 @@
 //! Outcomes: exactly one result, failure or rejection per (buyer, request_id), and the
 //! notification that announces it (same `event_id` on a repeat).
 //!
-//! One claim per request decides who may write the outcome: `<buyer>/claims/<request_id>.json`
-//! in the outbox, created with create-new (`If-None-Match: *` on S3) before any outcome is
-//! written. The attempt that created it owns the request (a job and its redeliveries, or ingest
+//! One claim per request decides who may write the outcome: made in the [`ClaimStore`]
+//! (`<buyer>/claims/<request_id>.json` in the outbox with [`crate::object_claims`]) before any
+//! outcome is written. The attempt that created it owns the request (a job and its redeliveries, or ingest
 //! rejecting one version of the request object); every other attempt only announces the owner's
 //! outcome once it exists, or leaves the request to the owner. An ingest claim carries its whole
 //! rejection document, so anyone who finds it without the document can finish writing it.
@@ -16,25 +16,15 @@ use crate::contract::{
     event_id,
 };
 use crate::error::{Error, Result};
-use crate::layout::{claim_key, failed_key, location, rejected_key, result_key};
+use crate::layout::{failed_key, location, rejected_key, result_key};
+use crate::ports::claim_store::ClaimStore;
 use crate::ports::notifier::Notifier;
 use crate::ports::object_store::{ObjectMeta, ObjectStore, PutMode};
 
-/// Largest outcome or claim document read back.
+/// Largest outcome document read back.
 const MAX_DOCUMENT_BYTES: u64 = 64 * 1024;
 
-/// What an attempt to claim a request found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Claim {
-    /// This attempt owns the request. `fresh`: it created the claim just now; otherwise an
-    /// earlier delivery of the same owner did, and may have written the outcome already.
-    Owned {
-        /// Created by this call.
-        fresh: bool,
-    },
-    /// Another attempt owns the request.
-    OwnedBy(Box<ClaimDocument>),
-}
+pub use crate::ports::claim_store::Claim;
 
 /// Where outcomes go and how they are announced.
 #[derive(Clone, Copy)]
@@ -45,6 +35,8 @@ pub struct Outcomes<'a> {
     pub outbox: &'a str,
     /// Where notifications go.
     pub notifier: &'a dyn Notifier,
+    /// Who owns each request.
+    pub claims: &'a dyn ClaimStore,
 }
 
 /// What a result notification needs beyond the object itself.
@@ -116,35 +108,12 @@ fn document_notification(
 impl Outcomes<'_> {
     /// Claims the request for `claim.owner`, unless someone else holds the claim.
     pub async fn claim(&self, claim: &ClaimDocument) -> Result<Claim> {
-        let key = claim_key(&claim.buyer, &claim.request_id);
-        let body = serde_json::to_vec(claim).map_err(|e| Error::json("encoding a claim", e))?;
-        match self
-            .store
-            .put(self.outbox, &key, Bytes::from(body), PutMode::CreateNew)
-            .await
-        {
-            Ok(_) => Ok(Claim::Owned { fresh: true }),
-            Err(Error::AlreadyExists { .. }) => {
-                match self.read_claim(&claim.buyer, &claim.request_id).await? {
-                    Some(held) if held.owner == claim.owner => Ok(Claim::Owned { fresh: false }),
-                    Some(held) => Ok(Claim::OwnedBy(Box::new(held))),
-                    None => Err(Error::Task(format!("{key} vanished after a conflict"))),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        self.claims.claim(claim).await
     }
 
     /// The claim of (buyer, request_id), if there is one.
     pub async fn read_claim(&self, buyer: &str, request_id: &str) -> Result<Option<ClaimDocument>> {
-        let key = claim_key(buyer, request_id);
-        match self.store.get(self.outbox, &key, MAX_DOCUMENT_BYTES).await {
-            Ok((_, body)) => serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|e| Error::json(format!("reading claim {key}"), e)),
-            Err(Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.claims.read(buyer, request_id).await
     }
 
     /// For an attempt that does not own the request: announces the owner's outcome again if

@@ -13,10 +13,11 @@ use sealbox_core::contract::{
 };
 use sealbox_core::fault::{BuyerObject, answer_for_read};
 use sealbox_core::layout::{is_valid_buyer, parse_request_key};
+use sealbox_core::object_claims::ObjectClaims;
 use sealbox_core::outcome::{Claim, Outcomes};
 use sealbox_core::ports::{
-    Authorizer, NotAuthorized, Notifier, ObjectStore, OutgoingMessage, QueueSender, TokenSource,
-    TokenUnavailable,
+    Authorizer, ClaimStore, NotAuthorized, Notifier, ObjectStore, OutgoingMessage, QueueSender,
+    TokenSource, TokenUnavailable,
 };
 use time::OffsetDateTime;
 
@@ -135,6 +136,8 @@ pub struct Ingest {
     /// Where tokens come from for request objects without one (`TokenSource: iam`); without
     /// it such a request is `token_missing`.
     tokens: Option<Arc<dyn TokenSource>>,
+    /// Who owns each request: claims as objects in the outbox unless told otherwise.
+    claims: Arc<dyn ClaimStore>,
     config: IngestConfig,
 }
 
@@ -161,6 +164,7 @@ impl Ingest {
         config: IngestConfig,
     ) -> Self {
         Ingest {
+            claims: Arc::new(ObjectClaims::new(store.clone(), config.outbox.clone())),
             store,
             jobs,
             notifier,
@@ -168,6 +172,12 @@ impl Ingest {
             tokens: None,
             config,
         }
+    }
+
+    /// Claims (who owns each request) kept in `claims` rather than as objects in the outbox.
+    pub fn with_claim_store(mut self, claims: Arc<dyn ClaimStore>) -> Self {
+        self.claims = claims;
+        self
     }
 
     /// Request objects without a token are authorized with a token from `tokens` (the buyer
@@ -473,6 +483,7 @@ impl Ingest {
             store: self.store.as_ref(),
             outbox: &self.config.outbox,
             notifier: self.notifier.as_ref(),
+            claims: self.claims.as_ref(),
         }
     }
 

@@ -15,9 +15,10 @@ use sealbox_core::contract::{
 };
 use sealbox_core::fault::{BuyerObject, answer_for_read};
 use sealbox_core::layout::result_key;
+use sealbox_core::object_claims::ObjectClaims;
 use sealbox_core::outcome::{Claim, Outcomes, ResultInfo};
 use sealbox_core::ports::{
-    ByteStream, Endpoint, Invocation, Notifier, ObjectStore, PutMode, PutOptions,
+    ByteStream, ClaimStore, Endpoint, Invocation, Notifier, ObjectStore, PutMode, PutOptions,
 };
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -123,6 +124,8 @@ pub struct Worker {
     // Only invocations take a slot: reading inputs and writing results overlap with them,
     // so the endpoint stays busy at its cap.
     invoke_slots: tokio::sync::Semaphore,
+    /// Who owns each request: claims as objects in the outbox unless told otherwise.
+    claims: Arc<dyn ClaimStore>,
     config: WorkerConfig,
 }
 
@@ -147,6 +150,7 @@ impl Worker {
         config: WorkerConfig,
     ) -> Self {
         Worker {
+            claims: Arc::new(ObjectClaims::new(store.clone(), config.outbox.clone())),
             store,
             endpoint,
             notifier,
@@ -155,11 +159,18 @@ impl Worker {
         }
     }
 
+    /// Claims (who owns each request) kept in `claims` rather than as objects in the outbox.
+    pub fn with_claim_store(mut self, claims: Arc<dyn ClaimStore>) -> Self {
+        self.claims = claims;
+        self
+    }
+
     fn outcomes(&self) -> Outcomes<'_> {
         Outcomes {
             store: self.store.as_ref(),
             outbox: &self.config.outbox,
             notifier: self.notifier.as_ref(),
+            claims: self.claims.as_ref(),
         }
     }
 

@@ -3,6 +3,7 @@
 // Test support: a panic is how a suite reports a broken port promise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod claim_store;
 pub mod endpoint;
 pub mod notifier;
 pub mod object_store;

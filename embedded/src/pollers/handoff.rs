@@ -364,7 +364,8 @@ mod tests {
     use sealbox_authz::{KeyAlg, Keyset, TokenIssuer, Verifier, VerifierConfig};
     use sealbox_core::contract::{CONTRACT_VERSION, ClaimDocument, EventKind, Notification};
     use sealbox_core::layout::{claim_key, request_key, result_key};
-    use sealbox_core::outcome::Outcomes;
+    use sealbox_core::object_claims::ObjectClaims;
+    use sealbox_core::ports::ClaimStore;
     use sealbox_core::ports::{
         Endpoint, Invocation, InvocationOutput, ObjectStore, PutMode, QueueAdmin,
     };
@@ -639,12 +640,8 @@ mod tests {
             claimed_at: time::OffsetDateTime::now_utc(),
             rejection: None,
         };
-        let outcomes = Outcomes {
-            store: &r.store,
-            outbox: "outbox",
-            notifier: &r.log,
-        };
-        outcomes.claim(&claim).await.unwrap();
+        let claims = ObjectClaims::new(std::sync::Arc::new(r.store.clone()), "outbox");
+        claims.claim(&claim).await.unwrap();
         let notes = r
             .run_until(|n| !n.is_empty(), Duration::from_secs(10), false)
             .await;

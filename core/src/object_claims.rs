@@ -1,0 +1,68 @@
+//! Claims as objects: `<buyer>/claims/<request_id>.json` in the outbox of any [`ObjectStore`],
+//! created with create-new (`If-None-Match: *` on S3, `RENAME_NOREPLACE` on a file system). The
+//! [`ClaimStore`] of the embedded runtime, and of AWS stacks whose claims live in S3.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::contract::ClaimDocument;
+use crate::error::{Error, Result};
+use crate::layout::claim_key;
+use crate::ports::claim_store::{Claim, ClaimStore};
+use crate::ports::object_store::{ObjectStore, PutMode};
+
+/// Largest claim read back (a claim carries at most one rejection document).
+const MAX_CLAIM_BYTES: u64 = 64 * 1024;
+
+/// Claims kept as objects in `bucket` of `store`.
+#[derive(Clone)]
+pub struct ObjectClaims {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+}
+
+impl ObjectClaims {
+    /// Claims in `bucket` (the outbox) of `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, bucket: impl Into<String>) -> ObjectClaims {
+        ObjectClaims {
+            store,
+            bucket: bucket.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl ClaimStore for ObjectClaims {
+    async fn claim(&self, claim: &ClaimDocument) -> Result<Claim> {
+        let key = claim_key(&claim.buyer, &claim.request_id);
+        let body = serde_json::to_vec(claim).map_err(|e| Error::json("encoding a claim", e))?;
+        match self
+            .store
+            .put(&self.bucket, &key, Bytes::from(body), PutMode::CreateNew)
+            .await
+        {
+            Ok(_) => Ok(Claim::Owned { fresh: true }),
+            Err(Error::AlreadyExists { .. }) => {
+                match self.read(&claim.buyer, &claim.request_id).await? {
+                    Some(held) if held.owner == claim.owner => Ok(Claim::Owned { fresh: false }),
+                    Some(held) => Ok(Claim::OwnedBy(Box::new(held))),
+                    None => Err(Error::Task(format!("{key} vanished after a conflict"))),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read(&self, buyer: &str, request_id: &str) -> Result<Option<ClaimDocument>> {
+        let key = claim_key(buyer, request_id);
+        match self.store.get(&self.bucket, &key, MAX_CLAIM_BYTES).await {
+            Ok((_, body)) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| Error::json(format!("reading claim {key}"), e)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
