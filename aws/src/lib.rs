@@ -4,6 +4,8 @@
 
 pub mod bootstrap;
 pub mod config;
+#[cfg(feature = "dynamodb-claims")]
+pub mod dynamodb_claims;
 #[cfg(feature = "identity")]
 pub mod identity;
 pub mod lambda;

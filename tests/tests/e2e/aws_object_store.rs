@@ -56,16 +56,6 @@ impl S3 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn object_claims_on_s3_pass_the_claim_store_conformance_suite() {
-    let s3 = S3::start().await;
-    let claims = sealbox_core::object_claims::ObjectClaims::new(
-        std::sync::Arc::new(s3.store.clone()),
-        BUCKET,
-    );
-    sealbox_core::conformance::claim_store::run(std::sync::Arc::new(claims)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_object_store_passes_the_conformance_suite() {
     let s3 = S3::start().await;
     suite::run(&s3.store, BUCKET).await;

@@ -6,6 +6,7 @@
 mod access;
 mod aws_bad_input;
 mod aws_bench;
+mod aws_claim_store;
 mod aws_cli;
 mod aws_fair_share;
 mod aws_first_contact;

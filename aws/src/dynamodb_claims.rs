@@ -1,0 +1,179 @@
+//! Claims in a DynamoDB table: one item per (buyer, request_id), created with a conditional
+//! `PutItem` (`attribute_not_exists`), so a claim costs one write request unit ($0.625 per
+//! million on demand) instead of an S3 PUT ($5 per million). Items expire by the table's TTL on
+//! `expires_at`, after the outcome's retention.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+};
+use sealbox_core::contract::ClaimDocument;
+use sealbox_core::error::{Error, Result};
+use sealbox_core::ports::{Claim, ClaimStore};
+
+use crate::sdk::storage_error;
+
+const BUYER: &str = "buyer";
+const REQUEST_ID: &str = "request_id";
+const OWNER: &str = "owner";
+const DOCUMENT: &str = "claim";
+/// The item's expiry (epoch seconds), the table's TTL attribute.
+pub const EXPIRES_AT: &str = "expires_at";
+
+/// Claims kept in the DynamoDB table `table`.
+#[derive(Debug, Clone)]
+pub struct DynamoDbClaims {
+    client: Client,
+    table: String,
+    retention: Duration,
+}
+
+impl DynamoDbClaims {
+    /// Claims in `table`, each kept `retention` after it was made (the outbox's retention of
+    /// outcomes: a request id may be answered again once its claim is gone).
+    pub fn new(client: Client, table: impl Into<String>, retention: Duration) -> DynamoDbClaims {
+        DynamoDbClaims {
+            client,
+            table: table.into(),
+            retention,
+        }
+    }
+
+    fn parse(&self, item: &HashMap<String, AttributeValue>) -> Result<ClaimDocument> {
+        let body = item
+            .get(DOCUMENT)
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| {
+                Error::Task(format!("a claim in {} without its document", self.table))
+            })?;
+        serde_json::from_str(body)
+            .map_err(|e| Error::json(format!("reading a claim in {}", self.table), e))
+    }
+}
+
+fn key(buyer: &str, request_id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (BUYER.to_owned(), AttributeValue::S(buyer.to_owned())),
+        (
+            REQUEST_ID.to_owned(),
+            AttributeValue::S(request_id.to_owned()),
+        ),
+    ])
+}
+
+#[async_trait]
+impl ClaimStore for DynamoDbClaims {
+    async fn claim(&self, claim: &ClaimDocument) -> Result<Claim> {
+        let body = serde_json::to_string(claim).map_err(|e| Error::json("encoding a claim", e))?;
+        let expires = claim.claimed_at.unix_timestamp()
+            + i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX / 2);
+        let mut item = key(&claim.buyer, &claim.request_id);
+        item.insert(OWNER.into(), AttributeValue::S(claim.owner.clone()));
+        item.insert(DOCUMENT.into(), AttributeValue::S(body));
+        item.insert(EXPIRES_AT.into(), AttributeValue::N(expires.to_string()));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#buyer)")
+            .expression_attribute_names("#buyer", BUYER)
+            // The claim there comes back with the refusal: no second read.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let held = match put {
+            Ok(_) => return Ok(Claim::Owned { fresh: true }),
+            Err(e) => match e.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(refused) => match refused.item() {
+                    Some(item) => self.parse(item)?,
+                    None => self
+                        .read(&claim.buyer, &claim.request_id)
+                        .await?
+                        .ok_or_else(|| {
+                            Error::Task(format!(
+                                "the claim of {}/{} vanished after a conflict",
+                                claim.buyer, claim.request_id
+                            ))
+                        })?,
+                },
+                e => return Err(storage_error(format!("PutItem on {}", self.table), e)),
+            },
+        };
+        if held.owner == claim.owner {
+            Ok(Claim::Owned { fresh: false })
+        } else {
+            Ok(Claim::OwnedBy(Box::new(held)))
+        }
+    }
+
+    async fn read(&self, buyer: &str, request_id: &str) -> Result<Option<ClaimDocument>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(buyer, request_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("GetItem on {}", self.table), e))?;
+        out.item().map(|item| self.parse(item)).transpose()
+    }
+}
+
+/// Creates the claims table (on demand; key `buyer` + `request_id`) if it is not there, and
+/// waits until it is active. The buyer stack declares the same table with encryption, point-in-
+/// time recovery, deletion protection and TTL; this is for development stacks and tests.
+pub async fn create_table(client: &Client, table: &str) -> Result<()> {
+    let failed = |what: &str, e: String| Error::storage(format!("{what} {table}"), e);
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| failed("CreateTable", e.to_string()))
+    };
+    let key_element = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .map_err(|e| failed("CreateTable", e.to_string()))
+    };
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(BUYER)?)
+        .attribute_definitions(attribute(REQUEST_ID)?)
+        .key_schema(key_element(BUYER, KeyType::Hash)?)
+        .key_schema(key_element(REQUEST_ID, KeyType::Range)?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(storage_error(format!("CreateTable {table}"), e)),
+    }
+    for _ in 0..120 {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("DescribeTable {table}"), e))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(failed("CreateTable", "not active within a minute".into()))
+}
