@@ -39,6 +39,8 @@ pub struct Names {
     pub jobs: String,
     /// Notifications topic.
     pub topic: String,
+    /// Claims table (with the `dynamodb-claims` feature).
+    pub claims: String,
 }
 
 impl Names {
@@ -63,6 +65,7 @@ impl Names {
             inbox_events: format!("{name}-inbox-events"),
             jobs: format!("{name}-jobs"),
             topic: format!("{name}-notifications"),
+            claims: format!("{name}-claims"),
         })
     }
 }
@@ -98,13 +101,22 @@ pub async fn bootstrap(clients: &Clients, name: &str) -> Result<Vec<(Var, String
         .topic_arn
         .ok_or_else(|| Error::storage("creating the topic", "no ARN in the answer"))?;
     notify_queue_of_requests(clients, &names.inbox, &events_url).await?;
-    Ok(vec![
+    #[allow(unused_mut)]
+    let mut settings = vec![
         (Var::InboxBucket, names.inbox),
         (Var::OutboxBucket, names.outbox),
         (Var::InboxEventsQueueUrl, events_url),
         (Var::JobsQueueUrl, jobs_url),
         (Var::TopicArn, topic_arn),
-    ])
+    ];
+    // Claims as conditional writes in a table (a new stack has no claims in its outbox).
+    #[cfg(feature = "dynamodb-claims")]
+    {
+        crate::dynamodb_claims::create_table(&clients.dynamodb, &names.claims).await?;
+        settings.push((Var::ClaimsTable, names.claims));
+        settings.push((Var::OutboxClaims, "ignore".into()));
+    }
+    Ok(settings)
 }
 
 pub(crate) async fn create_bucket(clients: &Clients, bucket: &str, region: &str) -> Result<()> {

@@ -48,6 +48,16 @@ pub enum Var {
     TokenSource,
     /// `SEALBOX_TOKEN_SERVICE_URL`: the seller's token service, for `SEALBOX_TOKEN_SOURCE=iam`.
     TokenServiceUrl,
+    /// `SEALBOX_CLAIMS_TABLE`: the DynamoDB table of claims (who owns each request); unset,
+    /// claims are objects in the outbox.
+    ClaimsTable,
+    /// `SEALBOX_CLAIM_RETENTION`: how long a claim in the table is kept (default 90d, the
+    /// outbox's retention of outcomes).
+    ClaimRetention,
+    /// `SEALBOX_OUTBOX_CLAIMS`: with a claims table, whether claims left in the outbox by
+    /// earlier versions still decide their requests: `read` (the default, one GET per claim)
+    /// or `ignore` (a stack that never had them, or whose outbox claims are past retention).
+    OutboxClaims,
 }
 
 impl Var {
@@ -92,6 +102,9 @@ impl Var {
             Var::MarketplaceProducts => "SEALBOX_MARKETPLACE_PRODUCTS",
             Var::TokenSource => "SEALBOX_TOKEN_SOURCE",
             Var::TokenServiceUrl => "SEALBOX_TOKEN_SERVICE_URL",
+            Var::ClaimsTable => "SEALBOX_CLAIMS_TABLE",
+            Var::ClaimRetention => "SEALBOX_CLAIM_RETENTION",
+            Var::OutboxClaims => "SEALBOX_OUTBOX_CLAIMS",
         }
     }
 
@@ -102,6 +115,8 @@ impl Var {
             Var::Issuer => Some(DEFAULT_ISSUER),
             Var::RotateEvery => Some("30d"),
             Var::TokenSource => Some("request"),
+            Var::ClaimRetention => Some("90d"),
+            Var::OutboxClaims => Some("read"),
             _ => None,
         }
     }
@@ -139,6 +154,14 @@ fn join(vars: &[Var]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     values: BTreeMap<Var, String>,
+}
+
+/// The value of an optional setting with no default: `None` when unset or blank.
+pub fn optional(var: Var) -> Option<String> {
+    std::env::var(var.name())
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 impl Settings {
@@ -227,7 +250,10 @@ fn check(var: Var, value: &str) -> Result<(), ConfigError> {
         Var::JwksObject if s3_location(value).is_none() => {
             invalid("an object location, s3://bucket/key")
         }
-        Var::RotateEvery if humantime::parse_duration(value).is_err() => {
+        Var::OutboxClaims if !matches!(value, "read" | "ignore") => {
+            invalid("read (claims earlier versions left in the outbox still decide) or ignore")
+        }
+        Var::RotateEvery | Var::ClaimRetention if humantime::parse_duration(value).is_err() => {
             invalid("a duration such as 30d, 12h or 90m")
         }
         Var::MarketplaceProducts

@@ -4,6 +4,7 @@
 //! `expires_at`, after the outcome's retention.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,9 +16,11 @@ use aws_sdk_dynamodb::types::{
 };
 use sealbox_core::contract::ClaimDocument;
 use sealbox_core::error::{Error, Result};
-use sealbox_core::ports::{Claim, ClaimStore};
+use sealbox_core::object_claims::{MovedClaims, ObjectClaims};
+use sealbox_core::ports::{Claim, ClaimStore, ObjectStore};
 
-use crate::sdk::storage_error;
+use crate::config::{ConfigError, Settings, Var, optional};
+use crate::sdk::{Clients, storage_error};
 
 const BUYER: &str = "buyer";
 const REQUEST_ID: &str = "request_id";
@@ -177,3 +180,33 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
     }
     Err(failed("CreateTable", "not active within a minute".into()))
 }
+
+/// The claim store the environment names: with `SEALBOX_CLAIMS_TABLE`, claims in that table,
+/// kept `SEALBOX_CLAIM_RETENTION`, the claims earlier versions left in `outbox` of `store`
+/// still deciding their requests unless `SEALBOX_OUTBOX_CLAIMS=ignore`; without it, `None`
+/// (claims stay objects in the outbox).
+pub fn from_env(
+    clients: &Clients,
+    store: Arc<dyn ObjectStore>,
+    outbox: &str,
+) -> std::result::Result<Option<Arc<dyn ClaimStore>>, ConfigError> {
+    let Some(table) = optional(Var::ClaimsTable) else {
+        return Ok(None);
+    };
+    let settings = Settings::from_env(&[Var::ClaimRetention, Var::OutboxClaims])?;
+    let retention =
+        humantime::parse_duration(settings.get(Var::ClaimRetention)).unwrap_or(DEFAULT_RETENTION);
+    let table: Arc<dyn ClaimStore> = Arc::new(DynamoDbClaims::new(
+        clients.dynamodb.clone(),
+        table,
+        retention,
+    ));
+    Ok(Some(if settings.get(Var::OutboxClaims) == "read" {
+        Arc::new(MovedClaims::new(ObjectClaims::new(store, outbox), table))
+    } else {
+        table
+    }))
+}
+
+/// A claim's life when the setting says nothing usable (the outbox's default retention).
+const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);

@@ -70,6 +70,9 @@ pub struct Clients {
     pub sns: aws_sdk_sns::Client,
     /// SageMaker Runtime: one attempt, bounded, since the worker retries by itself.
     pub sagemaker: aws_sdk_sagemakerruntime::Client,
+    /// DynamoDB, for claims in a table.
+    #[cfg(feature = "dynamodb-claims")]
+    pub dynamodb: aws_sdk_dynamodb::Client,
     /// Calls made through the clients.
     pub calls: CallCounter,
 }
@@ -101,6 +104,12 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             sns: aws_sdk_sns::Client::from_conf(sns),
             sagemaker,
+            #[cfg(feature = "dynamodb-claims")]
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(config)
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
             calls,
         }
     }

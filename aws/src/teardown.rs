@@ -69,6 +69,25 @@ pub async fn teardown(
             .map_err(|e| storage_error(format!("deleting the topic {arn}"), e))?;
         deleted(format!("topic {arn}"));
     }
+    #[cfg(feature = "dynamodb-claims")]
+    match clients
+        .dynamodb
+        .delete_table()
+        .table_name(&names.claims)
+        .send()
+        .await
+    {
+        Ok(_) => deleted(format!("table {}", names.claims)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) => {}
+        Err(e) => {
+            return Err(storage_error(
+                format!("deleting the table {}", names.claims),
+                e,
+            ));
+        }
+    }
     Ok(count)
 }
 

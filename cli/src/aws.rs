@@ -180,7 +180,13 @@ pub async fn start_pipeline(
     if let Err(e) = verifier.refresh().await {
         tracing::error!(error = %e, "cannot read the published keys yet; tokens are refused until they load");
     }
-    let ingest = Arc::new(Ingest::new(
+    // With SEALBOX_CLAIMS_TABLE, claims are conditional writes in DynamoDB, as in the functions.
+    let claims = sealbox_aws::dynamodb_claims::from_env(
+        clients,
+        store.clone(),
+        settings.get(Var::OutboxBucket),
+    )?;
+    let ingest = Ingest::new(
         store.clone(),
         jobs.clone(),
         ingest_notifier,
@@ -190,8 +196,8 @@ pub async fn start_pipeline(
             outbox: settings.get(Var::OutboxBucket).to_owned(),
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
         },
-    ));
-    let worker = Arc::new(Worker::new(
+    );
+    let worker = Worker::new(
         store,
         Arc::new(SageMakerEndpoint::new(
             clients.sagemaker.clone(),
@@ -204,7 +210,15 @@ pub async fn start_pipeline(
             invoke_attempts: 3,
             max_concurrent_invocations: opts.concurrency,
         },
-    ));
+    );
+    let (ingest, worker) = match claims {
+        Some(claims) => (
+            ingest.with_claim_store(claims.clone()),
+            worker.with_claim_store(claims),
+        ),
+        None => (ingest, worker),
+    };
+    let (ingest, worker) = (Arc::new(ingest), Arc::new(worker));
     let (shutdown, shutdown_rx) = watch::channel(false);
     // The endpoint's cap is the worker's own (`max_concurrent_invocations`); the jobs around it
     // read, write and wait for their batched notification and deletion.

@@ -66,3 +66,39 @@ impl ClaimStore for ObjectClaims {
         }
     }
 }
+
+/// Claims moved from the outbox to another store (`now`), as when a stack upgrades in place to
+/// claims in DynamoDB: a claim made in the outbox before the move still decides its request.
+/// Each claim first reads the outbox's (one GET, a 404 nearly always); only where there is none
+/// does `now` decide. Once the outbox's claims are past the outcomes' retention, `now` alone
+/// will do.
+#[derive(Clone)]
+pub struct MovedClaims {
+    before: ObjectClaims,
+    now: Arc<dyn ClaimStore>,
+}
+
+impl MovedClaims {
+    /// Claims in `now`, the outbox's claims of `before` still deciding their requests.
+    pub fn new(before: ObjectClaims, now: Arc<dyn ClaimStore>) -> MovedClaims {
+        MovedClaims { before, now }
+    }
+}
+
+#[async_trait]
+impl ClaimStore for MovedClaims {
+    async fn claim(&self, claim: &ClaimDocument) -> Result<Claim> {
+        match self.before.read(&claim.buyer, &claim.request_id).await? {
+            Some(held) if held.owner == claim.owner => Ok(Claim::Owned { fresh: false }),
+            Some(held) => Ok(Claim::OwnedBy(Box::new(held))),
+            None => self.now.claim(claim).await,
+        }
+    }
+
+    async fn read(&self, buyer: &str, request_id: &str) -> Result<Option<ClaimDocument>> {
+        match self.before.read(buyer, request_id).await? {
+            Some(held) => Ok(Some(held)),
+            None => self.now.read(buyer, request_id).await,
+        }
+    }
+}

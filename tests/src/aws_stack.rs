@@ -365,6 +365,28 @@ impl AwsStack {
         .collect()
     }
 
+    /// The request ids of `buyer` claimed in the stack's claims table, each with its owner.
+    pub fn claims(&self, buyer: &str) -> BTreeMap<String, String> {
+        let out = crate::aws_cli::AwsCli::new(&self.moto).json(&[
+            "dynamodb",
+            "scan",
+            "--table-name",
+            self.get("SEALBOX_CLAIMS_TABLE"),
+        ]);
+        out["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|item| item["buyer"]["S"] == buyer)
+            .map(|item| {
+                (
+                    item["request_id"]["S"].as_str().unwrap().to_owned(),
+                    item["owner"]["S"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// The kind of [`BUYER`]'s outcome of request `id` (`results`, `rejected` or `failed`),
     /// waiting up to a minute for it.
     pub fn outcome_of(&self, id: &str) -> String {

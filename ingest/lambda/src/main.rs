@@ -10,6 +10,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use sealbox_authz::jwks_source;
 use sealbox_authz::{JwksVerifier, RefreshPolicy, VerifierConfig};
 use sealbox_aws::config::{Settings, Var};
+use sealbox_aws::dynamodb_claims;
 use sealbox_aws::identity::IamTokenSource;
 use sealbox_aws::lambda::{BatchMessage, Disposition, Metric, batch_response, emf, emit, settle};
 use sealbox_aws::s3::S3ObjectStore;
@@ -65,7 +66,7 @@ async fn build() -> anyhow::Result<App> {
         tracing::error!(error = %e, "cannot read the published keys yet");
     }
     let ingest = Ingest::new(
-        store,
+        store.clone(),
         Arc::new(SqsQueue::new(
             clients.sqs.clone(),
             settings.get(Var::JobsQueueUrl),
@@ -81,6 +82,15 @@ async fn build() -> anyhow::Result<App> {
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
         },
     );
+    // With SEALBOX_CLAIMS_TABLE, claims are conditional writes in DynamoDB.
+    let ingest = match dynamodb_claims::from_env(
+        &clients,
+        store.clone(),
+        settings.get(Var::OutboxBucket),
+    )? {
+        Some(claims) => ingest.with_claim_store(claims),
+        None => ingest,
+    };
     // TokenSource: iam: a request object without a token gets one proving the function's own
     // account (its role), from the seller's token service.
     let ingest = if settings.get(Var::TokenSource) == "iam" {

@@ -132,12 +132,14 @@ fn submit_and_results_on_aws_go_through_s3_and_print_what_they_print_embedded() 
         stack.list(&outbox, &format!("{BUYER}/"))
     );
     drop(daemon);
-    // The usage rides in the result's own metadata: the outbox holds the claim and the result,
-    // nothing more.
+    // The usage rides in the result's own metadata, and the claim is in the claims table: the
+    // outbox holds the result, nothing more.
     assert_eq!(
         stack.list(&outbox, &format!("{BUYER}/")),
-        [format!("{BUYER}/claims/rows.json"), result_key.clone()]
+        std::slice::from_ref(&result_key)
     );
+    let claims = stack.claims(BUYER);
+    assert!(claims["rows"].starts_with("job:"), "{claims:?}");
     // On AWS the model's units come back in its custom attributes (SageMaker keeps the
     // metering header): the two rows sent are the records scored, read from the result's
     // metadata by a HeadObject.

@@ -144,12 +144,14 @@ fn aws_teardown_deletes_every_resource_bootstrap_made_even_with_objects_and_runs
             && deleted[6].ends_with(":td-one-notifications"),
         "{out}"
     );
-    assert_eq!(deleted.len(), 7, "{out}");
+    assert_eq!(deleted[7], "deleted table td-one-claims", "{out}");
+    assert_eq!(deleted.len(), 8, "{out}");
 
     let buckets = cli.json(&["s3api", "list-buckets"]).to_string();
     let queues = cli.json(&["sqs", "list-queues"]).to_string();
     let topics = cli.json(&["sns", "list-topics"]).to_string();
-    for listing in [&buckets, &queues, &topics] {
+    let tables = cli.json(&["dynamodb", "list-tables"]).to_string();
+    for listing in [&buckets, &queues, &topics, &tables] {
         assert!(!listing.contains("td-one"), "{listing}");
         assert!(listing.contains("td-two"), "{listing}");
     }

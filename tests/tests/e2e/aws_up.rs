@@ -158,19 +158,7 @@ fn sigterm_drains_every_claimed_job_before_exiting() {
     let status = daemon.wait().unwrap();
     assert!(status.success(), "{status}");
     // Every job it had claimed was finished: no claim is left without its outcome.
-    let claims: BTreeSet<String> = stack
-        .list(
-            stack.get("SEALBOX_OUTBOX_BUCKET"),
-            &format!("{BUYER}/claims/"),
-        )
-        .iter()
-        .filter_map(|k| {
-            k.rsplit('/')
-                .next()?
-                .strip_suffix(".json")
-                .map(str::to_owned)
-        })
-        .collect();
+    let claims: BTreeSet<String> = stack.claims(BUYER).into_keys().collect();
     let answered: BTreeSet<String> = outcomes(&stack).into_keys().collect();
     assert!(answered.len() < 80, "SIGTERM came after the run");
     assert_eq!(claims, answered);

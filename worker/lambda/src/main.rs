@@ -8,12 +8,14 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use sealbox_aws::config::{Settings, Var};
+use sealbox_aws::dynamodb_claims;
 use sealbox_aws::lambda::{BatchMessage, Disposition, Metric, batch_response, emf, emit, settle};
 use sealbox_aws::s3::S3ObjectStore;
 use sealbox_aws::sagemaker::SageMakerEndpoint;
 use sealbox_aws::sdk::Clients;
 use sealbox_aws::sns::{BatchingSnsNotifier, SnsNotifier};
 use sealbox_aws::sqs::SqsQueue;
+use sealbox_core::ports::ObjectStore;
 use sealbox_worker::{JobOutcome, JobReport, Worker, WorkerConfig, WorkerError};
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -60,8 +62,11 @@ async fn build() -> anyhow::Result<App> {
         .filter(|n| *n > 0)
         .unwrap_or(4);
     let clients = Clients::from_env().await;
+    let store: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(clients.s3.clone()));
+    let claims =
+        dynamodb_claims::from_env(&clients, store.clone(), settings.get(Var::OutboxBucket))?;
     let worker = Worker::new(
-        Arc::new(S3ObjectStore::new(clients.s3.clone())),
+        store,
         Arc::new(SageMakerEndpoint::new(
             clients.sagemaker.clone(),
             settings.get(Var::EndpointName),
@@ -78,6 +83,11 @@ async fn build() -> anyhow::Result<App> {
             max_concurrent_invocations: per_instance,
         },
     );
+    // With SEALBOX_CLAIMS_TABLE, claims are conditional writes in DynamoDB.
+    let worker = match claims {
+        Some(claims) => worker.with_claim_store(claims),
+        None => worker,
+    };
     Ok(App {
         worker: Arc::new(worker),
         jobs: SqsQueue::new(clients.sqs, settings.get(Var::JobsQueueUrl)),
