@@ -45,7 +45,7 @@ const PROPERTIES_NOT_ON_MOTO: &[&str] = &[
     "Lambda Architectures (moto reports x86_64): the zips are arm64 builds, see scripts/package",
     "S3 PublicAccessBlockConfiguration, OwnershipControls, LifecycleConfiguration, BucketKeyEnabled, VersioningConfiguration",
     "S3 NotificationConfiguration of the inbox (dropped with the queue policy it depends on)",
-    "DynamoDB SSESpecification and PointInTimeRecoverySpecification",
+    "DynamoDB SSESpecification, PointInTimeRecoverySpecification and TimeToLiveSpecification",
     "Logs KmsKeyId of the log groups",
     "SageMaker EndpointName (moto names the endpoint after the stack) and EnableNetworkIsolation",
 ];
@@ -129,7 +129,16 @@ fn properties_moto_drops(buyer: &Value, seller: &Value, checked: &mut Vec<String
         }
     }
     checked.push("templates: every function arm64; every bucket blocks public access; every log group KMS-encrypted with a retention".into());
-    for (id, table) in of_type(seller, "AWS::DynamoDB::Table") {
+    let tables: Vec<_> = of_type(seller, "AWS::DynamoDB::Table")
+        .into_iter()
+        .chain(of_type(buyer, "AWS::DynamoDB::Table"))
+        .collect();
+    assert_eq!(
+        tables.len(),
+        3,
+        "the seller's two tables and the buyer's claims"
+    );
+    for (id, table) in tables {
         let p = &table["Properties"];
         assert_eq!(
             p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true,
@@ -138,9 +147,17 @@ fn properties_moto_drops(buyer: &Value, seller: &Value, checked: &mut Vec<String
         assert_eq!(p["SSESpecification"]["SSEEnabled"], true, "{id}");
         assert!(!p["SSESpecification"]["KMSMasterKeyId"].is_null(), "{id}");
     }
-    checked
-        .push("seller.yaml: both tables with point-in-time recovery and a customer KMS key".into());
+    checked.push(
+        "seller.yaml's two tables and buyer.yaml's claims: point-in-time recovery, a customer KMS key"
+            .into(),
+    );
     let r = &buyer["Resources"];
+    let ttl = &r["ClaimsTable"]["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(
+        (&ttl["AttributeName"], &ttl["Enabled"]),
+        (&serde_json::json!("expires_at"), &serde_json::json!(true))
+    );
+    checked.push("buyer.yaml: claims expire by TTL on expires_at".into());
     assert_eq!(r["Model"]["Properties"]["EnableNetworkIsolation"], true);
     checked.push("buyer.yaml: the model has EnableNetworkIsolation: true".into());
     for bucket in ["InboxBucket", "OutboxBucket"] {
@@ -724,6 +741,29 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
             "{var}={value} in {env}"
         );
     }
+    // Claims: the functions and the CLI use the same table, kept as long as the outcomes.
+    for (var, value) in [
+        ("SEALBOX_CLAIMS_TABLE", "sealbox-claims"),
+        ("SEALBOX_CLAIM_RETENTION", "90d"),
+        ("SEALBOX_OUTBOX_CLAIMS", "read"),
+    ] {
+        assert!(
+            env.split(' ').any(|kv| kv == format!("{var}={value}")),
+            "{var}={value} in {env}"
+        );
+    }
+    let table = cli.json(&[
+        "dynamodb",
+        "describe-table",
+        "--table-name",
+        "sealbox-claims",
+    ]);
+    let t = &table["Table"];
+    assert_eq!(
+        t["BillingModeSummary"]["BillingMode"], "PAY_PER_REQUEST",
+        "{table:#}"
+    );
+    checked.push("claims table: on demand".into());
     checked.push(format!(
         "buyer outputs: every SEALBOX_* of `--backend aws` ({})",
         Var::ALL.map(|v| v.name()).join(" ")
@@ -774,6 +814,9 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
         Var::Jwks,
         Var::Product,
         Var::Issuer,
+        Var::ClaimsTable,
+        Var::ClaimRetention,
+        Var::OutboxClaims,
         Var::TokenSource,
         Var::TokenServiceUrl,
     ];
@@ -783,6 +826,9 @@ fn both_templates_deploy_on_the_emulator_and_create_what_they_declare() {
         Var::JobsQueueUrl,
         Var::TopicArn,
         Var::EndpointName,
+        Var::ClaimsTable,
+        Var::ClaimRetention,
+        Var::OutboxClaims,
     ];
     let ingest = function(
         &cli,
