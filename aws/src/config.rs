@@ -74,6 +74,10 @@ impl Var {
         Var::Issuer,
     ];
 
+    /// Settings every role reads when they are set, none of them needed (their absence, or
+    /// their defaults, mean claims stay objects in the outbox).
+    pub const OPTIONAL: [Var; 3] = [Var::ClaimsTable, Var::ClaimRetention, Var::OutboxClaims];
+
     /// Every setting of the seller's side.
     pub const SELLER: [Var; 5] = [
         Var::KeysTable,
@@ -156,14 +160,6 @@ pub struct Settings {
     values: BTreeMap<Var, String>,
 }
 
-/// The value of an optional setting with no default: `None` when unset or blank.
-pub fn optional(var: Var) -> Option<String> {
-    std::env::var(var.name())
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
-
 impl Settings {
     /// Reads `needed` from the process environment; every missing one is named in the error.
     pub fn from_env(needed: &[Var]) -> Result<Settings, ConfigError> {
@@ -190,6 +186,19 @@ impl Settings {
                 None => missing.push(var),
             }
         }
+        for var in Var::OPTIONAL {
+            if values.contains_key(&var) {
+                continue;
+            }
+            let value = lookup(var.name())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .or_else(|| var.default_value().map(str::to_owned));
+            if let Some(v) = value {
+                check(var, &v)?;
+                values.insert(var, v);
+            }
+        }
         if missing.is_empty() {
             Ok(Settings { values })
         } else {
@@ -200,6 +209,11 @@ impl Settings {
     /// The value of a setting that was asked for; empty if it was not.
     pub fn get(&self, var: Var) -> &str {
         self.values.get(&var).map(String::as_str).unwrap_or("")
+    }
+
+    /// The value of a setting, if it was set or has a default (for [`Var::OPTIONAL`]).
+    pub fn optional(&self, var: Var) -> Option<&str> {
+        self.values.get(&var).map(String::as_str)
     }
 
     /// The settings as `KEY=VALUE` pairs, in the documented order.
@@ -295,6 +309,30 @@ mod tests {
         let s = s.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.get(Var::Product), DEFAULT_PRODUCT);
         assert_eq!(s.get(Var::Issuer), DEFAULT_ISSUER);
+    }
+
+    #[test]
+    fn claims_settings_are_read_when_set_and_never_needed() {
+        let s = Settings::from_lookup(&[Var::Product], |_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.optional(Var::ClaimsTable), None);
+        assert_eq!(s.optional(Var::OutboxClaims), Some("read"));
+        assert_eq!(s.optional(Var::ClaimRetention), Some("90d"));
+        let s = Settings::from_lookup(&[], |n| {
+            (n == "SEALBOX_CLAIMS_TABLE").then(|| "dev-claims".to_owned())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.optional(Var::ClaimsTable), Some("dev-claims"));
+        let err = Settings::from_lookup(&[], |n| {
+            (n == "SEALBOX_OUTBOX_CLAIMS").then(|| "maybe".to_owned())
+        })
+        .err();
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid {
+                var: Var::OutboxClaims,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use sealbox_core::error::{Error, Result};
 use sealbox_core::object_claims::{MovedClaims, ObjectClaims};
 use sealbox_core::ports::{Claim, ClaimStore, ObjectStore};
 
-use crate::config::{ConfigError, Settings, Var, optional};
+use crate::config::{Settings, Var};
 use crate::sdk::{Clients, storage_error};
 
 const BUYER: &str = "buyer";
@@ -181,31 +181,33 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
     Err(failed("CreateTable", "not active within a minute".into()))
 }
 
-/// The claim store the environment names: with `SEALBOX_CLAIMS_TABLE`, claims in that table,
-/// kept `SEALBOX_CLAIM_RETENTION`, the claims earlier versions left in `outbox` of `store`
-/// still deciding their requests unless `SEALBOX_OUTBOX_CLAIMS=ignore`; without it, `None`
-/// (claims stay objects in the outbox).
-pub fn from_env(
+/// The claim store `settings` name: with `SEALBOX_CLAIMS_TABLE`, claims in that table, kept
+/// `SEALBOX_CLAIM_RETENTION`, the claims earlier versions left in the outbox of `store` still
+/// deciding their requests unless `SEALBOX_OUTBOX_CLAIMS=ignore`; without it, `None` (claims
+/// stay objects in the outbox).
+pub fn from_settings(
     clients: &Clients,
+    settings: &Settings,
     store: Arc<dyn ObjectStore>,
-    outbox: &str,
-) -> std::result::Result<Option<Arc<dyn ClaimStore>>, ConfigError> {
-    let Some(table) = optional(Var::ClaimsTable) else {
-        return Ok(None);
-    };
-    let settings = Settings::from_env(&[Var::ClaimRetention, Var::OutboxClaims])?;
-    let retention =
-        humantime::parse_duration(settings.get(Var::ClaimRetention)).unwrap_or(DEFAULT_RETENTION);
+) -> Option<Arc<dyn ClaimStore>> {
+    let table = settings.optional(Var::ClaimsTable)?;
+    let retention = settings
+        .optional(Var::ClaimRetention)
+        .and_then(|r| humantime::parse_duration(r).ok())
+        .unwrap_or(DEFAULT_RETENTION);
     let table: Arc<dyn ClaimStore> = Arc::new(DynamoDbClaims::new(
         clients.dynamodb.clone(),
         table,
         retention,
     ));
-    Ok(Some(if settings.get(Var::OutboxClaims) == "read" {
-        Arc::new(MovedClaims::new(ObjectClaims::new(store, outbox), table))
-    } else {
+    Some(if settings.optional(Var::OutboxClaims) == Some("ignore") {
         table
-    }))
+    } else {
+        Arc::new(MovedClaims::new(
+            ObjectClaims::new(store, settings.get(Var::OutboxBucket)),
+            table,
+        ))
+    })
 }
 
 /// A claim's life when the setting says nothing usable (the outbox's default retention).

@@ -181,11 +181,7 @@ pub async fn start_pipeline(
         tracing::error!(error = %e, "cannot read the published keys yet; tokens are refused until they load");
     }
     // With SEALBOX_CLAIMS_TABLE, claims are conditional writes in DynamoDB, as in the functions.
-    let claims = sealbox_aws::dynamodb_claims::from_env(
-        clients,
-        store.clone(),
-        settings.get(Var::OutboxBucket),
-    )?;
+    let claims = sealbox_aws::dynamodb_claims::from_settings(clients, settings, store.clone());
     let ingest = Ingest::new(
         store.clone(),
         jobs.clone(),

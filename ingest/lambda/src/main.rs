@@ -83,11 +83,7 @@ async fn build() -> anyhow::Result<App> {
         },
     );
     // With SEALBOX_CLAIMS_TABLE, claims are conditional writes in DynamoDB.
-    let ingest = match dynamodb_claims::from_env(
-        &clients,
-        store.clone(),
-        settings.get(Var::OutboxBucket),
-    )? {
+    let ingest = match dynamodb_claims::from_settings(&clients, &settings, store.clone()) {
         Some(claims) => ingest.with_claim_store(claims),
         None => ingest,
     };

@@ -63,8 +63,7 @@ async fn build() -> anyhow::Result<App> {
         .unwrap_or(4);
     let clients = Clients::from_env().await;
     let store: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(clients.s3.clone()));
-    let claims =
-        dynamodb_claims::from_env(&clients, store.clone(), settings.get(Var::OutboxBucket))?;
+    let claims = dynamodb_claims::from_settings(&clients, &settings, store.clone());
     let worker = Worker::new(
         store,
         Arc::new(SageMakerEndpoint::new(
