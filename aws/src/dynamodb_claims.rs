@@ -10,10 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use sealbox_core::contract::ClaimDocument;
 use sealbox_core::error::{Error, Result};
 use sealbox_core::object_claims::{MovedClaims, ObjectClaims};
@@ -134,51 +131,9 @@ impl ClaimStore for DynamoDbClaims {
 /// waits until it is active. The buyer stack declares the same table with encryption, point-in-
 /// time recovery, deletion protection and TTL; this is for development stacks and tests.
 pub async fn create_table(client: &Client, table: &str) -> Result<()> {
-    let failed = |what: &str, e: String| Error::storage(format!("{what} {table}"), e);
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| failed("CreateTable", e.to_string()))
-    };
-    let key_element = |name: &str, key_type: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(key_type)
-            .build()
-            .map_err(|e| failed("CreateTable", e.to_string()))
-    };
-    let created = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(BUYER)?)
-        .attribute_definitions(attribute(REQUEST_ID)?)
-        .key_schema(key_element(BUYER, KeyType::Hash)?)
-        .key_schema(key_element(REQUEST_ID, KeyType::Range)?)
-        .send()
-        .await;
-    match created {
-        Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
-        Err(e) => return Err(storage_error(format!("CreateTable {table}"), e)),
-    }
-    for _ in 0..120 {
-        let described = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| storage_error(format!("DescribeTable {table}"), e))?;
-        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(failed("CreateTable", "not active within a minute".into()))
+    crate::dynamodb_table::ensure_table(client, table, BUYER, Some(REQUEST_ID))
+        .await
+        .map_err(|e| Error::storage(format!("making the claims table {table}"), e))
 }
 
 /// The claim store `settings` name: with `SEALBOX_CLAIMS_TABLE`, claims in that table, kept

@@ -6,6 +6,8 @@ pub mod bootstrap;
 pub mod config;
 #[cfg(feature = "dynamodb-claims")]
 pub mod dynamodb_claims;
+#[cfg(any(feature = "dynamodb-claims", feature = "seller"))]
+pub mod dynamodb_table;
 #[cfg(feature = "identity")]
 pub mod identity;
 pub mod lambda;

@@ -32,15 +32,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ScalarAttributeType, TableStatus,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::OffsetDateTime;
 
 use sealbox_authz::AuthzError;
@@ -60,9 +56,6 @@ const EXPIRES_AT: &str = "expires_at";
 const REVOKED_AT: &str = "revoked_at";
 const AGREEMENTS: &str = "agreements";
 const HAND_AT: &str = "hand_at";
-
-/// How long [`create_table`] waits for a new table to become active.
-const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A grant tries the first insert and the renewal this many times each: the item vanishing
 /// between them (deleted by hand) sends it back to the insert.
@@ -443,89 +436,9 @@ impl SubscriptionRegistry for DynamoDbSubscriptions {
 /// Creates the registry's table (on-demand, partition key `product`, sort key `buyer`) and waits
 /// until it is active. A table of that name already there is fine if its key schema is this one.
 pub async fn create_table(client: &Client, table: &str) -> Result<(), AuthzError> {
-    let built = |e: aws_sdk_dynamodb::error::BuildError| {
-        AuthzError::Registry(format!("DynamoDB table {table}: CreateTable request: {e}"))
-    };
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(built)
-    };
-    let key_element = |name: &str, key_type: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(key_type)
-            .build()
-            .map_err(built)
-    };
-    let created = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(PRODUCT)?)
-        .attribute_definitions(attribute(BUYER)?)
-        .key_schema(key_element(PRODUCT, KeyType::Hash)?)
-        .key_schema(key_element(BUYER, KeyType::Range)?)
-        .send()
-        .await;
-    match created {
-        Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
-        Err(e) => return Err(sdk_error(table, "CreateTable", e)),
-    }
-
-    let deadline = tokio::time::Instant::now() + TABLE_ACTIVE_TIMEOUT;
-    loop {
-        let described = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| sdk_error(table, "DescribeTable", e))?;
-        let description = described.table().ok_or_else(|| {
-            AuthzError::Registry(format!(
-                "DynamoDB table {table}: DescribeTable returned no table"
-            ))
-        })?;
-        let key_type = |name: &str| {
-            description
-                .key_schema()
-                .iter()
-                .find(|k| k.attribute_name() == name)
-                .map(|k| k.key_type().clone())
-        };
-        if description.key_schema().len() != 2
-            || key_type(PRODUCT) != Some(KeyType::Hash)
-            || key_type(BUYER) != Some(KeyType::Range)
-        {
-            return Err(AuthzError::Registry(format!(
-                "DynamoDB table {table} exists with the key schema {:?}; the subscription \
-                 registry needs partition key {PRODUCT} and sort key {BUYER}",
-                description.key_schema()
-            )));
-        }
-        match description.table_status() {
-            // An updating table serves reads and writes.
-            Some(TableStatus::Active | TableStatus::Updating) => return Ok(()),
-            None | Some(TableStatus::Creating) => {}
-            Some(other) => {
-                return Err(AuthzError::Registry(format!(
-                    "DynamoDB table {table} is {}, not ACTIVE",
-                    other.as_str()
-                )));
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(AuthzError::Registry(format!(
-                "DynamoDB table {table} is still being created after {TABLE_ACTIVE_TIMEOUT:?}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    crate::dynamodb_table::ensure_table(client, table, PRODUCT, Some(BUYER))
+        .await
+        .map_err(AuthzError::Registry)
 }
 
 /// An SDK failure as a registry error: the table, the operation and what the service said (or,

@@ -13,10 +13,7 @@
 //! shortest window, 7 days. Every key carries the tag `sealbox:keys-table` naming its table.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec, Tag};
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -57,39 +54,9 @@ pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
 ) -> Result<(), AuthzError> {
-    let made = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|e| AuthzError::KeyStore(e.to_string()))?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .map_err(|e| AuthzError::KeyStore(e.to_string()))?,
-        )
-        .send()
-        .await;
-    match made {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(AuthzError::KeyStore(format!(
-            "creating table {table}: {}",
-            sdk_sentence(&e)
-        ))),
-    }
+    crate::dynamodb_table::ensure_table(client, table, "id", None)
+        .await
+        .map_err(AuthzError::KeyStore)
 }
 
 impl KmsKeyStore {
