@@ -75,16 +75,6 @@ impl JwksVerifier {
         self.fetch_and_load().await
     }
 
-    /// Refreshes when the keys are absent or older than the refresh interval: for hosts that
-    /// cannot keep a background task running between requests, such as a Lambda function.
-    pub async fn refresh_if_due(&self) -> Result<(), AuthzError> {
-        let due = self
-            .verifier
-            .keys_age()
-            .is_none_or(|age| age >= self.policy.interval);
-        if due { self.refresh().await } else { Ok(()) }
-    }
-
     async fn fetch_and_load(&self) -> Result<(), AuthzError> {
         let started = SystemTime::now();
         let bytes = self.source.fetch().await?;
@@ -109,6 +99,31 @@ impl JwksVerifier {
             .ok()
             .and_then(|at| *at)
             .is_some_and(|started| started >= after)
+    }
+
+    /// Refreshes when the keys are due (absent, or older than the interval) and no fetch was
+    /// tried within the unknown-kid interval: a host that cannot keep [`JwksVerifier::run`]
+    /// going between requests (a Lambda function) stays fed by its requests, and a failing
+    /// source is not asked again by every token.
+    async fn refresh_on_use(&self) {
+        let due = || {
+            self.verifier
+                .keys_age()
+                .is_none_or(|age| age >= self.policy.interval)
+        };
+        if !due() {
+            return;
+        }
+        let mut last = self.last_fetch.lock().await;
+        let tried_lately = last.is_some_and(|t| t.elapsed() < self.policy.unknown_kid_min_interval);
+        // Another caller may have refreshed while this one waited for the lock.
+        if !due() || tried_lately {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.fetch_and_load().await {
+            tracing::warn!(error = %e, "refreshing the published keys failed; keeping the last copy");
+        }
     }
 
     /// Fetches the keys for an unknown kid if the rate limit allows; returns how long until
@@ -138,6 +153,7 @@ impl JwksVerifier {
         buyer: &str,
         arrived: SystemTime,
     ) -> Result<Claims, NotAuthorized> {
+        self.refresh_on_use().await;
         match self.verifier.verify(token, buyer) {
             Err(r) if r.reason == Reason::TokenUnknownKid => {
                 if self.keys_newer_than(arrived) {

@@ -74,6 +74,28 @@ impl Var {
         Var::Issuer,
     ];
 
+    /// The settings of the ingest function.
+    pub const INGEST: [Var; 9] = [
+        Var::InboxBucket,
+        Var::OutboxBucket,
+        Var::InboxEventsQueueUrl,
+        Var::JobsQueueUrl,
+        Var::TopicArn,
+        Var::Jwks,
+        Var::Product,
+        Var::Issuer,
+        Var::TokenSource,
+    ];
+
+    /// The settings of the worker function.
+    pub const WORKER: [Var; 5] = [
+        Var::InboxBucket,
+        Var::OutboxBucket,
+        Var::JobsQueueUrl,
+        Var::TopicArn,
+        Var::EndpointName,
+    ];
+
     /// Settings every role reads when they are set, none of them needed (their absence, or
     /// their defaults, mean claims stay objects in the outbox).
     pub const OPTIONAL: [Var; 3] = [Var::ClaimsTable, Var::ClaimRetention, Var::OutboxClaims];

@@ -159,6 +159,24 @@ impl IamTokenSource {
         }
     }
 
+    /// The token source `settings` ask for: with `SEALBOX_TOKEN_SOURCE=iam`, tokens from the
+    /// token service at `SEALBOX_TOKEN_SERVICE_URL` (then required) for `SEALBOX_ISSUER`;
+    /// otherwise none (request objects carry their own).
+    pub fn from_settings(
+        config: SdkConfig,
+        settings: &crate::config::Settings,
+    ) -> Result<Option<std::sync::Arc<dyn TokenSource>>, crate::config::ConfigError> {
+        use crate::config::{Settings, Var};
+        if settings.get(Var::TokenSource) != "iam" {
+            return Ok(None);
+        }
+        let needed = Settings::from_env(&[Var::TokenServiceUrl, Var::Issuer])?;
+        let url = needed.get(Var::TokenServiceUrl);
+        tracing::info!(token_service = %url, "request objects without a token get one with this process's AWS identity");
+        let source = IamTokenSource::new(config, url, needed.get(Var::Issuer));
+        Ok(Some(std::sync::Arc::new(source)))
+    }
+
     async fn fetch(&self) -> Result<(String, OffsetDateTime), TokenUnavailable> {
         // Credentials we cannot load or sign with are our own fault, not the request's.
         let proof = signed_proof(&self.config, &self.issuer)

@@ -1,89 +1,182 @@
-//! What the Lambda functions share, over plain types (the runtime itself lives in the function
-//! packages): settling an SQS batch into a partial batch response, and CloudWatch Embedded
-//! Metric Format lines.
+//! What the Lambda functions share: the one SQS batch runner every SQS-driven function's `main`
+//! calls ([`run_sqs_batch`], with the runtime under the feature `lambda`), and CloudWatch
+//! Embedded Metric Format lines.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sealbox_core::ports::QueueConsumer;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use sealbox_core::ports::{QueueConsumer, ReceivedMessage};
+use sealbox_core::queue_handler::{Disposition, Metric as HandlerMetric, QueueHandler};
 use serde_json::{Map, Value, json};
 
-/// One message of an SQS batch, as the glue sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchMessage {
-    /// The SQS message id (the `itemIdentifier` of a batch item failure).
-    pub message_id: String,
-    /// For changing its visibility.
-    pub receipt_handle: String,
-    /// The body.
-    pub body: String,
-    /// `ApproximateReceiveCount`, this receive included.
-    pub receive_count: u32,
-}
-
-impl BatchMessage {
-    /// A record of an SQS event, from its fields as the event carries them (the
-    /// `ApproximateReceiveCount` attribute counts this receive; absent, it is the first).
-    pub fn from_record(
-        message_id: Option<String>,
-        receipt_handle: Option<String>,
-        body: Option<String>,
-        attributes: &std::collections::HashMap<String, String>,
-    ) -> BatchMessage {
-        BatchMessage {
-            message_id: message_id.unwrap_or_default(),
-            receipt_handle: receipt_handle.unwrap_or_default(),
-            body: body.unwrap_or_default(),
-            receive_count: attributes
-                .get("ApproximateReceiveCount")
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(1),
-        }
-    }
-}
-
-/// What becomes of one message of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Handled: the event source mapping deletes it.
-    Done,
-    /// Failed for now: comes back after this delay (its visibility is changed so).
-    RetryAfter(Duration),
-    /// Cannot be handled by anyone: left to the queue's redrive policy (dead letters).
-    Leave,
-}
-
-/// Settles a batch: changes the visibility of the messages to retry, and returns the ids to
-/// report as `batchItemFailures` (everything not done), so one bad message never fails its
-/// neighbours.
-pub async fn settle(
-    queue: &dyn QueueConsumer,
-    outcomes: &[(BatchMessage, Disposition)],
-) -> Vec<String> {
-    let mut failures = Vec::new();
-    for (m, d) in outcomes {
-        match d {
-            Disposition::Done => {}
-            Disposition::RetryAfter(delay) => {
-                if let Err(e) = queue.change_visibility(&m.receipt_handle, *delay).await {
-                    // The queue's own visibility timeout brings it back instead.
-                    tracing::warn!(message_id = %m.message_id, error = %e, "could not delay a message to retry");
-                }
-                failures.push(m.message_id.clone());
+/// Runs `handler` as the Lambda function `function` of an SQS event source mapping, in the
+/// style of the runtime's partial-batch example: each batch is handed over whole, every message
+/// not done has its visibility set to its delay and is reported in the typed
+/// [`SqsBatchResponse`], and the messages' metrics are written as EMF lines. A message to hold
+/// is given back after its `otherwise` delay: an invocation cannot wait out an outage.
+///
+/// An event that is not an SQS batch (S3 invoking the function directly) is handed over as one
+/// message whose body is the event; unless it is done, the invocation fails, so that Lambda
+/// retries it.
+#[cfg(feature = "lambda")]
+pub async fn run_sqs_batch(
+    function: &'static str,
+    queue: std::sync::Arc<dyn QueueConsumer>,
+    handler: std::sync::Arc<dyn QueueHandler>,
+) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Value>| {
+            let (queue, handler) = (queue.clone(), handler.clone());
+            async move {
+                let left = event
+                    .context
+                    .deadline()
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    .saturating_sub(DEADLINE_MARGIN);
+                let deadline = tokio::time::Instant::now() + left;
+                handle_event(
+                    function,
+                    queue.as_ref(),
+                    handler.as_ref(),
+                    event.payload,
+                    deadline,
+                )
+                .await
+                .map_err(lambda_runtime::Error::from)
             }
-            Disposition::Leave => failures.push(m.message_id.clone()),
-        }
-    }
-    failures
+        },
+    ))
+    .await
 }
 
-/// The partial batch response Lambda expects, `{"batchItemFailures":[{"itemIdentifier":..}]}`.
-pub fn batch_response(failures: &[String]) -> Value {
-    json!({
-        "batchItemFailures": failures
-            .iter()
-            .map(|id| json!({ "itemIdentifier": id }))
-            .collect::<Vec<_>>()
-    })
+/// Kept back from an invocation's deadline to settle its batch and answer.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Why an invocation failed as a whole (Lambda retries it).
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    /// The event is not JSON an SQS batch has.
+    #[error("not an SQS event: {0}")]
+    NotAnSqsEvent(String),
+    /// A direct invocation's event was not handled: Lambda retries it.
+    #[error("the event was not handled ({0:?}); Lambda retries it")]
+    NotDone(Disposition),
+}
+
+/// One invocation of [`run_sqs_batch`], apart from the runtime.
+pub async fn handle_event(
+    function: &str,
+    queue: &dyn QueueConsumer,
+    handler: &dyn QueueHandler,
+    payload: Value,
+    deadline: tokio::time::Instant,
+) -> Result<SqsBatchResponse, InvocationError> {
+    let started = std::time::Instant::now();
+    let source = payload
+        .get("Records")
+        .and_then(|r| r.get(0))
+        .and_then(|r| r.get("eventSource"))
+        .and_then(Value::as_str);
+    let direct = source.is_some_and(|s| s != "aws:sqs");
+    let messages: Vec<ReceivedMessage> = if direct {
+        vec![ReceivedMessage {
+            message_id: "direct-invocation".into(),
+            body: payload.to_string(),
+            receipt_handle: String::new(),
+            receive_count: 1,
+            sent_at: SystemTime::now(),
+        }]
+    } else {
+        let event: SqsEvent = serde_json::from_value(payload)
+            .map_err(|e| InvocationError::NotAnSqsEvent(e.to_string()))?;
+        event.records.into_iter().map(received).collect()
+    };
+    let answers = handler.handle(&messages, Some(deadline)).await;
+    let mut response = SqsBatchResponse::default();
+    let mut metrics = Vec::new();
+    let mut retries = 0;
+    for (i, m) in messages.iter().enumerate() {
+        // A handler that answered too few leaves the rest to come back.
+        let (disposition, mut counted) = answers.get(i).map_or_else(
+            || (Disposition::RetryAfter(Duration::ZERO), Vec::new()),
+            |h| (h.disposition, h.metrics.clone()),
+        );
+        metrics.append(&mut counted);
+        let delay = match disposition {
+            Disposition::Done => continue,
+            Disposition::RetryAfter(d) | Disposition::Hold { otherwise: d } => {
+                retries += 1;
+                d
+            }
+            Disposition::DeadLetter(d) => d,
+        };
+        if direct {
+            emit_metrics(function, &metrics, retries, started.elapsed());
+            return Err(InvocationError::NotDone(disposition));
+        }
+        if let Err(e) = queue.change_visibility(&m.receipt_handle, delay).await {
+            // The queue's own visibility timeout brings it back instead.
+            tracing::warn!(message_id = %m.message_id, error = %e, "could not delay a message to retry");
+        }
+        response.add_failure(m.message_id.clone());
+    }
+    emit_metrics(function, &metrics, retries, started.elapsed());
+    Ok(response)
+}
+
+/// A record of an SQS event as a received message (`ApproximateReceiveCount` counts this
+/// receive; absent, it is the first).
+fn received(r: SqsMessage) -> ReceivedMessage {
+    let sent_at = r
+        .attributes
+        .get("SentTimestamp")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or_else(SystemTime::now, |ms| UNIX_EPOCH + Duration::from_millis(ms));
+    ReceivedMessage {
+        message_id: r.message_id.unwrap_or_default(),
+        receipt_handle: r.receipt_handle.unwrap_or_default(),
+        body: r.body.unwrap_or_default(),
+        receive_count: r
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1),
+        sent_at,
+    }
+}
+
+/// Writes one invocation's metrics: counts summed by name and dimension, `Retries` and
+/// `BatchLatency`, each latency a document of its own (CloudWatch aggregates the lines).
+fn emit_metrics(function: &str, metrics: &[HandlerMetric], retries: u64, took: Duration) {
+    // By name and dimension.
+    type Key<'a> = (&'a str, Option<(&'a str, &'a str)>);
+    let mut counts: std::collections::BTreeMap<Key, u64> = std::collections::BTreeMap::new();
+    let mut docs = Vec::new();
+    for m in metrics {
+        match m {
+            HandlerMetric::Count { name, dimension } => {
+                *counts
+                    .entry((*name, dimension.as_ref().map(|(k, v)| (*k, v.as_str()))))
+                    .or_default() += 1
+            }
+            HandlerMetric::Latency { name, took } => {
+                docs.push(emf(function, None, &[Metric::millis(*name, *took)]))
+            }
+        }
+    }
+    let mut plain = vec![
+        Metric::count("Retries", retries),
+        Metric::millis("BatchLatency", took),
+    ];
+    for ((name, dimension), n) in counts {
+        match dimension {
+            None => plain.push(Metric::count(name, n)),
+            Some(dim) => docs.push(emf(function, Some(dim), &[Metric::count(name, n)])),
+        }
+    }
+    docs.insert(0, emf(function, None, &plain));
+    emit(&docs);
 }
 
 /// A metric value and its CloudWatch unit (`Count`, `Milliseconds`).
@@ -177,16 +270,131 @@ pub fn emit(docs: &[Value]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use sealbox_core::ports::ReceiveOptions;
+    use sealbox_core::queue_handler::Handled;
+
     use super::*;
 
-    #[test]
-    fn the_batch_response_names_each_failed_message() {
-        let v = batch_response(&["a".into(), "b".into()]);
+    /// The visibility changes the runner asked for.
+    #[derive(Default)]
+    struct Visibility(Mutex<Vec<(String, Duration)>>);
+
+    #[async_trait]
+    impl QueueConsumer for Visibility {
+        async fn receive(&self, _: ReceiveOptions) -> sealbox_core::Result<Vec<ReceivedMessage>> {
+            Ok(Vec::new())
+        }
+        async fn delete_batch(&self, _: &[String]) -> sealbox_core::Result<()> {
+            Ok(())
+        }
+        async fn change_visibility(&self, handle: &str, t: Duration) -> sealbox_core::Result<()> {
+            self.0.lock().unwrap().push((handle.to_owned(), t));
+            Ok(())
+        }
+    }
+
+    /// Answers each message by its body: `done`, `retry`, `hold`, `dead`.
+    struct ByBody;
+
+    #[async_trait]
+    impl QueueHandler for ByBody {
+        async fn handle(
+            &self,
+            messages: &[ReceivedMessage],
+            _: Option<tokio::time::Instant>,
+        ) -> Vec<Handled> {
+            let s = Duration::from_secs;
+            messages
+                .iter()
+                .map(|m| {
+                    Handled::plain(match m.body.as_str() {
+                        "retry" => Disposition::RetryAfter(s(5)),
+                        "hold" => Disposition::Hold { otherwise: s(2) },
+                        "dead" => Disposition::DeadLetter(s(1)),
+                        _ => Disposition::Done,
+                    })
+                })
+                .collect()
+        }
+    }
+
+    fn sqs_event(bodies: &[&str]) -> Value {
+        let records: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                json!({"messageId": format!("m{i}"), "receiptHandle": format!("h{i}"), "body": b,
+                       "attributes": {"ApproximateReceiveCount": "2", "SentTimestamp": "1700000000000"},
+                       "eventSource": "aws:sqs"})
+            })
+            .collect();
+        json!({ "Records": records })
+    }
+
+    #[tokio::test]
+    async fn every_message_not_done_is_reported_and_comes_back_after_its_own_delay() {
+        let queue = Visibility::default();
+        let event = sqs_event(&["done", "retry", "hold", "dead"]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let response = handle_event("t", &queue, &ByBody, event, deadline)
+            .await
+            .unwrap();
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m1", "m2", "m3"]);
+        let s = Duration::from_secs;
         assert_eq!(
-            v,
-            json!({"batchItemFailures": [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]})
+            *queue.0.lock().unwrap(),
+            [
+                ("h1".into(), s(5)),
+                ("h2".into(), s(2)),
+                ("h3".into(), s(1))
+            ]
         );
-        assert_eq!(batch_response(&[]), json!({"batchItemFailures": []}));
+    }
+
+    #[tokio::test]
+    async fn a_direct_invocation_fails_unless_its_event_is_done_and_garbage_is_refused() {
+        let queue = Visibility::default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let s3 = |body: &str| json!({"Records": [{"eventSource": "aws:s3", "x": body}]});
+        // The whole event is the body: `ByBody` finds none of its words in it.
+        assert!(
+            handle_event("t", &queue, &ByBody, s3("done"), deadline)
+                .await
+                .is_ok()
+        );
+        struct Held;
+        #[async_trait]
+        impl QueueHandler for Held {
+            async fn handle(
+                &self,
+                m: &[ReceivedMessage],
+                _: Option<tokio::time::Instant>,
+            ) -> Vec<Handled> {
+                vec![
+                    Handled::plain(Disposition::Hold {
+                        otherwise: Duration::ZERO
+                    });
+                    m.len()
+                ]
+            }
+        }
+        let e = handle_event("t", &queue, &Held, s3("x"), deadline)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, InvocationError::NotDone(_)), "{e}");
+        let e = handle_event("t", &queue, &ByBody, json!({"Records": 3}), deadline)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, InvocationError::NotAnSqsEvent(_)), "{e}");
+        assert!(queue.0.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod layout;
 pub mod object_claims;
 pub mod outcome;
 pub mod ports;
+pub mod queue_handler;
 pub mod retry;
 
 pub use error::{Error, Result};

@@ -3,6 +3,7 @@
 //! function run it from a queue, decoding what arrives with [`inbox_message`].
 
 pub mod inbox_message;
+pub mod queue_handler;
 
 use std::sync::Arc;
 

@@ -23,6 +23,9 @@ use sealbox_core::ports::{
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt};
 
+pub mod queue_handler;
+pub use queue_handler::{JobsHandler, disposition};
+
 /// Why a job could not finish now; its message comes back later (or goes to the DLQ).
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
