@@ -17,8 +17,8 @@ use sealbox_aws::sns::{BatchingSnsNotifier, SnsNotifier};
 use sealbox_aws::sqs::SqsQueue;
 use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, Notification};
 use sealbox_core::ports::{Notifier, ObjectStore};
-use sealbox_embedded::pollers;
 use sealbox_ingest::{Ingest, IngestConfig};
+use sealbox_pollers as pollers;
 use sealbox_worker::{Worker, WorkerConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -232,7 +232,7 @@ pub async fn start_pipeline(
             events,
             jobs.clone(),
             slots.clone(),
-            pollers::handoff::PollerConfig {
+            pollers::PollerConfig {
                 wait: Duration::from_secs(20),
                 visibility_timeout: Duration::from_secs(60),
                 receive_linger: sealbox_aws::BATCH_LINGER,
@@ -241,14 +241,14 @@ pub async fn start_pipeline(
             shutdown_rx.clone(),
             observers.jobs.clone(),
         )),
-        tokio::spawn(pollers::jobs::run_sharing(
+        tokio::spawn(pollers::jobs::run(
             worker,
             jobs,
             slots,
-            pollers::jobs::PollerConfig {
-                concurrency,
+            pollers::PollerConfig {
                 wait: Duration::from_secs(20),
                 visibility_timeout: Duration::from_secs(60),
+                receive_linger: Duration::ZERO,
                 delete_linger: sealbox_aws::BATCH_LINGER,
             },
             shutdown_rx,

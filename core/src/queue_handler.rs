@@ -92,6 +92,10 @@ impl Handled {
 /// A handler of queue messages, as every way of running calls it.
 #[async_trait]
 pub trait QueueHandler: Send + Sync {
+    /// Told once per receive of `message`, before it is handled (and handled again, while
+    /// held): for handlers that count what is off the queue.
+    fn received(&self, _message: &ReceivedMessage) {}
+
     /// Handles `messages` (one receive's worth or fewer), finishing by `deadline` where the
     /// runtime has one; one answer per message, in their order.
     async fn handle(

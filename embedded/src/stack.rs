@@ -467,26 +467,27 @@ impl Stack {
         for _ in 0..opts.ingest_pollers.max(1) {
             pollers.push(supervise(
                 "ingest",
-                crate::pollers::inbox::run(
+                sealbox_pollers::inbox::run(
                     ingest.clone(),
                     events_port.clone(),
-                    crate::pollers::inbox::PollerConfig::default(),
+                    sealbox_pollers::PollerConfig::default(),
                     shutdown_rx.clone(),
                 ),
                 shutdown_rx.clone(),
                 alarm.clone(),
             ));
         }
-        let worker_poller = crate::pollers::jobs::run(
+        let worker_poller = sealbox_pollers::jobs::run(
             worker,
             Arc::new(jobs),
-            crate::pollers::jobs::PollerConfig {
-                // Twice the invocation cap: jobs read inputs and write results beside the calls.
-                concurrency: 2 * opts.concurrency,
+            // Twice the invocation cap: jobs read inputs and write results beside the calls.
+            sealbox_pollers::FairSlots::new(2 * opts.concurrency),
+            sealbox_pollers::PollerConfig {
                 wait: Duration::from_millis(500),
                 visibility_timeout: opts.visibility_timeout,
                 // A local delete is cheap: no reason to hold one back.
                 delete_linger: Duration::ZERO,
+                receive_linger: Duration::ZERO,
             },
             shutdown_rx.clone(),
             observers.jobs,

@@ -13,15 +13,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sealbox_core::contract::{InboxEvent, JobMessage};
-use sealbox_core::ports::{
-    OutgoingMessage, QueueConsumer, QueueSender, ReceiveOptions, ReceivedMessage,
-};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use sealbox_core::ports::{OutgoingMessage, QueueConsumer, QueueSender, ReceivedMessage};
+use sealbox_core::queue_handler::{Disposition, Handled, QueueHandler};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use sealbox_ingest::inbox_message::{self, InboxMessage};
 use sealbox_ingest::{Dispatch, Ingest, IngestError, IngestOutcome};
-use sealbox_worker::{JobReport, Worker, WorkerError};
+use sealbox_worker::{JobReport, Worker};
+
+use crate::{FairSlots, Intake, PollerConfig};
 
 /// Longest delay SQS gives a message (15 minutes).
 const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -34,103 +36,184 @@ const READ_AHEAD: usize = 40;
 /// Most messages one send call of a queue service takes (SQS: ten).
 const SEND_BATCH: usize = 10;
 
-/// How the hand-off poller behaves.
-#[derive(Debug, Clone, Copy)]
-pub struct PollerConfig {
-    /// Long-poll wait.
-    pub wait: Duration,
-    /// Visibility timeout of an inbox event; extended every half of it while its job runs.
-    pub visibility_timeout: Duration,
-    /// After a receive that did not fill its batch, how long to let events gather before the
-    /// next one (zero: receive again at once).
-    pub receive_linger: Duration,
-    /// How long a handled event's message may wait for others to share its delete call, and
-    /// a job sent to the jobs queue for others to share its send call.
-    pub delete_linger: Duration,
-}
-
 /// A job for the jobs queue, and where to say whether it got there.
 type ToJobs = (OutgoingMessage, oneshot::Sender<sealbox_core::Result<()>>);
 
-/// What every message's task needs.
-struct Shared {
-    ingest: Arc<Ingest>,
-    worker: Arc<Worker>,
-    events: Arc<dyn QueueConsumer>,
-    to_jobs: mpsc::UnboundedSender<ToJobs>,
-    running: Arc<super::FairSlots>,
-    done: mpsc::UnboundedSender<String>,
-    observer: Option<mpsc::UnboundedSender<JobReport>>,
-    visibility: Duration,
-}
-
 /// Handles inbox events and runs their jobs in `running`'s slots (which the jobs poller may
 /// share) until `shutdown` turns true, then finishes the events in hand (their jobs included)
-/// and deletes them.
+/// and deletes them. `config.delete_linger` is also how long a job for the jobs queue waits
+/// for others to share its send call.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     ingest: Arc<Ingest>,
     worker: Arc<Worker>,
     events: Arc<dyn QueueConsumer>,
     jobs: Arc<dyn QueueSender>,
-    running: Arc<super::FairSlots>,
+    running: Arc<FairSlots>,
     config: PollerConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     observer: Option<mpsc::UnboundedSender<JobReport>>,
 ) {
     // Ten places more than slots: a receive of ten never starves a slot (as the jobs poller);
     // and more to read ahead through a burst.
-    let in_hand = running.size() + 10 + READ_AHEAD;
-    let held = Arc::new(Semaphore::new(in_hand));
-    let (done, done_rx) = mpsc::unbounded_channel::<String>();
-    let deleter = tokio::spawn(super::jobs::delete_in_batches(
-        events.clone(),
-        done_rx,
-        config.delete_linger,
-    ));
+    let intake = Intake {
+        in_hand: running.size() + 10 + READ_AHEAD,
+        one_by_one: true,
+    };
     let (to_jobs, to_jobs_rx) = mpsc::unbounded_channel::<ToJobs>();
     let sender = tokio::spawn(send_in_batches(jobs, to_jobs_rx, config.delete_linger));
-    let shared = Arc::new(Shared {
+    let handler = Arc::new(HandOff {
         ingest,
         worker,
-        events: events.clone(),
         to_jobs,
         running,
-        done,
         observer,
-        visibility: config.visibility_timeout,
     });
-    let opts = ReceiveOptions {
-        max_messages: 10,
-        wait: config.wait,
-        visibility_timeout: config.visibility_timeout,
-    };
-    while let Some((mut places, messages)) =
-        super::receive_into_places(events.as_ref(), &held, opts, &mut shutdown, "inbox events")
-            .await
-    {
-        let partial = messages.len() < 10;
-        for message in messages {
-            let Some(permit) = places.split(1) else { break };
-            let (shared, shutdown) = (shared.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                handle_message(&shared, message, shutdown).await;
-                drop(permit);
-            });
+    crate::run(events, handler, intake, config, shutdown).await;
+    // The handler and its sender of jobs went with the poller: the sender ends once it is idle.
+    let _ = sender.await;
+}
+
+/// Ingest and the worker in one: each accepted job runs at once, or waits on the jobs queue.
+struct HandOff {
+    ingest: Arc<Ingest>,
+    worker: Arc<Worker>,
+    to_jobs: mpsc::UnboundedSender<ToJobs>,
+    running: Arc<FairSlots>,
+    observer: Option<mpsc::UnboundedSender<JobReport>>,
+}
+
+#[async_trait]
+impl QueueHandler for HandOff {
+    async fn handle(
+        &self,
+        messages: &[ReceivedMessage],
+        _deadline: Option<tokio::time::Instant>,
+    ) -> Vec<Handled> {
+        let mut answers = Vec::with_capacity(messages.len());
+        for m in messages {
+            let d = match inbox_message::decode(&m.body) {
+                Ok(InboxMessage::Events(evs)) if !evs.is_empty() => {
+                    self.handle_events(m, &evs).await
+                }
+                Ok(_) => Disposition::Done,
+                Err(e) => {
+                    tracing::error!(message_id = %m.message_id, receives = m.receive_count, error = %e, "an unreadable inbox event; left to the dead-letter queue");
+                    sealbox_ingest::queue_handler::unreadable(m.receive_count)
+                }
+            };
+            answers.push(Handled::plain(d));
         }
-        drop(places);
-        if partial && !config.receive_linger.is_zero() {
-            // Light load: let the next events gather so that one receive takes several.
-            tokio::select! {
-                _ = tokio::time::sleep(config.receive_linger) => {}
-                _ = shutdown.changed() => {}
+        answers
+    }
+}
+
+impl HandOff {
+    /// Ingest decides every event of the message; each accepted job runs at once. The message
+    /// is done when every event is: held, it is handled again whole (events are idempotent).
+    async fn handle_events(&self, m: &ReceivedMessage, evs: &[InboxEvent]) -> Disposition {
+        let job_ids: Vec<String> = (0..evs.len())
+            .map(|i| JobMessage::job_id_for_event(&m.message_id, i))
+            .collect();
+        let results = self
+            .ingest
+            .handle_batch_via(evs, Dispatch::Caller { job_ids: &job_ids })
+            .await;
+        let mut answer = Disposition::Done;
+        for (result, ev) in results.into_iter().zip(evs) {
+            let d = match result {
+                Ok(IngestOutcome::Accepted(job)) => self.run_job(&job, m.receive_count).await,
+                other => sealbox_ingest::queue_handler::disposition(&other, m.receive_count),
+            };
+            if d != Disposition::Done {
+                tracing::warn!(key = %ev.key, ?d, "the inbox event will be handled again");
+            }
+            answer = answer.and(d);
+        }
+        answer
+    }
+
+    /// Runs an accepted job; one that must wait goes to the jobs queue with its delay (its job
+    /// id owns the claim there too). Done once the job has its outcome or is queued.
+    async fn run_job(&self, job: &JobMessage, receive_count: u32) -> Disposition {
+        let body = match serde_json::to_string(job) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a job failed");
+                return Disposition::RetryAfter(sealbox_ingest::retry_delay(receive_count));
+            }
+        };
+        if !self.running.within_share(&job.buyer) {
+            // This buyer holds its share of the slots and more than any other: its job waits
+            // on the jobs queue, which is shared fairly between buyers, so the events behind it
+            // are read and run now.
+            let d = self
+                .enqueue(body, Duration::ZERO, &job.buyer, receive_count)
+                .await;
+            if d == Disposition::Done {
+                self.running.queued(&job.buyer);
+            }
+            return d;
+        }
+        let message = ReceivedMessage {
+            message_id: job.job_id.clone(),
+            body,
+            receipt_handle: String::new(),
+            receive_count,
+            sent_at: std::time::SystemTime::now(),
+        };
+        let (handled, report) = {
+            let _slot = self.running.acquire(&job.buyer).await;
+            self.worker.handle_message(&message, None).await
+        };
+        if let (Some(o), Some(report)) = (&self.observer, report) {
+            let _ = o.send(report);
+        }
+        match handled.disposition {
+            // The job must wait: on the jobs queue, so that this event is done with.
+            Disposition::RetryAfter(delay) => {
+                let delay = delay.min(MAX_DELAY);
+                tracing::warn!(request_id = %job.request_id, retry_in_ms = delay.as_millis() as u64, "the job will retry from the jobs queue");
+                self.enqueue(message.body, delay, &job.buyer, receive_count)
+                    .await
+            }
+            // A job this process just wrote does not parse: a bug, not the buyer's. The event
+            // comes back and, after its receives, goes to the dead-letter queue for a look.
+            other => other,
+        }
+    }
+
+    /// Puts a job on the jobs queue; an outage of the queue holds the event. Done once the job
+    /// is there.
+    async fn enqueue(
+        &self,
+        body: String,
+        delay: Duration,
+        buyer: &str,
+        receive_count: u32,
+    ) -> Disposition {
+        let message = OutgoingMessage {
+            body,
+            delay,
+            group: Some(buyer.to_owned()),
+        };
+        let (reply, answer) = oneshot::channel();
+        let stopped = || Err(sealbox_core::Error::Task("the jobs sender stopped".into()));
+        let sent = match self.to_jobs.send((message, reply)) {
+            Ok(()) => answer.await.unwrap_or_else(|_| stopped()),
+            Err(_) => stopped(),
+        };
+        match sent {
+            Ok(()) => Disposition::Done,
+            Err(e) => {
+                tracing::warn!(error = %e, "sending a job to the jobs queue failed");
+                sealbox_ingest::queue_handler::disposition(
+                    &Err(IngestError::Transient(e)),
+                    receive_count,
+                )
             }
         }
     }
-    // Drain: every place back means every event in hand has been handled.
-    let _ = held.acquire_many(in_hand as u32).await;
-    drop(shared);
-    let _ = tokio::join!(deleter, sender);
 }
 
 /// Sends the jobs that arrive to the jobs queue in batches of up to ten (waiting up to
@@ -168,193 +251,6 @@ async fn send_in_batches(
     }
 }
 
-/// Puts `message` on the jobs queue; an outage of the queue is held (no receive of the event
-/// is spent) until it passes or shutdown. `Ok` once it is there.
-async fn enqueue(
-    s: &Shared,
-    message: OutgoingMessage,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), IngestError> {
-    let mut attempt = 0u32;
-    loop {
-        let (reply, answer) = oneshot::channel();
-        let sent = match s.to_jobs.send((message.clone(), reply)) {
-            Ok(()) => answer.await.unwrap_or_else(|_| {
-                Err(sealbox_core::Error::Task("the jobs sender stopped".into()))
-            }),
-            Err(_) => Err(sealbox_core::Error::Task("the jobs sender stopped".into())),
-        };
-        match sent {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_own_storage() && !*shutdown.borrow() => {
-                attempt += 1;
-                let delay = sealbox_core::retry::storage_retry_delay(attempt);
-                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "the jobs queue failed; holding the inbox event without spending a receive");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-            Err(e) => return Err(IngestError::Transient(e)),
-        }
-    }
-}
-
-/// Handles one inbox-events message, keeping it invisible until each of its events is done.
-async fn handle_message(s: &Shared, m: ReceivedMessage, shutdown: watch::Receiver<bool>) {
-    let evs = match inbox_message::decode(&m.body) {
-        Ok(InboxMessage::Events(evs)) if !evs.is_empty() => evs,
-        Ok(_) => {
-            let _ = s.done.send(m.receipt_handle);
-            return;
-        }
-        Err(e) => {
-            super::leave_unreadable(s.events.as_ref(), &m, &e).await;
-            return;
-        }
-    };
-    let work = handle_events(s, &m, &evs, shutdown);
-    tokio::pin!(work);
-    let mut heartbeat = tokio::time::interval(s.visibility / 2);
-    heartbeat.tick().await;
-    let result = loop {
-        tokio::select! {
-            r = &mut work => break r,
-            _ = heartbeat.tick() => {
-                // The event is the job's only record while it runs: keep it ours.
-                if let Err(e) = s.events.change_visibility(&m.receipt_handle, s.visibility).await {
-                    tracing::warn!(error = %e, "could not extend the visibility of a running inbox event");
-                }
-            }
-        }
-    };
-    match result {
-        Ok(()) => {
-            let _ = s.done.send(m.receipt_handle.clone());
-        }
-        Err(e) => {
-            let delay = e.retry_delay(m.receive_count);
-            let key = evs.first().map(|ev| ev.key.as_str()).unwrap_or_default();
-            tracing::warn!(key, error = %e, retry_in_ms = delay.as_millis() as u64, "inbox event will retry");
-            if let Err(e) = s.events.change_visibility(&m.receipt_handle, delay).await {
-                tracing::warn!(error = %e, "could not back off; the visibility timeout will");
-            }
-        }
-    }
-}
-
-/// Ingest decides every event of the message; each accepted job runs at once.
-async fn handle_events(
-    s: &Shared,
-    m: &ReceivedMessage,
-    evs: &[InboxEvent],
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), IngestError> {
-    let job_ids: Vec<String> = (0..evs.len())
-        .map(|i| JobMessage::job_id_for_event(&m.message_id, i))
-        .collect();
-    let mut attempt = 0u32;
-    let results = loop {
-        let results = s
-            .ingest
-            .handle_batch_via(evs, Dispatch::Caller { job_ids: &job_ids })
-            .await;
-        // Our own storage failing says nothing about the request: hold the event and try again,
-        // so an outage spends none of its receives. Events are idempotent, so all are redone.
-        let outage = results
-            .iter()
-            .any(|r| matches!(r, Err(IngestError::Transient(e)) if e.is_own_storage()));
-        if !outage || *shutdown.borrow() {
-            break results;
-        }
-        attempt += 1;
-        tracing::warn!(message_id = %m.message_id, attempt, "storage failed; holding the inbox event without spending a receive");
-        tokio::select! {
-            _ = tokio::time::sleep(sealbox_core::retry::storage_retry_delay(attempt)) => {}
-            _ = shutdown.changed() => {}
-        }
-    };
-    let mut failed = Ok(());
-    for result in results {
-        match result {
-            Ok(IngestOutcome::Accepted(job)) => {
-                if let Err(e) = run_job(s, &job, m.receive_count, shutdown.clone()).await {
-                    failed = Err(e);
-                }
-            }
-            Ok(_) => {}
-            Err(e) => failed = Err(e),
-        }
-    }
-    failed
-}
-
-/// Runs an accepted job; one that must wait goes to the jobs queue with its delay (its job id
-/// owns the claim there too). `Ok` once the job has its outcome or is queued.
-async fn run_job(
-    s: &Shared,
-    job: &JobMessage,
-    receive_count: u32,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), IngestError> {
-    let body = serde_json::to_string(job)
-        .map_err(|e| IngestError::Transient(sealbox_core::Error::json("encoding a job", e)))?;
-    if !s.running.within_share(&job.buyer) {
-        // This buyer holds its share of the slots and more than any other: its job waits on
-        // the jobs queue, which is shared fairly between buyers, so the events behind it are
-        // read and run now.
-        let message = OutgoingMessage {
-            body,
-            delay: Duration::ZERO,
-            group: Some(job.buyer.clone()),
-        };
-        enqueue(s, message, &mut shutdown).await?;
-        s.running.queued(&job.buyer);
-        return Ok(());
-    }
-    let mut attempt = 0u32;
-    loop {
-        let result = {
-            let _slot = s.running.acquire(&job.buyer).await;
-            s.worker.process(&body, receive_count).await
-        };
-        match result {
-            Ok((_, report)) => {
-                if let Some(o) = &s.observer {
-                    let _ = o.send(report);
-                }
-                return Ok(());
-            }
-            Err(WorkerError::Retryable(e)) if e.is_own_storage() && !*shutdown.borrow() => {
-                attempt += 1;
-                let delay = sealbox_core::retry::storage_retry_delay(attempt);
-                tracing::warn!(request_id = %job.request_id, error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "storage failed; holding the job without spending a receive");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-            Err(WorkerError::Retryable(e)) => {
-                let delay = sealbox_worker::retry_delay_after(&e, receive_count).min(MAX_DELAY);
-                tracing::warn!(request_id = %job.request_id, error = %e, retry_in_ms = delay.as_millis() as u64, "job will retry from the jobs queue");
-                let message = OutgoingMessage {
-                    body,
-                    delay,
-                    group: Some(job.buyer.clone()),
-                };
-                return enqueue(s, message, &mut shutdown).await;
-            }
-            Err(WorkerError::MalformedJob(e)) => {
-                // A job this process just wrote: a bug, not the buyer's. The event comes back
-                // and, after its receives, goes to the dead-letter queue for a look.
-                return Err(IngestError::Transient(sealbox_core::Error::Task(format!(
-                    "a job made here does not parse: {e}"
-                ))));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -367,15 +263,15 @@ mod tests {
     use sealbox_core::object_claims::ObjectClaims;
     use sealbox_core::ports::ClaimStore;
     use sealbox_core::ports::{
-        Endpoint, Invocation, InvocationOutput, ObjectStore, PutMode, QueueAdmin,
+        Endpoint, Invocation, InvocationOutput, ObjectStore, PutMode, QueueAdmin, ReceiveOptions,
     };
     use sealbox_ingest::IngestConfig;
     use sealbox_worker::WorkerConfig;
 
     use super::*;
-    use crate::event_log::{EventLog, read_event_log};
-    use crate::fs_store::FsObjectStore;
-    use crate::sqlite_queue::{QueueDb, SqliteQueue};
+    use sealbox_embedded::event_log::{EventLog, read_event_log};
+    use sealbox_embedded::fs_store::FsObjectStore;
+    use sealbox_embedded::sqlite_queue::{QueueDb, SqliteQueue};
 
     /// Echoes its input after `latency`, or answers that it is busy while `busy` is set.
     struct Model {
@@ -519,7 +415,7 @@ mod tests {
         ) -> Vec<Notification> {
             let (stop, stopped) = watch::channel(false);
             // Two slots, shared with a jobs poller as in `sealbox up --backend aws`.
-            let slots = super::super::FairSlots::new(2);
+            let slots = crate::FairSlots::new(2);
             let poller = tokio::spawn(run(
                 self.ingest.clone(),
                 self.worker.clone(),
@@ -536,15 +432,15 @@ mod tests {
                 None,
             ));
             let jobs_poller = jobs_poller.then(|| {
-                tokio::spawn(super::super::jobs::run_sharing(
+                tokio::spawn(crate::jobs::run(
                     self.worker.clone(),
                     Arc::new(self.jobs.clone()),
                     slots,
-                    super::super::jobs::PollerConfig {
-                        concurrency: 2,
+                    PollerConfig {
                         wait: Duration::from_millis(50),
                         visibility_timeout: Duration::from_secs(30),
                         delete_linger: Duration::from_millis(10),
+                        ..PollerConfig::default()
                     },
                     stopped,
                     None,
@@ -753,7 +649,7 @@ mod tests {
                 inner: r.jobs.clone(),
                 down: down.clone(),
             }),
-            super::super::FairSlots::new(2),
+            crate::FairSlots::new(2),
             PollerConfig {
                 wait: Duration::from_millis(50),
                 visibility_timeout: Duration::from_secs(30),
