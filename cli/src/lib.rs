@@ -1,5 +1,5 @@
 //! The `sealbox` command's library: the demo, the benchmark, the AWS commands and the rest of
-//! the commands, over the embedded stack of `sealbox-embedded`.
+//! the commands, over the one-machine stack ([`stack`]) of the embedded adapters.
 
 pub mod access;
 pub mod aws;
@@ -18,5 +18,6 @@ pub mod submit;
 pub mod token_check;
 pub mod usage;
 
-/// The embedded stack, wired in `sealbox-embedded` (re-exported so `sealbox::stack` paths stay).
-pub use sealbox_embedded::stack;
+/// The one-machine stack (`sealbox up`): the embedded adapters of a data directory wired to the
+/// handlers and the pollers.
+pub mod stack;

@@ -18,13 +18,13 @@ use sealbox_worker::{JobReport, Worker, WorkerConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::event_log::EventLog;
-use crate::fs_store::FsObjectStore;
-use crate::http_endpoint::HttpEndpoint;
-use crate::inbox_watcher::{InboxScanner, InboxWatcher};
-use crate::sqlite_queue::{QueueDb, RedrivePolicy, SqliteQueue};
-use crate::sqlite_subscriptions::SqliteSubscriptions;
-use crate::webhook::{Webhook, WebhookConfig};
+use sealbox_embedded::event_log::EventLog;
+use sealbox_embedded::fs_store::FsObjectStore;
+use sealbox_embedded::http_endpoint::HttpEndpoint;
+use sealbox_embedded::inbox_watcher::{InboxScanner, InboxWatcher};
+use sealbox_embedded::sqlite_queue::{QueueDb, RedrivePolicy, SqliteQueue};
+use sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions;
+use sealbox_embedded::webhook::{Webhook, WebhookConfig};
 
 /// Default product id (`aud` of tokens).
 pub const DEFAULT_PRODUCT: &str = "iris-classifier";
