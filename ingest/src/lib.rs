@@ -519,16 +519,13 @@ mod tests {
     use sealbox_core::conformance::refusing_store::RefusingStore;
     use sealbox_core::layout::{claim_key, rejected_key, request_key, result_key};
     use sealbox_core::ports::{PutMode, QueueConsumer, ReceiveOptions};
-    use sealbox_embedded::event_log::EventLog;
-    use sealbox_embedded::fs_store::FsObjectStore;
-    use sealbox_embedded::sqlite_queue::{QueueDb, SqliteQueue};
+    use sealbox_core::testkit::{MemoryNotifier, MemoryQueue, MemoryStore};
 
     use super::*;
 
     struct Fixture {
-        _dir: tempfile::TempDir,
-        store: RefusingStore<FsObjectStore>,
-        jobs: SqliteQueue,
+        store: RefusingStore<MemoryStore>,
+        jobs: MemoryQueue,
         ingest: Ingest,
         token: String,
     }
@@ -558,11 +555,8 @@ mod tests {
     }
 
     fn fixture_with(tokens: Option<Arc<dyn TokenSource>>) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RefusingStore::new(FsObjectStore::new(dir.path().join("buckets"), false));
-        let jobs = QueueDb::open(&dir.path().join("q.db"))
-            .unwrap()
-            .queue("jobs", None);
+        let store = RefusingStore::new(MemoryStore::new());
+        let jobs = MemoryQueue::new(5);
         let ks = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
         let token = TokenIssuer::new(&ks)
             .unwrap()
@@ -572,7 +566,7 @@ mod tests {
         let ingest = Ingest::new(
             Arc::new(store.clone()),
             Arc::new(jobs.clone()),
-            Arc::new(EventLog::open(&dir.path().join("events.ndjson"), false).unwrap()),
+            Arc::new(MemoryNotifier::new()),
             Arc::new(verifier),
             IngestConfig {
                 inbox: "inbox".into(),
@@ -585,7 +579,6 @@ mod tests {
             None => ingest,
         };
         Fixture {
-            _dir: dir,
             store,
             jobs,
             ingest,

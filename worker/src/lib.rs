@@ -680,64 +680,28 @@ fn classify(n: Notification) -> JobOutcome {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
     use sealbox_core::conformance::refusing_store::RefusingStore;
     use sealbox_core::contract::{CONTRACT_VERSION, EventKind};
     use sealbox_core::layout::{failed_key, request_key};
-    use sealbox_core::ports::InvocationOutput;
-    use sealbox_embedded::event_log::{EventLog, read_event_log};
-    use sealbox_embedded::fs_store::FsObjectStore;
+    use sealbox_core::testkit::{MemoryNotifier, MemoryStore, ScriptedEndpoint};
 
     use super::*;
 
-    /// Echoes each payload, metering one unit per line, and remembers its size; a stand-in
-    /// model for the handler's tests.
-    struct Echo {
-        limit: u64,
-        sizes: Mutex<Vec<usize>>,
-    }
-
-    #[async_trait]
-    impl Endpoint for Echo {
-        async fn invoke(&self, inv: Invocation) -> sealbox_core::Result<InvocationOutput> {
-            if let Ok(mut s) = self.sizes.lock() {
-                s.push(inv.body.len());
-            }
-            let lines = inv.body.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-            Ok(InvocationOutput {
-                consumed_units: Some(lines.count() as u64),
-                body: inv.body,
-                content_type: inv.accept,
-                custom_attributes: None,
-            })
-        }
-        fn payload_limit(&self) -> u64 {
-            self.limit
-        }
-    }
-
     struct Fixture {
-        _dir: tempfile::TempDir,
-        store: RefusingStore<FsObjectStore>,
-        echo: Arc<Echo>,
+        store: RefusingStore<MemoryStore>,
+        echo: Arc<ScriptedEndpoint>,
         worker: Worker,
-        events: std::path::PathBuf,
+        events: Arc<MemoryNotifier>,
     }
 
     fn fixture(limit: u64) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RefusingStore::new(FsObjectStore::new(dir.path().join("buckets"), false));
-        let events = dir.path().join("events.ndjson");
-        let echo = Arc::new(Echo {
-            limit,
-            sizes: Mutex::new(Vec::new()),
-        });
+        let store = RefusingStore::new(MemoryStore::new());
+        let events = Arc::new(MemoryNotifier::new());
+        let echo = Arc::new(ScriptedEndpoint::echo(limit));
         let worker = Worker::new(
             Arc::new(store.clone()),
             echo.clone(),
-            Arc::new(EventLog::open(&events, false).unwrap()),
+            events.clone(),
             WorkerConfig {
                 inbox: "inbox".into(),
                 outbox: "outbox".into(),
@@ -746,7 +710,6 @@ mod tests {
             },
         );
         Fixture {
-            _dir: dir,
             store,
             echo,
             worker,
@@ -760,7 +723,7 @@ mod tests {
             self.worker = Worker::new(
                 Arc::new(self.store.clone()),
                 endpoint,
-                Arc::new(EventLog::open(&self.events, false).unwrap()),
+                self.events.clone(),
                 self.worker.config.clone(),
             );
             self
@@ -856,7 +819,7 @@ mod tests {
         let input = lines.join("\n");
         let (outcome, report) = f.run_on_object(&input, Split::Line).await;
         assert!(matches!(outcome, JobOutcome::Completed(_)), "{outcome:?}");
-        let sizes = f.echo.sizes.lock().unwrap().clone();
+        let sizes = f.echo.payloads();
         assert!(
             sizes.len() > 1 && sizes.iter().all(|s| *s <= 100),
             "{sizes:?}"
@@ -927,7 +890,7 @@ mod tests {
             .await;
         let (outcome, report) = f.worker.process(&j, 1).await.unwrap();
         assert!(matches!(outcome, JobOutcome::Completed(_)), "{outcome:?}");
-        assert_eq!(*f.echo.sizes.lock().unwrap(), [7]);
+        assert_eq!(f.echo.payloads(), [7]);
         let (_, out) = f
             .store
             .get("outbox", &result_key("b1", "r1"), 100)
@@ -964,7 +927,7 @@ mod tests {
             panic!("{outcome:?}")
         };
         assert_eq!(n.reason, Some(Reason::MalformedJob));
-        assert!(f.echo.sizes.lock().unwrap().is_empty());
+        assert!(f.echo.payloads().is_empty());
     }
 
     #[tokio::test]
@@ -989,8 +952,8 @@ mod tests {
         .unwrap();
         f.worker.process(&body, 1).await.unwrap();
         f.worker.process(&body, 2).await.unwrap();
-        assert_eq!(f.echo.sizes.lock().unwrap().len(), 1);
-        let notes = read_event_log(&f.events).unwrap();
+        assert_eq!(f.echo.payloads().len(), 1);
+        let notes = f.events.published();
         assert_eq!(notes.len(), 2);
         assert!(
             notes.iter().all(
@@ -1017,19 +980,6 @@ mod tests {
         assert!(matches!(r, Err(WorkerError::MalformedJob(_))), "{r:?}");
     }
 
-    /// A model that always fails the same way.
-    struct Failing(fn() -> Error);
-
-    #[async_trait]
-    impl Endpoint for Failing {
-        async fn invoke(&self, _: Invocation) -> sealbox_core::Result<InvocationOutput> {
-            Err((self.0)())
-        }
-        fn payload_limit(&self) -> u64 {
-            1000
-        }
-    }
-
     #[tokio::test]
     async fn a_model_fault_of_its_own_fails_the_job_once_with_its_own_reason() {
         let cases: [(fn() -> Error, Reason); 2] = [
@@ -1046,7 +996,7 @@ mod tests {
             ),
         ];
         for (error, reason) in cases {
-            let f = fixture(1000).with_model(Arc::new(Failing(error)));
+            let f = fixture(1000).with_model(Arc::new(ScriptedEndpoint::failing(1000, error)));
             let (outcome, report) = f.run_on_object("1,2,3,4", Split::None).await;
             let JobOutcome::Failed(n) = outcome else {
                 panic!("{outcome:?}")
@@ -1065,7 +1015,7 @@ mod tests {
         let JobOutcome::Completed(n) = outcome else {
             panic!("{outcome:?}")
         };
-        let sizes = f.echo.sizes.lock().unwrap().clone();
+        let sizes = f.echo.payloads();
         let sent: usize = sizes.iter().sum();
         let usage = n.usage.expect("a completed job announces its usage");
         assert!(usage.invocations > 1, "{usage:?}");
@@ -1098,33 +1048,15 @@ mod tests {
         let body = serde_json::to_string(&j).unwrap();
         f.worker.process(&body, 1).await.unwrap();
         f.worker.process(&body, 2).await.unwrap();
-        let notes = read_event_log(&f.events).unwrap();
+        let notes = f.events.published();
         assert_eq!(notes.len(), 2);
         assert_eq!(notes[0].usage.map(|u| u.records), Some(2));
         assert_eq!(notes[1].usage, notes[0].usage);
     }
 
-    /// A model that answers without metering anything.
-    struct Unmetered;
-
-    #[async_trait]
-    impl Endpoint for Unmetered {
-        async fn invoke(&self, inv: Invocation) -> sealbox_core::Result<InvocationOutput> {
-            Ok(InvocationOutput {
-                body: inv.body,
-                content_type: inv.accept,
-                custom_attributes: None,
-                consumed_units: None,
-            })
-        }
-        fn payload_limit(&self) -> u64 {
-            10
-        }
-    }
-
     #[tokio::test]
     async fn answers_that_meter_nothing_count_one_record_each_and_say_so() {
-        let f = fixture(1000).with_model(Arc::new(Unmetered));
+        let f = fixture(1000).with_model(Arc::new(ScriptedEndpoint::unmetered(10)));
         let (outcome, _) = f.run_on_object("1,2,3\n4,5,6\n7,8,9\n", Split::Line).await;
         let JobOutcome::Completed(n) = outcome else {
             panic!("{outcome:?}")
@@ -1140,9 +1072,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_that_fails_after_invoking_carries_the_usage_of_its_calls() {
-        let f = fixture(1000).with_model(Arc::new(Failing(|| Error::ModelFailed {
-            status: 424,
-            message: "dependency".into(),
+        let f = fixture(1000).with_model(Arc::new(ScriptedEndpoint::failing(1000, || {
+            Error::ModelFailed {
+                status: 424,
+                message: "dependency".into(),
+            }
         })));
         let (outcome, _) = f.run_on_object("1,2,3,4", Split::None).await;
         let JobOutcome::Failed(n) = outcome else {
