@@ -23,10 +23,11 @@ pub async fn run_sqs_batch(
     function: &'static str,
     queue: std::sync::Arc<dyn QueueConsumer>,
     handler: std::sync::Arc<dyn QueueHandler>,
+    calls: crate::sdk::CallCounter,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| {
-            let (queue, handler) = (queue.clone(), handler.clone());
+            let (queue, handler, calls) = (queue.clone(), handler.clone(), calls.clone());
             async move {
                 let left = event
                     .context
@@ -35,19 +36,33 @@ pub async fn run_sqs_batch(
                     .unwrap_or_default()
                     .saturating_sub(DEADLINE_MARGIN);
                 let deadline = tokio::time::Instant::now() + left;
-                handle_event(
-                    function,
-                    queue.as_ref(),
-                    handler.as_ref(),
-                    event.payload,
-                    deadline,
-                )
-                .await
-                .map_err(lambda_runtime::Error::from)
+                let before = calls.snapshot();
+                let (queue, handler) = (queue.as_ref(), handler.as_ref());
+                let answer = handle_event(function, queue, handler, event.payload, deadline).await;
+                log_calls(&before, &calls.snapshot());
+                answer.map_err(lambda_runtime::Error::from)
             }
         },
     ))
     .await
+}
+
+/// Logs the AWS calls one invocation made, by operation (`aws_calls`, a JSON object): what the
+/// invocation cost beyond the Lambda service's own receives and deletes (`sealbox bench`'s
+/// deployed-path figures read these lines).
+pub fn log_calls(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) {
+    let delta: Map<String, Value> = after
+        .iter()
+        .filter_map(|(op, n)| {
+            let d = n.saturating_sub(before.get(op).copied().unwrap_or(0));
+            (d > 0).then(|| (op.clone(), json!(d)))
+        })
+        .collect();
+    let delta = Value::Object(delta).to_string();
+    tracing::info!(aws_calls = %delta, "aws calls of this invocation");
 }
 
 /// Kept back from an invocation's deadline to settle its batch and answer.

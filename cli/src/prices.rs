@@ -10,6 +10,9 @@
 //! - DynamoDB on demand: $0.625 per million write request units, $0.125 per million read request
 //!   units (<https://aws.amazon.com/dynamodb/pricing/on-demand/>).
 //! - KMS: $0.03 per 10,000 requests (<https://aws.amazon.com/kms/pricing/>).
+//! - Lambda: $0.20 per million requests (`Lambda.Invoke`: an event source mapping's invocation);
+//!   arm64 duration $0.0000133334 per GB-second, the first tier
+//!   (<https://aws.amazon.com/lambda/pricing/>).
 //!
 //! Each call counts as one billed request: sealbox's messages and items are far under 64 KiB and
 //! 1 KB. The endpoint (`InvokeEndpoint`: instance hours and the seller's price) is the model's
@@ -50,10 +53,14 @@ pub fn usd_per_call(operation: &str) -> Option<f64> {
             _ => return None,
         },
         "KMS" => 3.0,
+        "Lambda" if op == "Invoke" => 0.20,
         _ => return None,
     };
     Some(per_million / 1e6)
 }
+
+/// What a GB-second of an arm64 Lambda function costs, in USD.
+pub const LAMBDA_ARM64_USD_PER_GB_SECOND: f64 = 0.000_013_333_4;
 
 /// The cost of a million jobs, in USD, from the calls one job makes by operation: the total,
 /// each operation's share, and the operations left out (the endpoint, or not in the table).
@@ -100,7 +107,8 @@ mod tests {
 
     #[test]
     fn unknown_operations_are_named_not_priced_at_zero() {
-        assert_eq!(usd_per_call("Lambda.Invoke"), None);
+        assert_eq!(usd_per_call("Lambda.GetFunction"), None);
+        assert_eq!(usd_per_call("Lambda.Invoke"), Some(0.20 / 1e6));
         assert_eq!(usd_per_call("DynamoDB.DescribeTable"), None);
         assert_eq!(usd_per_call("no-dot"), None);
         assert_eq!(usd_per_call("S3.DeleteObject"), Some(0.0));

@@ -47,6 +47,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if let Some(source) = IamTokenSource::from_settings(sdk_config, &settings)? {
         ingest = ingest.with_token_source(source);
     }
-    let events = SqsQueue::new(clients.sqs, settings.get(InboxEventsQueueUrl));
-    lambda::run_sqs_batch("ingest", Arc::new(events), Arc::new(ingest)).await
+    let events = SqsQueue::new(clients.sqs.clone(), settings.get(InboxEventsQueueUrl));
+    lambda::run_sqs_batch("ingest", Arc::new(events), Arc::new(ingest), clients.calls).await
 }

@@ -48,7 +48,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if let Some(claims) = dynamodb_claims::from_settings(&clients, &settings, store) {
         worker = worker.with_claim_store(claims);
     }
-    let jobs = SqsQueue::new(clients.sqs, settings.get(JobsQueueUrl));
+    let jobs = SqsQueue::new(clients.sqs.clone(), settings.get(JobsQueueUrl));
     let handler = JobsHandler::new(Arc::new(worker));
-    lambda::run_sqs_batch("worker", Arc::new(jobs), Arc::new(handler)).await
+    lambda::run_sqs_batch("worker", Arc::new(jobs), Arc::new(handler), clients.calls).await
 }
