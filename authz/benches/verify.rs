@@ -35,7 +35,7 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use sealbox_authz::{Claims, KeyAlg, Keyset, TokenIssuer, Verifier, VerifierConfig};
+use sealbox_authz::{KeyAlg, Keyset, TokenClaims, TokenIssuer, Verifier, VerifierConfig};
 use serde_json::{Value, json};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -174,7 +174,7 @@ fn ratio_per_turn(a: &[Rate], b: &[Rate]) -> Value {
     })
 }
 
-fn verified(r: Result<Claims, sealbox_authz::TokenRejection>) -> Result<(), BoxError> {
+fn verified(r: Result<TokenClaims, sealbox_authz::TokenRejection>) -> Result<(), BoxError> {
     match r {
         Ok(c) if c.sub == BUYER => {
             black_box(c);
@@ -357,7 +357,7 @@ fn measure(alg: KeyAlg, opts: &Opts) -> Result<Value, BoxError> {
     });
     let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&token)?.claims;
     let claims_to_struct = per_call(|| {
-        let c: Claims = serde_json::from_value(black_box(claims.clone()))?;
+        let c: TokenClaims = serde_json::from_value(black_box(claims.clone()))?;
         black_box(c);
         Ok(())
     });

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 pub use sealbox_core::ports::{Authorizer, NotAuthorized};
 
 use crate::jwks_verifier::JwksVerifier;
-use crate::token::Claims;
+use crate::token::TokenClaims;
 use crate::verify::Verifier;
 
 /// Keys given once, never fetched: every refusal is final.
@@ -17,7 +17,7 @@ impl Authorizer for Verifier {
         token: &str,
         buyer: &str,
         _arrived: SystemTime,
-    ) -> Result<Claims, NotAuthorized> {
+    ) -> Result<TokenClaims, NotAuthorized> {
         Ok(self.verify(token, buyer)?)
     }
 }
@@ -29,7 +29,7 @@ impl Authorizer for JwksVerifier {
         token: &str,
         buyer: &str,
         arrived: SystemTime,
-    ) -> Result<Claims, NotAuthorized> {
+    ) -> Result<TokenClaims, NotAuthorized> {
         self.verify(token, buyer, arrived).await
     }
 }

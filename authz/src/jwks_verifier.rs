@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, watch};
 use crate::error::AuthzError;
 use crate::jwks::PublishedKeys;
 use crate::jwks_source::JwksSource;
-use crate::token::Claims;
+use crate::token::TokenClaims;
 use crate::verify::{Verifier, VerifierConfig};
 use sealbox_core::contract::Reason;
 use sealbox_core::ports::NotAuthorized;
@@ -152,7 +152,7 @@ impl JwksVerifier {
         token: &str,
         buyer: &str,
         arrived: SystemTime,
-    ) -> Result<Claims, NotAuthorized> {
+    ) -> Result<TokenClaims, NotAuthorized> {
         self.refresh_on_use().await;
         match self.verifier.verify(token, buyer) {
             Err(r) if r.reason == Reason::TokenUnknownKid => {
@@ -423,7 +423,7 @@ mod tests {
     }
 
     /// The rejection of a refused token (a deferral or an acceptance fails the test).
-    fn rejected(r: Result<Claims, NotAuthorized>) -> crate::verify::TokenRejection {
+    fn rejected(r: Result<TokenClaims, NotAuthorized>) -> crate::verify::TokenRejection {
         match r {
             Err(NotAuthorized::Rejected(r)) => r,
             other => panic!("not a rejection: {other:?}"),

@@ -27,5 +27,5 @@ pub use error::AuthzError;
 pub use jwks_verifier::{JwksVerifier, RefreshPolicy};
 pub use key_store::KeyStore;
 pub use keyset::{KeyAlg, KeyState, Keyset};
-pub use token::{Claims, TokenIssuer};
+pub use token::{TokenClaims, TokenIssuer};
 pub use verify::{TokenRejection, Verifier, VerifierConfig};

@@ -14,7 +14,7 @@ use crate::keyset::{KeyAlg, Keyset};
 /// Longest token lifetime the contract allows.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
-pub use sealbox_core::contract::Claims;
+pub use sealbox_core::contract::TokenClaims;
 
 /// Signs tokens with the keyset's current key.
 pub struct TokenIssuer {
@@ -70,7 +70,7 @@ fn claims(
     product: &str,
     grant: &str,
     ttl: Duration,
-) -> Result<Claims, AuthzError> {
+) -> Result<TokenClaims, AuthzError> {
     if ttl.is_zero() || ttl > MAX_TOKEN_LIFETIME {
         return Err(AuthzError::BadLifetime(ttl.as_secs()));
     }
@@ -80,7 +80,7 @@ fn claims(
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let mut jti = [0u8; 16];
     aws_lc_rs::rand::fill(&mut jti).map_err(|e| AuthzError::Crypto(e.to_string()))?;
-    Ok(Claims {
+    Ok(TokenClaims {
         iss: issuer.to_owned(),
         sub: buyer.to_owned(),
         aud: product.to_owned(),

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::error::AuthzError;
 use crate::jwks::{PublishedKeys, is_valid_kid};
 use crate::keyset::{KeyAlg, Keyset};
-use crate::token::{Claims, MAX_TOKEN_LIFETIME};
+use crate::token::{MAX_TOKEN_LIFETIME, TokenClaims};
 
 /// Longest token accepted, so a hostile header costs nothing to refuse.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -85,7 +85,7 @@ impl Known {
             && !self.denied(&t.claims)
     }
 
-    fn denied(&self, claims: &Claims) -> bool {
+    fn denied(&self, claims: &TokenClaims) -> bool {
         self.denied
             .get(&claims.grant)
             .is_some_and(|before| claims.iat <= *before)
@@ -100,7 +100,7 @@ struct CachedToken {
     // The key itself, not only its name: a key swapped under the same kid must not vouch for
     // tokens the old one verified.
     key: Arc<VerifyingKey>,
-    claims: Claims,
+    claims: TokenClaims,
 }
 
 /// Verifies tokens against the seller's published keys.
@@ -240,7 +240,7 @@ impl Verifier {
     }
 
     /// Verifies `token` for a request written under the prefix of `buyer`.
-    pub fn verify(&self, token: &str, buyer: &str) -> Result<Claims, TokenRejection> {
+    pub fn verify(&self, token: &str, buyer: &str) -> Result<TokenClaims, TokenRejection> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(reject(
                 Reason::TokenMalformed,
@@ -303,7 +303,7 @@ impl Verifier {
     fn verify_uncached(
         &self,
         token: &str,
-    ) -> Result<(String, Arc<VerifyingKey>, Claims), TokenRejection> {
+    ) -> Result<(String, Arc<VerifyingKey>, TokenClaims), TokenRejection> {
         // The most common paste error: the HTTP header's prefix copied along with the token.
         if token
             .get(..7)
@@ -402,9 +402,9 @@ impl Verifier {
         Ok((kid.to_owned(), key, claims))
     }
 
-    fn check_claims(&self, claims: Value) -> Result<Claims, TokenRejection> {
+    fn check_claims(&self, claims: Value) -> Result<TokenClaims, TokenRejection> {
         check_claim_types(&claims)?;
-        let claims: Claims = serde_json::from_value(claims)
+        let claims: TokenClaims = serde_json::from_value(claims)
             .map_err(|e| reject(Reason::TokenMissingClaim, format!("claims: {e}")))?;
         if !claims.scope.split(' ').any(|s| s == "invoke") {
             return Err(reject(Reason::TokenScopeMissing, "scope lacks invoke"));
@@ -451,7 +451,7 @@ fn check_claim_types(claims: &Value) -> Result<(), TokenRejection> {
                     format!("claim {name} is missing"),
                 ));
             }
-            // What `Claims` holds (i64) and jsonwebtoken reads (u64).
+            // What `TokenClaims` holds (i64) and jsonwebtoken reads (u64).
             Some(v) if date => v.as_u64().is_some_and(|n| i64::try_from(n).is_ok()),
             Some(v) => v.is_string(),
         };

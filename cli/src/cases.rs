@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
-use sealbox_authz::{Claims, Keyset, TokenIssuer};
+use sealbox_authz::{Keyset, TokenClaims, TokenIssuer};
 use sealbox_core::contract::{InputSpec, Reason, RequestObject, Split};
 use sealbox_core::layout::{INBOX, request_key};
 use sealbox_core::ports::{ObjectStore, PutMode};
@@ -112,9 +112,9 @@ impl CaseContext {
             .issue(buyer, &self.product, LOCAL_GRANT, Duration::from_secs(3600))?)
     }
 
-    fn claims(&self) -> Claims {
+    fn claims(&self) -> TokenClaims {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        Claims {
+        TokenClaims {
             iss: self.keyset.issuer.clone(),
             sub: self.buyer.clone(),
             aud: self.product.clone(),
@@ -224,7 +224,7 @@ pub fn bad_cases(ctx: &CaseContext) -> anyhow::Result<Vec<Case>> {
     let good = ctx.token(buyer)?;
     let kid = ctx.issuer.kid().to_owned();
     let claims = serde_json::to_value(ctx.claims())?;
-    let signed = |f: &dyn Fn(&mut Claims)| -> anyhow::Result<String> {
+    let signed = |f: &dyn Fn(&mut TokenClaims)| -> anyhow::Result<String> {
         let mut c = ctx.claims();
         f(&mut c);
         Ok(ctx.issuer.sign(&c)?)

@@ -856,7 +856,7 @@ mod tests {
             _token: &str,
             _buyer: &str,
             _arrived: std::time::SystemTime,
-        ) -> Result<sealbox_core::contract::Claims, NotAuthorized> {
+        ) -> Result<sealbox_core::contract::TokenClaims, NotAuthorized> {
             Err(NotAuthorized::Deferred {
                 retry_after: Duration::from_secs(7),
             })

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::contract::{Claims, Reason};
+use crate::contract::{Reason, TokenClaims};
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,5 +43,5 @@ pub trait Authorizer: Send + Sync {
         token: &str,
         buyer: &str,
         arrived: SystemTime,
-    ) -> Result<Claims, NotAuthorized>;
+    ) -> Result<TokenClaims, NotAuthorized>;
 }
