@@ -4,6 +4,7 @@
 //! inbox's event notification to the inbox-events queue with the queue policy S3 needs.
 //! Production uses the CloudFormation templates, which create the same things.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_s3::types::{
@@ -11,12 +12,16 @@ use aws_sdk_s3::types::{
     NotificationConfiguration, NotificationConfigurationFilter, PublicAccessBlockConfiguration,
     QueueConfiguration, S3KeyFilter,
 };
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::QueueAttributeName;
 use sealbox_core::{Error, Result};
 
 use crate::config::Var;
 use crate::sdk::{Clients, storage_error};
-use crate::sqs::create_queue_pair;
+use crate::sqs::{
+    DEAD_LETTER_RETENTION_SECS, MAX_VISIBILITY_SECS, SqsQueue, sqs_error, whole_seconds,
+};
 
 /// Receives of an inbox event or a job before it is dead-lettered.
 pub const MAX_RECEIVES: u32 = 5;
@@ -217,6 +222,100 @@ async fn notify_queue_of_requests(clients: &Clients, inbox: &str, queue_url: &st
         .await
         .map_err(|e| storage_error(format!("configuring the notifications of {inbox}"), e))?;
     Ok(())
+}
+
+/// Creates (or, when they exist, updates) the queue `name` and its dead-letter queue
+/// `name-dlq`, which takes a message after `max_receives` receives; returns their URLs
+/// (queue, dead-letter queue). `visibility` is the queue's default visibility timeout.
+pub async fn create_queue_pair(
+    sqs: &Client,
+    name: &str,
+    max_receives: u32,
+    visibility: Duration,
+) -> Result<(String, String)> {
+    let dead_name = format!("{name}-dlq");
+    let dead_url = ensure_queue(
+        sqs,
+        &dead_name,
+        vec![(
+            QueueAttributeName::MessageRetentionPeriod,
+            DEAD_LETTER_RETENTION_SECS.to_string(),
+        )],
+    )
+    .await?;
+    let dead_arn = SqsQueue::new(sqs.clone(), dead_url.clone())
+        .attributes(&dead_url, &[QueueAttributeName::QueueArn])
+        .await?
+        .remove(&QueueAttributeName::QueueArn)
+        .ok_or_else(|| {
+            Error::storage(
+                format!("creating the queue {name}"),
+                format!("{dead_url} has no ARN"),
+            )
+        })?;
+    let policy = serde_json::json!({
+        "deadLetterTargetArn": dead_arn,
+        "maxReceiveCount": max_receives,
+    })
+    .to_string();
+    let url = ensure_queue(
+        sqs,
+        name,
+        vec![
+            (
+                QueueAttributeName::VisibilityTimeout,
+                whole_seconds(visibility)
+                    .min(MAX_VISIBILITY_SECS)
+                    .to_string(),
+            ),
+            (QueueAttributeName::RedrivePolicy, policy),
+        ],
+    )
+    .await?;
+    Ok((url, dead_url))
+}
+
+/// Creates the queue `name` with `attributes`; if it exists with others, sets them.
+async fn ensure_queue(
+    sqs: &Client,
+    name: &str,
+    attributes: Vec<(QueueAttributeName, String)>,
+) -> Result<String> {
+    let attributes: HashMap<_, _> = attributes.into_iter().collect();
+    let created = sqs
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes.clone()))
+        .send()
+        .await;
+    let url = match created {
+        Ok(out) => out.queue_url().map(str::to_owned),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_queue_name_exists())
+                || matches!(e.code(), Some("QueueAlreadyExists" | "QueueNameExists")) =>
+        {
+            let url = sqs
+                .get_queue_url()
+                .queue_name(name)
+                .send()
+                .await
+                .map_err(|e| sqs_error("looking up the queue", name, e))?
+                .queue_url()
+                .map(str::to_owned);
+            if let Some(url) = &url {
+                sqs.set_queue_attributes()
+                    .queue_url(url)
+                    .set_attributes(Some(attributes))
+                    .send()
+                    .await
+                    .map_err(|e| sqs_error("updating the queue's attributes", url, e))?;
+            }
+            url
+        }
+        Err(e) => return Err(sqs_error("creating the queue", name, e)),
+    };
+    url.ok_or_else(|| Error::storage(format!("creating the queue {name}"), "no queue URL"))
 }
 
 #[cfg(test)]

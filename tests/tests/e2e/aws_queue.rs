@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sealbox_aws::bootstrap::create_queue_pair;
 use sealbox_aws::sdk::Clients;
-use sealbox_aws::sqs::{SqsQueue, create_queue_pair};
+use sealbox_aws::sqs::SqsQueue;
 use sealbox_core::conformance::queue::{Fresh, QueueFactory};
 use sealbox_core::ports::queue::{
     OutgoingMessage, QueueAdmin, QueueConsumer, QueueSender, ReceiveOptions, ReceivedMessage,
