@@ -122,3 +122,24 @@ impl KeyStore for FileKeyStore {
         key.sign_locally(input)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_file_store_passes_the_key_store_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        crate::key_store::conformance::run(|| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let store: Arc<dyn KeyStore> = Arc::new(FileKeyStore::new(
+                dir.path().join(format!("keyset-{i}.json")),
+            ));
+            async move { store }
+        })
+        .await;
+    }
+}

@@ -4,6 +4,8 @@
 //! Adapters: [`file::FileKeyStore`] (the keyset file, owner-only, on one machine) and the KMS key
 //! store of `sealbox-aws` (private keys made in KMS that never leave it, states in DynamoDB).
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod file;
 
 use async_trait::async_trait;

@@ -449,3 +449,22 @@ async fn a_flood_of_made_up_kids_costs_one_fetch_per_interval_and_ends_in_unknow
     assert!(n <= allowed, "{n} fetches in {elapsed:?}");
     drop(daemon);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_keys_pass_the_key_store_suite() {
+    let moto = Moto::start();
+    let config = moto.sdk_config().await;
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    sealbox_authz::key_store::conformance::run(|| {
+        let table = format!("suite-keys-{}", n.fetch_add(1, Ordering::SeqCst));
+        let clients = SellerClients::new(&config);
+        async move {
+            sealbox_aws::seller::kms_keys::create_table(&clients.dynamodb, &table)
+                .await
+                .unwrap();
+            Arc::new(KmsKeyStore::new(clients.kms, clients.dynamodb, &table))
+                as Arc<dyn sealbox_authz::KeyStore>
+        }
+    })
+    .await;
+}
