@@ -262,9 +262,8 @@ mod tests {
     use sealbox_core::layout::{claim_key, request_key, result_key};
     use sealbox_core::object_claims::ObjectClaims;
     use sealbox_core::ports::ClaimStore;
-    use sealbox_core::ports::{
-        Endpoint, Invocation, InvocationOutput, ObjectStore, PutMode, QueueAdmin, ReceiveOptions,
-    };
+    use sealbox_core::ports::{ObjectStore, PutMode, QueueAdmin, ReceiveOptions};
+    use sealbox_core::testkit::ScriptedEndpoint;
     use sealbox_ingest::IngestConfig;
     use sealbox_worker::WorkerConfig;
 
@@ -272,34 +271,6 @@ mod tests {
     use sealbox_embedded::event_log::{EventLog, read_event_log};
     use sealbox_embedded::fs_store::FsObjectStore;
     use sealbox_embedded::sqlite_queue::{QueueDb, SqliteQueue};
-
-    /// Echoes its input after `latency`, or answers that it is busy while `busy` is set.
-    struct Model {
-        busy: AtomicBool,
-        latency: Duration,
-    }
-
-    #[async_trait]
-    impl Endpoint for Model {
-        async fn invoke(&self, inv: Invocation) -> sealbox_core::Result<InvocationOutput> {
-            tokio::time::sleep(self.latency).await;
-            if self.busy.load(Ordering::SeqCst) {
-                return Err(sealbox_core::Error::EndpointUnavailable {
-                    message: "throttled".into(),
-                    retry_after: None,
-                });
-            }
-            Ok(InvocationOutput {
-                body: inv.body,
-                content_type: inv.accept,
-                custom_attributes: None,
-                consumed_units: None,
-            })
-        }
-        fn payload_limit(&self) -> u64 {
-            1 << 20
-        }
-    }
 
     struct Rig {
         dir: tempfile::TempDir,
@@ -346,10 +317,12 @@ mod tests {
         ));
         let worker = Arc::new(Worker::new(
             Arc::new(store.clone()),
-            Arc::new(Model {
-                busy: AtomicBool::new(busy),
-                latency,
-            }),
+            {
+                // Echoes its input after `latency`, or answers that it is busy.
+                let model = ScriptedEndpoint::unmetered(1 << 20).with_latency(latency);
+                model.set_busy(busy);
+                Arc::new(model)
+            },
             Arc::new(log.clone()),
             WorkerConfig {
                 inbox: "inbox".into(),

@@ -82,8 +82,8 @@ mod tests {
     use sealbox_core::contract::{CONTRACT_VERSION, EventKind, InputRef, JobMessage, Split};
     use sealbox_core::layout::request_key;
     use sealbox_core::ports::{
-        ByteStream, Endpoint, Invocation, InvocationOutput, ObjectMeta, ObjectStore,
-        OutgoingMessage, PutMode, PutOptions, QueueAdmin, QueueSender,
+        ByteStream, ObjectMeta, ObjectStore, OutgoingMessage, PutMode, PutOptions, QueueAdmin,
+        QueueSender,
     };
     use sealbox_embedded::event_log::{EventLog, read_event_log};
     use sealbox_embedded::fs_store::FsObjectStore;
@@ -92,6 +92,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use sealbox_core::testkit::ScriptedEndpoint;
     use sealbox_worker::WorkerConfig;
 
     /// The file store, with its first `failures` writes failing as a full disk would.
@@ -166,23 +167,6 @@ mod tests {
         }
     }
 
-    struct Echo;
-
-    #[async_trait]
-    impl Endpoint for Echo {
-        async fn invoke(&self, inv: Invocation) -> sealbox_core::Result<InvocationOutput> {
-            Ok(InvocationOutput {
-                body: inv.body,
-                content_type: inv.accept,
-                custom_attributes: None,
-                consumed_units: None,
-            })
-        }
-        fn payload_limit(&self) -> u64 {
-            1 << 20
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_outage_of_our_own_storage_holds_the_job_without_spending_receives() {
         let dir = tempfile::tempdir().unwrap();
@@ -203,7 +187,7 @@ mod tests {
         let events = dir.path().join("events.ndjson");
         let worker = Arc::new(Worker::new(
             store,
-            Arc::new(Echo),
+            Arc::new(ScriptedEndpoint::unmetered(1 << 20)),
             Arc::new(EventLog::open(&events, false).unwrap()),
             WorkerConfig {
                 inbox: "inbox".into(),

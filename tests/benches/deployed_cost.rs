@@ -33,9 +33,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
-use sealbox_tests::lambda_emulator::{
-    LambdaEmulator, SqsRecordInput, batch_item_failures, sqs_event,
-};
+use sealbox_tests::lambda_emulator::{LambdaEmulator, batch_item_failures, records_of, sqs_event};
 use serde_json::{Value, json};
 
 /// What one event source mapping did.
@@ -58,8 +56,6 @@ async fn map(
     done: &AtomicBool,
 ) -> Mapping {
     let mut m = Mapping::default();
-    let name = url.rsplit('/').next().unwrap_or_default();
-    let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
     while !done.load(Ordering::SeqCst) {
         let mut batch = Vec::new();
         let until = Instant::now() + window;
@@ -96,20 +92,7 @@ async fn map(
         if batch.is_empty() {
             continue;
         }
-        let records = batch
-            .iter()
-            .map(|msg| {
-                let id = msg.message_id().unwrap_or_default();
-                let mut r = SqsRecordInput::new(id, msg.body().unwrap_or_default(), &arn);
-                r.receipt_handle = msg.receipt_handle().unwrap_or_default().to_owned();
-                r.approximate_receive_count = msg
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1);
-                r
-            })
-            .collect();
+        let records = records_of(&batch, url);
         let started = Instant::now();
         let answer = f
             .invoke(sqs_event(records))

@@ -1018,6 +1018,31 @@ pub fn md5_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// The records an event source mapping hands the function for `messages` received from
+/// `queue_url` (their ids, handles, bodies and receive counts).
+pub fn records_of(
+    messages: &[aws_sdk_sqs::types::Message],
+    queue_url: &str,
+) -> Vec<SqsRecordInput> {
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    let name = queue_url.rsplit('/').next().unwrap_or_default();
+    let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
+    messages
+        .iter()
+        .map(|m| {
+            let id = m.message_id().unwrap_or_default();
+            let mut r = SqsRecordInput::new(id, m.body().unwrap_or_default(), &arn);
+            r.receipt_handle = m.receipt_handle().unwrap_or_default().to_owned();
+            r.approximate_receive_count = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            r
+        })
+        .collect()
+}
+
 /// One round of the event source mapping: receives up to 10 messages, invokes the function
 /// with them, deletes the successes. Returns (messages, the ids reported as failures).
 pub async fn pump(
@@ -1041,25 +1066,15 @@ pub async fn pump(
     if got.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let name = queue_url.rsplit('/').next().unwrap_or_default();
-    let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
-    let mut handles = std::collections::BTreeMap::new();
-    let records = got
+    let handles: std::collections::BTreeMap<String, String> = got
         .iter()
         .map(|m| {
             let id = m.message_id().expect("SQS answers a message id");
             let handle = m.receipt_handle().expect("SQS answers a receipt handle");
-            handles.insert(id.to_owned(), handle.to_owned());
-            let mut r = SqsRecordInput::new(id, m.body().unwrap_or_default(), &arn);
-            r.receipt_handle = handle.to_owned();
-            r.approximate_receive_count = m
-                .attributes()
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(1);
-            r
+            (id.to_owned(), handle.to_owned())
         })
         .collect();
+    let records = records_of(&got, queue_url);
     let answer = f
         .invoke(sqs_event(records))
         .await
