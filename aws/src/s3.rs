@@ -54,11 +54,7 @@ const PREALLOCATE_AT_MOST: u64 = 64 * 1024 * 1024;
 /// S3's limit on the length of a key, in bytes.
 const MAX_KEY_BYTES: usize = 1024;
 
-/// The one form of an ETag in sealbox: without surrounding quotes (or spaces), as S3 event
-/// notifications carry it. `"abc"` and `abc` both become `abc`.
-pub fn normalize_etag(etag: &str) -> String {
-    etag.trim().trim_matches('"').to_owned()
-}
+pub use sealbox_core::ports::object_store::normalize_etag;
 
 /// Object store over S3 buckets.
 #[derive(Debug, Clone)]

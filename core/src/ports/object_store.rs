@@ -69,6 +69,13 @@ pub fn check_metadata(metadata: &Metadata) -> Result<()> {
     Ok(())
 }
 
+/// The one form of an ETag in sealbox, whatever answered it (S3's headers quote it, its event
+/// notifications do not): without surrounding quotes or spaces. `"abc"` and `abc` both become
+/// `abc`, so an event's ETag compares equal to a head's.
+pub fn normalize_etag(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_owned()
+}
+
 /// How a put treats an existing object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PutMode {
