@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use crate::output::Backend;
 use sealbox_authz::{KeyAlg, Keyset};
 use sealbox_aws::config::{Settings, Var};
 use sealbox_aws::s3::S3ObjectStore;
@@ -26,25 +28,16 @@ use crate::cases::{CaseContext, SAMPLE_ROWS, text_request};
 use crate::demo::percentile;
 use crate::stack::{DEFAULT_ISSUER, DEFAULT_PRODUCT, ModelSource, Observers, Stack, StackOptions};
 
-/// Where `sealbox bench` runs the pipeline.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum BenchBackend {
-    /// The embedded stack in a fresh data directory.
-    #[default]
-    Embedded,
-    /// S3, SQS, SNS and SageMaker Runtime at whatever endpoint the AWS environment names
-    /// (AWS_ENDPOINT_URL for an emulator): a fresh development stack `bench-<random>`, the
-    /// sample model served in this process as the SageMaker Runtime API, and the pipeline of
-    /// `up --backend aws` in this process.
-    Aws,
-}
 
 /// Arguments of `sealbox bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Where the pipeline runs.
-    #[arg(long, value_enum, default_value_t = BenchBackend::Embedded)]
-    pub backend: BenchBackend,
+    /// Where the pipeline runs: embedded, a fresh stack in a fresh data directory; aws, at
+    /// whatever endpoint the AWS environment names (AWS_ENDPOINT_URL for an emulator), a fresh
+    /// development stack `bench-<random>`, the sample model served in this process as the
+    /// SageMaker Runtime API, and the pipeline of `up --backend aws` in this process.
+    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+    pub backend: Backend,
     /// Jobs in the throughput run of each scenario (aws: all jobs, the first tenth a warm-up).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub jobs: u32,
@@ -303,14 +296,14 @@ pub async fn scenario(
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.fair_share {
         let r = match args.backend {
-            BenchBackend::Embedded => {
+            Backend::Embedded => {
                 let dir = match &args.dir {
                     Some(base) => tempfile::tempdir_in(base)?,
                     None => tempfile::tempdir()?,
                 };
                 crate::bench_fair_share::run(&args, args.burst, &dir).await?
             }
-            BenchBackend::Aws => {
+            Backend::Aws => {
                 anyhow::ensure!(
                     args.dir.is_none(),
                     "--dir is for the embedded backend; --backend aws keeps no data directory"
@@ -335,7 +328,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if args.backend == BenchBackend::Aws {
+    if args.backend == Backend::Aws {
         return run_aws(&args).await;
     }
     if args.model_latency_ms.is_empty() {

@@ -38,9 +38,9 @@ pub enum WorkerError {
     /// The job message is not contract v1: it cannot be answered and will dead-letter.
     #[error("malformed job message: {0}")]
     MalformedJob(String),
-    /// The endpoint, storage or notifier failed transiently.
-    #[error("retryable: {0}")]
-    Retryable(#[from] Error),
+    /// The endpoint, storage or notifier failed for now (as ingest's `IngestError::Transient`).
+    #[error("transient: {0}")]
+    Transient(#[from] Error),
 }
 
 /// Delay before a message that failed for now comes back, by its receive count: exponential

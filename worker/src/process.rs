@@ -113,7 +113,7 @@ impl Worker {
                 tracing::info!(buyer = %job.buyer, request_id = %job.request_id, reason = %v.reason, detail = %v.rule, "failed");
                 JobOutcome::Failed(self.outcomes().settle_document(&doc).await?)
             }
-            Err(RunError::Retry(e)) => return Err(WorkerError::Retryable(e)),
+            Err(RunError::Retry(e)) => return Err(WorkerError::Transient(e)),
         };
         Ok((outcome, report))
     }
@@ -174,7 +174,7 @@ impl Worker {
                     Ok(v) if v.reason == Reason::RequestUnreadable => Ok(Authorized::Gone(v)),
                     // Now too large, a link or a FIFO: a new version, with an event of its own.
                     Ok(_) => Ok(Authorized::Replaced),
-                    Err(e) => Err(WorkerError::Retryable(e)),
+                    Err(e) => Err(WorkerError::Transient(e)),
                 };
             }
         };
@@ -206,7 +206,7 @@ impl Worker {
             // The store will not say: answer the version that was authorized (a refused read
             // of it then gets its outcome), never leave the request without one.
             Err(Error::Unreadable { .. }) => Ok(true),
-            Err(e) if e.is_retryable() => Err(WorkerError::Retryable(e)),
+            Err(e) if e.is_retryable() => Err(WorkerError::Transient(e)),
             // Now a link or a FIFO: a new version, with an event of its own.
             Err(_) => Ok(false),
         }

@@ -21,10 +21,10 @@ pub fn disposition(
     match result {
         Ok(_) => Disposition::Done,
         Err(WorkerError::MalformedJob(_)) => Disposition::DeadLetter(retry_delay(receive_count)),
-        Err(WorkerError::Retryable(e)) if e.whose() == Whose::Ours => Disposition::Hold {
+        Err(WorkerError::Transient(e)) if e.whose() == Whose::Ours => Disposition::Hold {
             otherwise: retry_delay_after(e, receive_count),
         },
-        Err(WorkerError::Retryable(e)) => {
+        Err(WorkerError::Transient(e)) => {
             Disposition::RetryAfter(retry_delay_after(e, receive_count))
         }
     }
@@ -90,7 +90,7 @@ impl Worker {
                     WorkerError::MalformedJob(_) => {
                         tracing::error!(message_id = %m.message_id, receives = m.receive_count, error = %e, "malformed job message; left to the dead-letter queue")
                     }
-                    WorkerError::Retryable(_) => {
+                    WorkerError::Transient(_) => {
                         tracing::warn!(message_id = %m.message_id, receives = m.receive_count, error = %e, ?d, "the job will be tried again")
                     }
                 }
@@ -152,9 +152,9 @@ mod tests {
 
     #[test]
     fn our_outage_is_held_a_throttle_waits_as_asked_and_a_malformed_job_dead_letters() {
-        let ours = Err(WorkerError::Retryable(Error::storage("putting", "503")));
+        let ours = Err(WorkerError::Transient(Error::storage("putting", "503")));
         assert!(matches!(disposition(&ours, 1), Disposition::Hold { .. }));
-        let throttled = Err(WorkerError::Retryable(Error::EndpointUnavailable {
+        let throttled = Err(WorkerError::Transient(Error::EndpointUnavailable {
             message: "throttled".into(),
             retry_after: Some(Duration::from_secs(300)),
         }));
