@@ -28,7 +28,6 @@ use crate::cases::{CaseContext, SAMPLE_ROWS, text_request};
 use crate::demo::percentile;
 use crate::stack::{DEFAULT_ISSUER, DEFAULT_PRODUCT, ModelSource, Observers, Stack, StackOptions};
 
-
 /// Arguments of `sealbox bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
