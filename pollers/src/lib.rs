@@ -223,8 +223,10 @@ async fn keep_invisible<T>(
     work: impl Future<Output = T>,
 ) -> T {
     tokio::pin!(work);
-    let mut heartbeat = tokio::time::interval(visibility / 2);
-    heartbeat.tick().await;
+    // The first beat half a timeout from now: an interval's immediate first tick still waits
+    // for the timer's next millisecond, which cost every message about 1 ms on its way.
+    let every = visibility / 2;
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             r = &mut work => return r,
