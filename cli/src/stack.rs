@@ -667,7 +667,7 @@ pub async fn start_model(
     latency: Duration,
     port: u16,
 ) -> Result<(String, watch::Sender<bool>, JoinHandle<()>), StackError> {
-    let model = Arc::new(sealbox_model::IrisModel::train().map_err(StackError::Model)?);
+    let model = sealbox_model::IrisModel::shared().map_err(StackError::Model)?;
     let (listener, addr) = bind("model server", port).await?;
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {

@@ -7,17 +7,47 @@ use sealbox_core::conformance::claim_store;
 use sealbox_core::object_claims::ObjectClaims;
 use sealbox_embedded::fs_store::FsObjectStore;
 
+mod object_claims_on_the_file_system {
+    use std::sync::Arc;
+
+    use sealbox_core::conformance::Subject;
+    use sealbox_core::object_claims::ObjectClaims;
+    use sealbox_embedded::fs_store::FsObjectStore;
+
+    sealbox_core::claim_store_conformance_tests!({
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Arc::new(FsObjectStore::new(dir.path(), false));
+        Subject::new(Arc::new(ObjectClaims::new(store, "outbox")) as _).keeping(dir)
+    });
+}
+
+mod claims_moved_to_another_store {
+    use std::sync::Arc;
+
+    use sealbox_core::conformance::Subject;
+    use sealbox_core::object_claims::{MovedClaims, ObjectClaims};
+    use sealbox_embedded::fs_store::FsObjectStore;
+
+    sealbox_core::claim_store_conformance_tests!({
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Arc::new(FsObjectStore::new(dir.path(), false));
+        let before = ObjectClaims::new(store.clone(), "outbox");
+        let now = ObjectClaims::new(store, "elsewhere");
+        Subject::new(Arc::new(MovedClaims::new(before, Arc::new(now))) as _).keeping(dir)
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn object_claims_on_the_file_system_pass_the_conformance_suite() {
+async fn the_suite_runs_twice_in_one_store() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let store = Arc::new(FsObjectStore::new(dir.path(), false));
+    // Each run claims ids of its own.
     claim_store::run(Arc::new(ObjectClaims::new(store.clone(), "outbox"))).await;
-    // Twice in one store: each run claims ids of its own.
     claim_store::run(Arc::new(ObjectClaims::new(store, "outbox"))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_moved_to_another_store_pass_the_suite_and_the_outbox_claims_still_decide() {
+async fn after_a_move_the_claims_made_in_the_outbox_still_decide() {
     use sealbox_core::contract::{CONTRACT_VERSION, ClaimDocument};
     use sealbox_core::object_claims::MovedClaims;
     use sealbox_core::ports::{Claim, ClaimStore};
@@ -28,7 +58,6 @@ async fn claims_moved_to_another_store_pass_the_suite_and_the_outbox_claims_stil
     // `now` is a store of its own (another bucket standing in for a table).
     let now = Arc::new(ObjectClaims::new(store, "elsewhere"));
     let moved = Arc::new(MovedClaims::new(before.clone(), now.clone()));
-    claim_store::run(moved.clone()).await;
 
     // A claim made in the outbox before the move decides: its owner still owns the request,
     // and nobody else can claim it in the new store.

@@ -4,7 +4,7 @@
 //! adapters apply.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sealbox_core::conformance::endpoint::{self, ModelKnobs};
@@ -15,8 +15,26 @@ use sealbox_embedded::event_log::{EventLog, read_event_log};
 use sealbox_embedded::http_endpoint::HttpEndpoint;
 use sealbox_model::{IrisModel, ModelConfig};
 
+mod event_log {
+    use std::sync::Arc;
+
+    use sealbox_core::conformance::Subject;
+    use sealbox_embedded::event_log::{EventLog, read_event_log};
+
+    sealbox_core::notifier_conformance_tests!({
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let log = EventLog::open(&path, true).unwrap();
+        let read = move || {
+            let path = path.clone();
+            async move { read_event_log(&path).unwrap() }
+        };
+        (Subject::new(Arc::new(log) as _).keeping(dir), read)
+    });
+}
+
 #[tokio::test]
-async fn event_log_passes_the_notifier_suite() {
+async fn the_event_log_keeps_every_publish() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.ndjson");
     let log = EventLog::open(&path, true).unwrap();
@@ -36,14 +54,6 @@ async fn event_log_passes_the_notifier_suite() {
     }
 }
 
-/// The sample model, trained once per process.
-fn model() -> Arc<IrisModel> {
-    static MODEL: OnceLock<Arc<IrisModel>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| Arc::new(IrisModel::train().unwrap()))
-        .clone()
-}
-
 /// A sample model server set up as `knobs` say (or none), and `HttpEndpoint` pointed at it.
 async fn http_endpoint(knobs: ModelKnobs) -> Arc<dyn Endpoint> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -59,7 +69,7 @@ async fn http_endpoint(knobs: ModelKnobs) -> Arc<dyn Endpoint> {
         };
         tokio::spawn(sealbox_model::serve(
             listener,
-            model(),
+            IrisModel::shared().unwrap(),
             cfg,
             std::future::pending(),
         ));

@@ -1,22 +1,35 @@
-//! The object store conformance suite against the file-system adapter.
-// Test support: a panic is how a test reports a broken precondition.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The object store conformance suite against the file-system adapter, each check a test of its
+//! own on a store in a fresh folder, with and without syncing to disk.
 
-use sealbox_core::conformance::object_store;
-use sealbox_embedded::fs_store::FsObjectStore;
+mod fs_store {
+    use std::sync::Arc;
 
-#[tokio::test]
-async fn fs_object_store_passes_the_conformance_suite() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = FsObjectStore::new(dir.path(), false);
-    object_store::run(&store, "outbox").await;
-    // Twice in one bucket: each run keeps to its own prefix.
-    object_store::run(&store, "outbox").await;
+    use sealbox_core::conformance::Subject;
+    use sealbox_embedded::fs_store::FsObjectStore;
+
+    sealbox_core::object_store_conformance_tests!({
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        Subject::new(Arc::new(FsObjectStore::new(dir.path(), false)) as _).keeping(dir)
+    });
 }
 
+mod durable_fs_store {
+    use std::sync::Arc;
+
+    use sealbox_core::conformance::Subject;
+    use sealbox_embedded::fs_store::FsObjectStore;
+
+    sealbox_core::object_store_conformance_tests!({
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        Subject::new(Arc::new(FsObjectStore::new(dir.path(), true)) as _).keeping(dir)
+    });
+}
+
+/// Twice in one bucket: each run keeps to its own prefix.
 #[tokio::test]
-async fn durable_fs_object_store_passes_the_conformance_suite() {
+async fn the_suite_runs_twice_in_one_bucket_of_the_fs_store() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = FsObjectStore::new(dir.path(), true);
-    object_store::run(&store, "inbox").await;
+    let store = sealbox_embedded::fs_store::FsObjectStore::new(dir.path(), false);
+    sealbox_core::conformance::object_store::run(&store, "outbox").await;
+    sealbox_core::conformance::object_store::run(&store, "outbox").await;
 }

@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 /// How long the server gets to start and answer.
@@ -239,6 +239,45 @@ fn listening_port(line: &str) -> Option<u16> {
     let rest = line.split("Running on http://127.0.0.1:").nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().filter(|&port| port != 0)
+}
+
+/// The moto server of this test process, shared by the tests running at once, so a suite of
+/// many small tests starts one server rather than one each. The last test to let go of it
+/// stops it (a static would outlive the tests and leave the server running), after a short
+/// linger in which a test starting meanwhile takes it over instead of starting another.
+/// Tests on it make names of their own and never [`Moto::reset`] it.
+pub fn shared() -> MotoLease {
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(moto) = shared.upgrade() {
+        return MotoLease(moto);
+    }
+    let moto = Arc::new(Moto::start());
+    *shared = Arc::downgrade(&moto);
+    MotoLease(moto)
+}
+
+static SHARED: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
+
+/// How long the last user of the shared server waits for another test to take it over.
+const SHARED_LINGER: Duration = Duration::from_millis(500);
+
+/// A test's hold on the shared moto server (see [`shared`]).
+pub struct MotoLease(Arc<Moto>);
+
+impl std::ops::Deref for MotoLease {
+    type Target = Moto;
+    fn deref(&self) -> &Moto {
+        &self.0
+    }
+}
+
+impl Drop for MotoLease {
+    fn drop(&mut self) {
+        let end = Instant::now() + SHARED_LINGER;
+        while Arc::strong_count(&self.0) == 1 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// The SDK configuration for an emulator at `endpoint` (test credentials, us-east-1).

@@ -8,7 +8,15 @@
 //! (request ids unique to the run), so a shared sink with other traffic is fine. They panic,
 //! naming themselves, where the adapter breaks a promise of the port.
 //!
+//! An adapter's tests run each check as a test of its own with
+//! [`notifier_conformance_tests!`](crate::notifier_conformance_tests), given an expression that
+//! makes a [`Subject`](super::Subject) and its `read`; [`run`] runs them all in turn:
+//!
 //! ```ignore
+//! sealbox_core::notifier_conformance_tests!({
+//!     let notifier = Arc::new(MyNotifier::new());
+//!     (Subject::new(notifier.clone() as _), move || { let n = notifier.clone(); async move { n.read_back() } })
+//! });
 //! let published = sealbox_core::conformance::notifier::run(&notifier, || async { read_back() }).await;
 //! ```
 
@@ -196,6 +204,32 @@ where
     let mut published = each_kind_is_published_and_arrives_whole(notifier, &read).await;
     published.push(publishing_the_same_one_twice_is_allowed(notifier, &read).await);
     published
+}
+
+/// Runs each check of the notifier suite as a test of its own, on a [`Subject`] and its `read`
+/// made anew for each by the expression given (evaluated in an async test, so it may `.await`).
+///
+/// [`Subject`]: crate::conformance::Subject
+#[macro_export]
+macro_rules! notifier_conformance_tests {
+    ($subject:expr) => {
+        $crate::notifier_conformance_tests!(@checks $subject;
+            each_kind_is_published_and_arrives_whole,
+            publishing_the_same_one_twice_is_allowed,
+        );
+    };
+    (@checks $subject:expr; $($check:ident,)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (subject, read): (
+                    $crate::conformance::Subject<dyn $crate::ports::Notifier>,
+                    _,
+                ) = $subject;
+                $crate::conformance::notifier::$check(&*subject.adapter, read).await;
+            }
+        )+
+    };
 }
 
 #[cfg(test)]

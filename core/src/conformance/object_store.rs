@@ -1,7 +1,16 @@
-//! Conformance suite of the object store port: what every adapter (the embedded file store, S3)
-//! must do the same way. [`run`] runs every check; each check is also public, named after the
-//! behaviour it checks, and takes a key prefix of its own, so a run never meets an earlier one's
-//! objects and the suite can run any number of times against one bucket.
+//! Conformance suite of the object store port: what every adapter (the embedded file store, S3,
+//! the test kit's) must do the same way. Each check is public, named after the behaviour it
+//! checks, and takes a key prefix of its own, so a check never meets another's objects and the
+//! suite can run any number of times against one bucket. An adapter's tests run each check as a
+//! test of its own with
+//! [`object_store_conformance_tests!`](crate::object_store_conformance_tests), given an
+//! expression that makes a [`Subject`](super::Subject) whose [`BUCKET`] exists:
+//!
+//! ```ignore
+//! sealbox_core::object_store_conformance_tests!(Subject::new(Arc::new(MyStore::new()) as _));
+//! ```
+//!
+//! [`run`] runs them all in turn, on one store.
 //!
 //! Keys are chosen so that the file-system adapter can hold them all: no key is both an object
 //! and the folder of other keys.
@@ -25,6 +34,10 @@ pub const STREAM_BODY_LEN: usize = 16 * 1024 * 1024 + 1;
 
 /// How far an object's `last_modified` may be from this machine's clock (clock skew, slow runs).
 const CLOCK_TOLERANCE: Duration = Duration::minutes(15);
+
+/// The bucket the checks run in when run by
+/// [`object_store_conformance_tests!`](crate::object_store_conformance_tests).
+pub const BUCKET: &str = "conformance";
 
 /// Runs every check against `store`, in `bucket` (which must exist), under a fresh prefix.
 pub async fn run(store: &dyn ObjectStore, bucket: &str) {
@@ -1058,4 +1071,50 @@ fn assert_not_found(check: &str, what: &str, bucket: &str, key: &str, got: Resul
         ),
         other => panic!("{check}: {what} of missing {key} answered {other:?}"),
     }
+}
+/// Runs each check of the object store suite as a test of its own, on a [`Subject`] made anew
+/// for each by the expression given (evaluated in an async test, so it may `.await`).
+///
+/// [`Subject`]: crate::conformance::Subject
+#[macro_export]
+macro_rules! object_store_conformance_tests {
+    ($subject:expr) => {
+        $crate::object_store_conformance_tests!(@checks $subject;
+            put_then_get_round_trips_body_and_metadata,
+            every_read_reports_the_same_etag,
+            empty_objects_round_trip,
+            create_new_writes_a_new_key,
+            create_new_refuses_an_existing_key_and_keeps_the_old_object,
+            overwrite_replaces_the_object_and_changes_the_etag,
+            get_over_the_limit_is_too_large,
+            missing_objects_are_not_found,
+            put_stream_round_trips_a_multi_part_body,
+            listing_filters_by_prefix_in_key_order,
+            listing_starts_after_the_given_key,
+            listing_stops_at_max,
+            listing_pages_cover_every_key_once,
+            delete_removes_and_deleting_a_missing_key_succeeds,
+            unusual_keys_round_trip,
+            metadata_round_trips_through_head_and_get,
+            a_put_without_metadata_has_none,
+            create_new_with_metadata_keeps_the_first_objects_metadata,
+            overwrite_replaces_the_metadata_with_the_new_objects,
+            metadata_s3_would_refuse_is_refused_before_writing,
+        );
+    };
+    (@checks $subject:expr; $($check:ident,)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let subject: $crate::conformance::Subject<dyn $crate::ports::ObjectStore> =
+                    $subject;
+                $crate::conformance::object_store::$check(
+                    &*subject.adapter,
+                    $crate::conformance::object_store::BUCKET,
+                    &$crate::conformance::object_store::unique_prefix(),
+                )
+                .await;
+            }
+        )+
+    };
 }

@@ -1,6 +1,6 @@
 //! In-memory adapters of the ports and a scripted endpoint, for the handlers' and runtimes'
 //! tests (feature `testkit`). Each adapter passes its port's conformance suite, like every
-//! other adapter (`core/tests/testkit_conformance.rs`).
+//! other adapter (this module's tests).
 
 mod memory_claims;
 mod memory_notifier;
@@ -18,37 +18,54 @@ pub use scripted_endpoint::ScriptedEndpoint;
 mod tests {
     use std::sync::Arc;
 
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::conformance::queue::{Fresh, QueueFactory};
 
-    struct Queues;
+    mod memory_queue {
+        use async_trait::async_trait;
 
-    #[async_trait]
-    impl QueueFactory for Queues {
-        async fn fresh(&self, max_receives: u32) -> Fresh {
-            Fresh::of(MemoryQueue::new(max_receives))
+        use super::*;
+        use crate::conformance::queue::{Fresh, QueueFactory};
+
+        struct Queues;
+
+        #[async_trait]
+        impl QueueFactory for Queues {
+            async fn fresh(&self, max_receives: u32) -> Fresh {
+                Fresh::of(MemoryQueue::new(max_receives))
+            }
         }
+
+        crate::queue_conformance_tests!(Queues);
     }
 
-    crate::queue_conformance_tests!(Queues);
+    mod memory_store {
+        use super::*;
+        use crate::conformance::Subject;
 
-    #[tokio::test]
-    async fn the_memory_store_passes_the_object_store_suite() {
-        crate::conformance::object_store::run(&MemoryStore::new(), "bucket").await;
+        crate::object_store_conformance_tests!(Subject::new(Arc::new(MemoryStore::new()) as _));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory_claims_pass_the_claim_store_suite() {
-        crate::conformance::claim_store::run(Arc::new(MemoryClaims::new())).await;
+    mod memory_claims {
+        use super::*;
+        use crate::conformance::Subject;
+
+        crate::claim_store_conformance_tests!(Subject::new(Arc::new(MemoryClaims::new()) as _));
     }
 
-    #[tokio::test]
-    async fn the_memory_notifier_passes_the_notifier_suite() {
-        let notifier = MemoryNotifier::new();
-        let published =
-            crate::conformance::notifier::run(&notifier, || async { notifier.published() }).await;
-        assert!(!published.is_empty());
+    mod memory_notifier {
+        use super::*;
+        use crate::conformance::Subject;
+
+        crate::notifier_conformance_tests!({
+            let notifier = Arc::new(MemoryNotifier::new());
+            let read = {
+                let notifier = notifier.clone();
+                move || {
+                    let published = notifier.published();
+                    async move { published }
+                }
+            };
+            (Subject::new(notifier as _), read)
+        });
     }
 }

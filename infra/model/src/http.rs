@@ -463,14 +463,10 @@ mod tests {
     use super::*;
     use axum::body::{Body, to_bytes};
     use axum::http::{Method, Request};
-    use std::sync::OnceLock;
     use tower::ServiceExt;
 
     fn model() -> Arc<IrisModel> {
-        static MODEL: OnceLock<Arc<IrisModel>> = OnceLock::new();
-        MODEL
-            .get_or_init(|| Arc::new(IrisModel::train().unwrap()))
-            .clone()
+        IrisModel::shared().unwrap()
     }
 
     fn app() -> Router {

@@ -94,7 +94,7 @@ mod tests {
     async fn serve_answers_ping_over_tcp_and_stops_on_shutdown() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let model = Arc::new(IrisModel::train().unwrap());
+        let model = IrisModel::shared().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, model, ModelConfig::default(), async {
             let _ = rx.await;
@@ -145,7 +145,7 @@ mod tests {
     async fn runtime_api_error_headers_reach_the_wire() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let model = Arc::new(IrisModel::train().unwrap());
+        let model = IrisModel::shared().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, model, ModelConfig::default(), async {
             let _ = rx.await;

@@ -4,6 +4,8 @@
 //! so nothing is downloaded. The fitted coefficients are copied into plain arrays so that
 //! scoring a row is a handful of multiply-adds plus a 3-way softmax (well under a microsecond).
 
+use std::sync::{Arc, OnceLock};
+
 use serde::Serialize;
 use smartcore::dataset::iris;
 use smartcore::linalg::basic::arrays::Array;
@@ -64,6 +66,16 @@ impl IrisModel {
         let set = training_set()?;
         let fitted = fit(&set)?;
         Self::from_fitted(&set, &fitted)
+    }
+
+    /// The model trained once per process: every server and test of the process shares it.
+    pub fn shared() -> Result<Arc<IrisModel>, ModelError> {
+        static SHARED: OnceLock<Arc<IrisModel>> = OnceLock::new();
+        if let Some(model) = SHARED.get() {
+            return Ok(model.clone());
+        }
+        let trained = Arc::new(Self::train()?);
+        Ok(SHARED.get_or_init(|| trained).clone())
     }
 
     /// Fraction of the 150 training rows the model classifies correctly.

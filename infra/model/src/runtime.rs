@@ -331,15 +331,8 @@ mod tests {
 
     const CSV_ROWS: &str = "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n";
 
-    fn model() -> Arc<IrisModel> {
-        static MODEL: OnceLock<Arc<IrisModel>> = OnceLock::new();
-        MODEL
-            .get_or_init(|| Arc::new(IrisModel::train().unwrap()))
-            .clone()
-    }
-
     fn state(cfg: ModelConfig) -> AppState {
-        AppState::new(model(), cfg)
+        AppState::new(IrisModel::shared().unwrap(), cfg)
     }
 
     fn invoke(endpoint: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {

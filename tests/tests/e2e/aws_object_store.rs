@@ -1,4 +1,5 @@
-//! The S3 adapter of the object store port against moto: the port's conformance suite, then what
+//! The S3 adapter of the object store port against moto (one server shared by the tests of the
+//! process, a bucket per test): the port's conformance suite, each check a test, then what
 //! only S3 has (ETag quoting, conditional writes racing, multipart uploads left behind, listing
 //! pages of the service, pinned reads).
 // Test support: a panic is how a test reports a broken precondition.
@@ -12,30 +13,44 @@ use sealbox_aws::sdk::Clients;
 use sealbox_core::Error;
 use sealbox_core::conformance::object_store::{self as suite, pattern, pattern_stream};
 use sealbox_core::ports::{ByteStream, ObjectStore, PutMode};
-use sealbox_tests::moto::Moto;
+use sealbox_tests::moto::{self, MotoLease};
+use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::io::{AsyncRead, ReadBuf};
 
-const BUCKET: &str = "sealbox-conformance";
-
-/// A moto server with one bucket, and the adapter over it.
+/// A bucket of its own on the shared moto server, and the adapter over it.
 struct S3 {
     store: S3ObjectStore,
     client: aws_sdk_s3::Client,
-    // Last: dropping it stops the server.
-    _moto: Moto,
+    bucket: String,
+    // Last: dropping it may stop the server.
+    _moto: MotoLease,
 }
 
 impl S3 {
-    async fn start() -> S3 {
-        let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    /// The adapter over `bucket`, made if need be.
+    async fn start_in(bucket: &str) -> S3 {
+        let moto = tokio::task::spawn_blocking(moto::shared).await.unwrap();
         let config = moto.sdk_config().await;
         let client = Clients::new(&config).s3;
-        client.create_bucket().bucket(BUCKET).send().await.unwrap();
+        // Tests running at once may create the same bucket: whoever created it, it must exist.
+        let _ = client.create_bucket().bucket(bucket).send().await;
+        client.head_bucket().bucket(bucket).send().await.unwrap();
         S3 {
             store: S3ObjectStore::new(client.clone()),
             client,
+            bucket: bucket.to_owned(),
             _moto: moto,
         }
+    }
+
+    /// A bucket no other test of this process uses.
+    async fn start() -> S3 {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        S3::start_in(&format!(
+            "s3-adapter-{}",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ))
+        .await
     }
 
     /// Multipart uploads begun and neither completed nor aborted, under `prefix`.
@@ -43,7 +58,7 @@ impl S3 {
         let out = self
             .client
             .list_multipart_uploads()
-            .bucket(BUCKET)
+            .bucket(&self.bucket)
             .prefix(prefix)
             .send()
             .await
@@ -55,12 +70,23 @@ impl S3 {
     }
 }
 
+mod s3_object_store {
+    use super::*;
+    use sealbox_core::conformance::Subject;
+    use std::sync::Arc;
+
+    sealbox_core::object_store_conformance_tests!({
+        let s3 = S3::start_in(suite::BUCKET).await;
+        Subject::new(Arc::new(s3.store.clone()) as _).keeping(s3)
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s3_object_store_passes_the_conformance_suite() {
+async fn the_suite_runs_twice_in_one_bucket_and_leaves_no_multipart_upload_behind() {
     let s3 = S3::start().await;
-    suite::run(&s3.store, BUCKET).await;
+    suite::run(&s3.store, &s3.bucket).await;
     // Twice in one bucket: each run keeps to its own prefix.
-    suite::run(&s3.store, BUCKET).await;
+    suite::run(&s3.store, &s3.bucket).await;
     assert!(
         s3.open_uploads("").await.is_empty(),
         "the suite left multipart uploads behind"
@@ -82,13 +108,18 @@ async fn etags_have_one_unquoted_form_in_put_head_get_and_list() {
     let s3 = S3::start().await;
     let small = s3
         .store
-        .put(BUCKET, "etag/small", Bytes::from("x"), PutMode::CreateNew)
+        .put(
+            &s3.bucket,
+            "etag/small",
+            Bytes::from("x"),
+            PutMode::CreateNew,
+        )
         .await
         .unwrap();
     let large = s3
         .store
         .put_stream(
-            BUCKET,
+            &s3.bucket,
             "etag/large",
             pattern_stream(2 * PART_SIZE + 5),
             PutMode::CreateNew,
@@ -103,10 +134,10 @@ async fn etags_have_one_unquoted_form_in_put_head_get_and_list() {
     for put in [&small, &large] {
         let key = put.key.as_str();
         assert!(!put.etag.contains('"'), "{key}: {}", put.etag);
-        let head = s3.store.head(BUCKET, key).await.unwrap().unwrap();
-        let (got, _) = s3.store.get(BUCKET, key, u64::MAX).await.unwrap();
-        let (streamed, _) = s3.store.get_stream(BUCKET, key).await.unwrap();
-        let listed = s3.store.list(BUCKET, key, None, 1).await.unwrap();
+        let head = s3.store.head(&s3.bucket, key).await.unwrap().unwrap();
+        let (got, _) = s3.store.get(&s3.bucket, key, u64::MAX).await.unwrap();
+        let (streamed, _) = s3.store.get_stream(&s3.bucket, key).await.unwrap();
+        let listed = s3.store.list(&s3.bucket, key, None, 1).await.unwrap();
         for etag in [&head.etag, &got.etag, &streamed.etag, &listed[0].etag] {
             assert_eq!(etag, &put.etag, "{key}");
         }
@@ -114,7 +145,7 @@ async fn etags_have_one_unquoted_form_in_put_head_get_and_list() {
         let raw = s3
             .client
             .head_object()
-            .bucket(BUCKET)
+            .bucket(&s3.bucket)
             .key(key)
             .send()
             .await
@@ -133,10 +164,10 @@ async fn concurrent_create_new_puts_have_exactly_one_winner() {
         let tasks: Vec<_> = ["first", "second"]
             .into_iter()
             .map(|who| {
-                let (store, key) = (s3.store.clone(), key.clone());
+                let (store, bucket, key) = (s3.store.clone(), s3.bucket.clone(), key.clone());
                 tokio::spawn(async move {
                     let r = store
-                        .put(BUCKET, &key, Bytes::from(who), PutMode::CreateNew)
+                        .put(&bucket, &key, Bytes::from(who), PutMode::CreateNew)
                         .await;
                     (who, r)
                 })
@@ -147,14 +178,17 @@ async fn concurrent_create_new_puts_have_exactly_one_winner() {
             match task.await.unwrap() {
                 (who, Ok(meta)) => winners.push((who, meta)),
                 (_, Err(Error::AlreadyExists { bucket, key: k })) => {
-                    assert_eq!((bucket.as_str(), k.as_str()), (BUCKET, key.as_str()));
+                    assert_eq!(
+                        (bucket.as_str(), k.as_str()),
+                        (s3.bucket.as_str(), key.as_str())
+                    );
                 }
                 (who, Err(e)) => panic!("round {round}: {who}: {e}"),
             }
         }
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
         let (who, meta) = &winners[0];
-        let (got, body) = s3.store.get(BUCKET, &key, 100).await.unwrap();
+        let (got, body) = s3.store.get(&s3.bucket, &key, 100).await.unwrap();
         assert_eq!(
             &body[..],
             who.as_bytes(),
@@ -170,13 +204,13 @@ async fn a_refused_multipart_create_new_leaves_no_upload_behind() {
     let key = "refused/result.out";
     let first = s3
         .store
-        .put(BUCKET, key, Bytes::from("first"), PutMode::CreateNew)
+        .put(&s3.bucket, key, Bytes::from("first"), PutMode::CreateNew)
         .await
         .unwrap();
     let again = s3
         .store
         .put_stream(
-            BUCKET,
+            &s3.bucket,
             key,
             pattern_stream(PART_SIZE + 1),
             PutMode::CreateNew,
@@ -187,7 +221,7 @@ async fn a_refused_multipart_create_new_leaves_no_upload_behind() {
         "{again:?}"
     );
     assert_eq!(s3.open_uploads("refused/").await, Vec::<String>::new());
-    let (meta, body) = s3.store.get(BUCKET, key, 100).await.unwrap();
+    let (meta, body) = s3.store.get(&s3.bucket, key, 100).await.unwrap();
     assert_eq!((meta.etag, &body[..]), (first.etag, &b"first"[..]));
 }
 
@@ -201,11 +235,11 @@ async fn a_stream_failing_mid_upload_aborts_the_upload() {
     });
     let put = s3
         .store
-        .put_stream(BUCKET, key, body, PutMode::Overwrite)
+        .put_stream(&s3.bucket, key, body, PutMode::Overwrite)
         .await;
     assert!(matches!(put, Err(Error::Io { .. })), "{put:?}");
     assert_eq!(s3.open_uploads("failing/").await, Vec::<String>::new());
-    assert_eq!(s3.store.head(BUCKET, key).await.unwrap(), None);
+    assert_eq!(s3.store.head(&s3.bucket, key).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,12 +248,21 @@ async fn a_body_of_exactly_one_part_is_one_put() {
     let key = "one-part/result.out";
     let put = s3
         .store
-        .put_stream(BUCKET, key, pattern_stream(PART_SIZE), PutMode::CreateNew)
+        .put_stream(
+            &s3.bucket,
+            key,
+            pattern_stream(PART_SIZE),
+            PutMode::CreateNew,
+        )
         .await
         .unwrap();
     // A multipart ETag ends in `-<parts>`; a single PutObject's is the body's MD5.
     assert!(!put.etag.contains('-'), "{}", put.etag);
-    let (_, body) = s3.store.get(BUCKET, key, PART_SIZE as u64).await.unwrap();
+    let (_, body) = s3
+        .store
+        .get(&s3.bucket, key, PART_SIZE as u64)
+        .await
+        .unwrap();
     assert!(body == pattern(PART_SIZE));
 }
 
@@ -231,11 +274,11 @@ async fn listing_follows_continuation_tokens_past_a_service_page() {
     keys.sort();
     let mut puts = tokio::task::JoinSet::new();
     for chunk in keys.chunks(64) {
-        let (store, chunk) = (s3.store.clone(), chunk.to_vec());
+        let (store, bucket, chunk) = (s3.store.clone(), s3.bucket.clone(), chunk.to_vec());
         puts.spawn(async move {
             for key in chunk {
                 store
-                    .put(BUCKET, &key, Bytes::from("x"), PutMode::Overwrite)
+                    .put(&bucket, &key, Bytes::from("x"), PutMode::Overwrite)
                     .await
                     .unwrap();
             }
@@ -246,19 +289,23 @@ async fn listing_follows_continuation_tokens_past_a_service_page() {
     }
     let listed: Vec<String> = s3
         .store
-        .list(BUCKET, "many/", None, 2000)
+        .list(&s3.bucket, "many/", None, 2000)
         .await
         .unwrap()
         .into_iter()
         .map(|m| m.key)
         .collect();
     assert_eq!(listed, keys);
-    let capped = s3.store.list(BUCKET, "many/", None, 1003).await.unwrap();
+    let capped = s3
+        .store
+        .list(&s3.bucket, "many/", None, 1003)
+        .await
+        .unwrap();
     assert_eq!(capped.len(), 1003);
     assert_eq!(capped.last().unwrap().key, keys[1002]);
     let after = s3
         .store
-        .list(BUCKET, "many/", Some(&keys[3]), 1001)
+        .list(&s3.bucket, "many/", Some(&keys[3]), 1001)
         .await
         .unwrap();
     assert_eq!(after.len(), 1001);
@@ -272,15 +319,19 @@ async fn get_if_match_reads_the_pinned_version_and_tells_changed_from_gone() {
     let key = "pinned/input.csv";
     let v1 = s3
         .store
-        .put(BUCKET, key, Bytes::from("v1"), PutMode::CreateNew)
+        .put(&s3.bucket, key, Bytes::from("v1"), PutMode::CreateNew)
         .await
         .unwrap();
     let quoted = format!("\"{}\"", v1.etag);
     for etag in [v1.etag.as_str(), quoted.as_str()] {
-        let (meta, body) = s3.store.get_if_match(BUCKET, key, etag, 10).await.unwrap();
+        let (meta, body) = s3
+            .store
+            .get_if_match(&s3.bucket, key, etag, 10)
+            .await
+            .unwrap();
         assert_eq!((&meta.etag, &body[..]), (&v1.etag, &b"v1"[..]), "{etag}");
     }
-    let capped = s3.store.get_if_match(BUCKET, key, &v1.etag, 1).await;
+    let capped = s3.store.get_if_match(&s3.bucket, key, &v1.etag, 1).await;
     assert!(
         matches!(
             capped,
@@ -294,24 +345,24 @@ async fn get_if_match_reads_the_pinned_version_and_tells_changed_from_gone() {
     );
 
     s3.store
-        .put(BUCKET, key, Bytes::from("v2"), PutMode::Overwrite)
+        .put(&s3.bucket, key, Bytes::from("v2"), PutMode::Overwrite)
         .await
         .unwrap();
-    let changed = s3.store.get_if_match(BUCKET, key, &v1.etag, 10).await;
+    let changed = s3.store.get_if_match(&s3.bucket, key, &v1.etag, 10).await;
     match changed {
         Err(PinnedReadError::Changed {
             bucket,
             key: k,
             etag,
         }) => {
-            assert_eq!((bucket.as_str(), k.as_str()), (BUCKET, key));
+            assert_eq!((bucket.as_str(), k.as_str()), (s3.bucket.as_str(), key));
             assert_eq!(etag, v1.etag);
         }
         other => panic!("a replaced object: {other:?}"),
     }
 
-    s3.store.delete(BUCKET, key).await.unwrap();
-    let gone = s3.store.get_if_match(BUCKET, key, &v1.etag, 10).await;
+    s3.store.delete(&s3.bucket, key).await.unwrap();
+    let gone = s3.store.get_if_match(&s3.bucket, key, &v1.etag, 10).await;
     assert!(
         matches!(gone, Err(PinnedReadError::Store(Error::NotFound { .. }))),
         "a deleted object: {gone:?}"

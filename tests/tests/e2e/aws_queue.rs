@@ -1,13 +1,12 @@
 //! `SqsQueue` against moto: the queue ports' conformance suite, then what only SQS has (batch
 //! limits, partial batch failures, the redrive fallback, queue creation). One moto server for
-//! the tests of this process while any is running (see [`moto`]); a fake SQS answers the
+//! the tests of this process while any is running (`sealbox_tests::moto::shared`); a fake SQS answers the
 //! tests that need failures moto never makes.
 // Test code: a panic is how a test fails.
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,46 +17,7 @@ use sealbox_core::conformance::queue::{Fresh, QueueFactory};
 use sealbox_core::ports::queue::{
     OutgoingMessage, QueueAdmin, QueueConsumer, QueueSender, ReceiveOptions, ReceivedMessage,
 };
-use sealbox_tests::moto::Moto;
-
-/// The moto server of this process, shared by the tests running at once. The last test to let
-/// go of it stops it (a static would outlive the tests and leave the server running), after a
-/// short linger in which a test starting meanwhile takes it over instead of starting another.
-/// Every test of this file holds it, even those that do not use it, so that it lives on while
-/// the other test threads move from one test to the next.
-fn moto() -> MotoLease {
-    let mut shared = MOTO.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(moto) = shared.upgrade() {
-        return MotoLease(moto);
-    }
-    let moto = Arc::new(Moto::start());
-    *shared = Arc::downgrade(&moto);
-    MotoLease(moto)
-}
-
-static MOTO: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
-
-/// How long the last user of the server waits for another test to take it over.
-const MOTO_LINGER: Duration = Duration::from_millis(500);
-
-/// A test's hold on the shared moto server.
-struct MotoLease(Arc<Moto>);
-
-impl std::ops::Deref for MotoLease {
-    type Target = Moto;
-    fn deref(&self) -> &Moto {
-        &self.0
-    }
-}
-
-impl Drop for MotoLease {
-    fn drop(&mut self) {
-        let end = std::time::Instant::now() + MOTO_LINGER;
-        while Arc::strong_count(&self.0) == 1 && std::time::Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+use sealbox_tests::moto::{MotoLease, shared as moto};
 
 /// SDK clients for the SQS (or fake) at `endpoint`.
 async fn clients(endpoint: &str) -> Clients {

@@ -1,10 +1,11 @@
-//! The AWS adapters of the notifier and endpoint ports against stand-ins: `SnsNotifier` against
-//! moto (one server for the process: all SNS checks run in one test), read back through SQS
+//! The AWS adapters of the notifier and endpoint ports against stand-ins: `SnsNotifier` and
+//! `BatchingSnsNotifier` against moto (the suite's checks on the server shared by the tests of
+//! the process, a topic each; what only SNS has on a server of its own), read back through SQS
 //! queues subscribed to the topic; `SageMakerEndpoint` through the SDK against the sample model's
 //! in-process SageMaker Runtime API, with the client `Clients` builds (one attempt).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -19,7 +20,8 @@ use sealbox_core::contract::{EventKind, Notification};
 use sealbox_core::ports::endpoint::{Endpoint, Invocation};
 use sealbox_core::ports::notifier::Notifier;
 use sealbox_model::{IrisModel, ModelConfig};
-use sealbox_tests::moto::Moto;
+use sealbox_tests::moto::{self, Moto, MotoLease};
+use std::future::Future;
 
 /// Message attributes as subscribers see them: name → string value.
 type Attributes = BTreeMap<String, String>;
@@ -133,8 +135,78 @@ fn assert_attributes(n: &Notification, attributes: &Attributes) {
     );
 }
 
+/// A fresh topic on the shared moto server with a queue subscribed for raw delivery, and a
+/// `read` that drains that queue.
+async fn topic_with_reader() -> (
+    MotoLease,
+    Clients,
+    String,
+    impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Vec<Notification>> + Send>> + Send,
+) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let moto = tokio::task::spawn_blocking(moto::shared).await.unwrap();
+    let clients = Clients::new(&moto.sdk_config().await);
+    let topic = clients
+        .sns
+        .create_topic()
+        .name(format!("notifier-suite-{n}"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let queue = subscribed_queue(
+        &clients,
+        &topic,
+        &format!("notifier-suite-{n}"),
+        &[("RawMessageDelivery", "true")],
+    )
+    .await;
+    let read = {
+        let clients = clients.clone();
+        move || {
+            let (clients, queue) = (clients.clone(), queue.clone());
+            Box::pin(async move {
+                drain(&clients, &queue)
+                    .await
+                    .into_iter()
+                    .map(|(body, _)| serde_json::from_str(&body).unwrap())
+                    .collect()
+            }) as std::pin::Pin<Box<dyn Future<Output = Vec<Notification>> + Send>>
+        }
+    };
+    (moto, clients, topic, read)
+}
+
+mod sns_notifier {
+    use super::*;
+    use sealbox_core::conformance::Subject;
+
+    sealbox_core::notifier_conformance_tests!({
+        let (moto, clients, topic, read) = topic_with_reader().await;
+        let sns = SnsNotifier::new(clients.sns.clone(), &topic);
+        (Subject::new(Arc::new(sns) as _).keeping(moto), read)
+    });
+}
+
+mod batching_sns_notifier {
+    use super::*;
+    use sealbox_core::conformance::Subject;
+
+    sealbox_core::notifier_conformance_tests!({
+        let (moto, clients, topic, read) = topic_with_reader().await;
+        let sns = BatchingSnsNotifier::start(
+            SnsNotifier::new(clients.sns.clone(), &topic),
+            Duration::from_millis(200),
+        );
+        (Subject::new(Arc::new(sns) as _).keeping(moto), read)
+    });
+}
+
 #[tokio::test]
-async fn sns_notifier_passes_the_suite_and_subscribers_filter_on_its_attributes() {
+async fn sns_subscribers_get_every_batch_whole_and_filter_on_its_attributes() {
     let moto = Moto::start();
     let clients = Clients::new(&sdk_config(&moto.endpoint).await);
     let topic = clients
@@ -294,14 +366,6 @@ async fn sns_notifier_passes_the_suite_and_subscribers_filter_on_its_attributes(
     }
 }
 
-/// The sample model, trained once per process.
-fn model() -> Arc<IrisModel> {
-    static MODEL: OnceLock<Arc<IrisModel>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| Arc::new(IrisModel::train().unwrap()))
-        .clone()
-}
-
 /// A sample model server set up as `knobs` say (or none), and the SDK clients pointed at it.
 async fn model_clients(knobs: ModelKnobs) -> Clients {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -317,7 +381,7 @@ async fn model_clients(knobs: ModelKnobs) -> Clients {
         };
         tokio::spawn(sealbox_model::serve(
             listener,
-            model(),
+            IrisModel::shared().unwrap(),
             cfg,
             std::future::pending(),
         ));
