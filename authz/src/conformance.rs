@@ -2,7 +2,7 @@
 //! every adapter's tests (SQLite in `sealbox-embedded`, DynamoDB in `sealbox-aws`) on a fresh,
 //! empty registry:
 //!
-//! ```ignore
+//! ```text
 //! sealbox_authz::conformance::run_all(&registry).await;
 //! ```
 //!

@@ -1,6 +1,6 @@
 //! A moto server (fake S3, SQS, SNS, DynamoDB and KMS) for the end-to-end tests, from the test venv.
 //!
-//! ```ignore
+//! ```text
 //! let moto = sealbox_tests::moto::Moto::start();
 //! let out = std::process::Command::new(sealbox_tests::python())
 //!     .args(["-c", "import boto3; boto3.client('s3').create_bucket(Bucket='inbox')"])

@@ -3,7 +3,7 @@
 //! takes a fresh, empty store from `fresh` and panics, naming itself, where the adapter breaks a
 //! promise of the port. Keys are ES256: the one algorithm every adapter (moto's KMS too) signs.
 //!
-//! ```ignore
+//! ```text
 //! sealbox_authz::key_store::conformance::run(|| async { Arc::new(MyStore::new()) as _ }).await;
 //! ```
 

@@ -3,7 +3,7 @@
 //! share a store. An adapter's tests run each check as a test of its own with
 //! [`claim_store_conformance_tests!`](crate::claim_store_conformance_tests):
 //!
-//! ```ignore
+//! ```text
 //! sealbox_core::claim_store_conformance_tests!(Subject::new(Arc::new(MyClaims::new()) as _));
 //! ```
 //!

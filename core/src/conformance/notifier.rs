@@ -12,7 +12,7 @@
 //! [`notifier_conformance_tests!`](crate::notifier_conformance_tests), given an expression that
 //! makes a [`Subject`](super::Subject) and its `read`; [`run`] runs them all in turn:
 //!
-//! ```ignore
+//! ```text
 //! sealbox_core::notifier_conformance_tests!({
 //!     let notifier = Arc::new(MyNotifier::new());
 //!     (Subject::new(notifier.clone() as _), move || { let n = notifier.clone(); async move { n.read_back() } })

@@ -6,7 +6,7 @@
 //! [`object_store_conformance_tests!`](crate::object_store_conformance_tests), given an
 //! expression that makes a [`Subject`](super::Subject) whose [`BUCKET`] exists:
 //!
-//! ```ignore
+//! ```text
 //! sealbox_core::object_store_conformance_tests!(Subject::new(Arc::new(MyStore::new()) as _));
 //! ```
 //!

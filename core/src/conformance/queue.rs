@@ -6,7 +6,7 @@
 //! outcomes, never how long something took. An adapter's tests run them all with
 //! [`queue_conformance_tests!`](crate::queue_conformance_tests):
 //!
-//! ```ignore
+//! ```text
 //! sealbox_core::queue_conformance_tests!(MyFactory::new().await);
 //! ```
 
