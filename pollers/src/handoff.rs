@@ -263,23 +263,23 @@ mod tests {
     use sealbox_core::object_claims::ObjectClaims;
     use sealbox_core::ports::ClaimStore;
     use sealbox_core::ports::{ObjectStore, PutMode, QueueAdmin, ReceiveOptions};
-    use sealbox_core::testkit::ScriptedEndpoint;
+    use sealbox_core::testkit::{MemoryNotifier, MemoryQueue, MemoryStore, ScriptedEndpoint};
     use sealbox_ingest::IngestConfig;
     use sealbox_worker::WorkerConfig;
 
     use super::*;
-    use sealbox_embedded::event_log::{EventLog, read_event_log};
-    use sealbox_embedded::fs_store::FsObjectStore;
-    use sealbox_embedded::sqlite_queue::{QueueDb, SqliteQueue};
+
+    /// Receives before a message is dead-lettered: more than any test here spends.
+    const MAX_RECEIVES: u32 = 100;
 
     struct Rig {
-        dir: tempfile::TempDir,
-        store: FsObjectStore,
-        events: SqliteQueue,
-        jobs: SqliteQueue,
+        tokens: std::collections::HashMap<&'static str, String>,
+        store: MemoryStore,
+        events: MemoryQueue,
+        jobs: MemoryQueue,
         ingest: Arc<Ingest>,
         worker: Arc<Worker>,
-        log: EventLog,
+        notifier: Arc<MemoryNotifier>,
     }
 
     fn rig(busy: bool) -> Rig {
@@ -287,27 +287,29 @@ mod tests {
     }
 
     fn rig_with(busy: bool, latency: Duration) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsObjectStore::new(dir.path().join("buckets"), false);
-        let db = QueueDb::open(&dir.path().join("q.db")).unwrap();
-        let (events, jobs) = (db.queue("inbox-events", None), db.queue("jobs", None));
-        let log = EventLog::open(&dir.path().join("events.ndjson"), false).unwrap();
+        let store = MemoryStore::new();
+        let (events, jobs) = (
+            MemoryQueue::new(MAX_RECEIVES),
+            MemoryQueue::new(MAX_RECEIVES),
+        );
+        let notifier = Arc::new(MemoryNotifier::new());
         let keyset = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
-        for buyer in ["b1", "b2"] {
-            std::fs::write(
-                dir.path().join(format!("token-{buyer}")),
-                TokenIssuer::new(&keyset)
-                    .unwrap()
-                    .issue(buyer, "p", &format!("g-{buyer}"), Duration::from_secs(600))
-                    .unwrap(),
-            )
-            .unwrap();
-        }
+        let issuer = TokenIssuer::new(&keyset).unwrap();
+        let tokens = ["b1", "b2"]
+            .into_iter()
+            .map(|buyer| {
+                let grant = format!("g-{buyer}");
+                let token = issuer
+                    .issue(buyer, "p", &grant, Duration::from_secs(600))
+                    .unwrap();
+                (buyer, token)
+            })
+            .collect();
         let verifier = Verifier::from_keyset(VerifierConfig::new("seller", "p"), &keyset).unwrap();
         let ingest = Arc::new(Ingest::new(
             Arc::new(store.clone()),
             Arc::new(jobs.clone()),
-            Arc::new(log.clone()),
+            notifier.clone(),
             Arc::new(verifier),
             IngestConfig {
                 inbox: "inbox".into(),
@@ -323,7 +325,7 @@ mod tests {
                 model.set_busy(busy);
                 Arc::new(model)
             },
-            Arc::new(log.clone()),
+            notifier.clone(),
             WorkerConfig {
                 inbox: "inbox".into(),
                 outbox: "outbox".into(),
@@ -332,13 +334,13 @@ mod tests {
             },
         ));
         Rig {
-            dir,
+            tokens,
             store,
             events,
             jobs,
             ingest,
             worker,
-            log,
+            notifier,
         }
     }
 
@@ -350,8 +352,7 @@ mod tests {
 
         /// Writes a good request of `buyer` and its inbox event; returns the event's message id.
         async fn request_of(&self, buyer: &str, id: &str) -> String {
-            let token =
-                std::fs::read_to_string(self.dir.path().join(format!("token-{buyer}"))).unwrap();
+            let token = &self.tokens[buyer];
             let body = serde_json::json!({
                 "version": 1, "request_id": id, "token": token,
                 "input": {"text": "5.1,3.5,1.4,0.2"},
@@ -422,7 +423,7 @@ mod tests {
             let mut notes = Vec::new();
             let until = tokio::time::Instant::now() + most;
             while tokio::time::Instant::now() < until {
-                notes = read_event_log(self.log.path()).unwrap_or_default();
+                notes = self.notifier.published();
                 if done(&notes) {
                     break;
                 }
@@ -555,7 +556,7 @@ mod tests {
 
     /// The jobs queue, down while `down` is set (an outage of our own queue).
     struct Outage {
-        inner: SqliteQueue,
+        inner: MemoryQueue,
         down: Arc<AtomicBool>,
     }
 
@@ -577,7 +578,7 @@ mod tests {
 
     /// The inbox-events queue, counting the messages it hands out.
     struct CountingReceives {
-        inner: SqliteQueue,
+        inner: MemoryQueue,
         received: Arc<std::sync::atomic::AtomicUsize>,
     }
 

@@ -27,25 +27,20 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use sealbox_authz::{KeyAlg, Keyset, Verifier, VerifierConfig};
-    use sealbox_core::contract::{EventKind, Reason};
-    use sealbox_core::ports::{ObjectStore, OutgoingMessage, PutMode, QueueAdmin, QueueSender};
-    use sealbox_embedded::event_log::{EventLog, read_event_log};
-    use sealbox_embedded::fs_store::FsObjectStore;
-    use sealbox_embedded::sqlite_queue::{QueueDb, RedrivePolicy};
-
     use std::time::Duration;
 
-    use sealbox_core::contract::InboxEvent;
+    use bytes::Bytes;
+    use sealbox_authz::{KeyAlg, Keyset, Verifier, VerifierConfig};
+    use sealbox_core::contract::{EventKind, InboxEvent, Reason};
+    use sealbox_core::ports::{ObjectStore, OutgoingMessage, PutMode, QueueAdmin, QueueSender};
+    use sealbox_core::testkit::{MemoryNotifier, MemoryQueue, MemoryStore};
+    use sealbox_ingest::IngestConfig;
 
     use super::*;
-    use sealbox_ingest::IngestConfig;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_outage_of_our_own_storage_holds_the_event_without_spending_receives() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsObjectStore::new(dir.path().join("buckets"), false);
+        let store = MemoryStore::new();
         let put = store
             .put(
                 "inbox",
@@ -55,19 +50,10 @@ mod tests {
             )
             .await
             .unwrap();
-        // The outbox cannot take the rejection: where its folder should be lies a file.
-        let blocker = dir.path().join("buckets/outbox/b1");
-        std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
-        std::fs::write(&blocker, b"in the way").unwrap();
-        let db = QueueDb::open(&dir.path().join("q.db")).unwrap();
+        // The outbox cannot take the rejection, twice.
+        store.fail_writes(2);
         // One receive only: an event given back to the queue even once would dead-letter.
-        let events = db.queue(
-            "inbox-events",
-            Some(RedrivePolicy {
-                dead_letter_queue: "inbox-events-dlq".into(),
-                max_receives: 1,
-            }),
-        );
+        let events = MemoryQueue::new(1);
         let event = InboxEvent {
             bucket: "inbox".into(),
             key: put.key.clone(),
@@ -79,12 +65,12 @@ mod tests {
             .send_batch(&[OutgoingMessage::new(serde_json::to_string(&event).unwrap())])
             .await
             .unwrap();
-        let log = dir.path().join("events.ndjson");
+        let notifier = Arc::new(MemoryNotifier::new());
         let keyset = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
         let ingest = Arc::new(Ingest::new(
-            Arc::new(store),
-            Arc::new(db.queue("jobs", None)),
-            Arc::new(EventLog::open(&log, false).unwrap()),
+            Arc::new(store.clone()),
+            Arc::new(MemoryQueue::new(5)),
+            notifier.clone(),
             Arc::new(Verifier::from_keyset(VerifierConfig::new("seller", "p"), &keyset).unwrap()),
             IngestConfig {
                 inbox: "inbox".into(),
@@ -103,17 +89,9 @@ mod tests {
             },
             stopped,
         ));
-        // Held: nothing is written while the outbox is broken.
-        while read_event_log(&log).unwrap_or_default().is_empty()
-            && events.stats().await.unwrap().in_flight == 0
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(read_event_log(&log).unwrap_or_default().is_empty());
-        std::fs::remove_file(&blocker).unwrap();
         let mut notes = Vec::new();
         for _ in 0..600 {
-            notes = read_event_log(&log).unwrap_or_default();
+            notes = notifier.published();
             if !notes.is_empty() {
                 break;
             }
@@ -121,6 +99,7 @@ mod tests {
         }
         stop.send(true).unwrap();
         poller.await.unwrap();
+        assert_eq!(store.writes_to_fail(), 0, "the outage was met");
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert_eq!(notes[0].event, EventKind::RequestRejected);
         assert_eq!(notes[0].reason, Some(Reason::MalformedJson));

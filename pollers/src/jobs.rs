@@ -75,103 +75,21 @@ impl QueueHandler for FairJobs {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
-    use async_trait::async_trait;
     use bytes::Bytes;
     use sealbox_core::contract::{CONTRACT_VERSION, EventKind, InputRef, JobMessage, Split};
     use sealbox_core::layout::request_key;
-    use sealbox_core::ports::{
-        ByteStream, ObjectMeta, ObjectStore, OutgoingMessage, PutMode, PutOptions, QueueAdmin,
-        QueueSender,
-    };
-    use sealbox_embedded::event_log::{EventLog, read_event_log};
-    use sealbox_embedded::fs_store::FsObjectStore;
-    use sealbox_embedded::sqlite_queue::{QueueDb, RedrivePolicy};
-
-    use std::time::Duration;
-
-    use super::*;
-    use sealbox_core::testkit::ScriptedEndpoint;
+    use sealbox_core::ports::{ObjectStore, OutgoingMessage, PutMode, QueueAdmin, QueueSender};
+    use sealbox_core::testkit::{MemoryNotifier, MemoryQueue, MemoryStore, ScriptedEndpoint};
     use sealbox_worker::WorkerConfig;
 
-    /// The file store, with its first `failures` writes failing as a full disk would.
-    struct FullDisk {
-        inner: FsObjectStore,
-        failures: AtomicUsize,
-    }
-
-    impl FullDisk {
-        fn fail(&self) -> sealbox_core::Result<()> {
-            let left = self.failures.load(Ordering::SeqCst);
-            if left > 0 {
-                self.failures.store(left - 1, Ordering::SeqCst);
-                let e = std::io::Error::from(std::io::ErrorKind::StorageFull);
-                return Err(sealbox_core::Error::io("writing the outbox", e));
-            }
-            Ok(())
-        }
-    }
-
-    #[async_trait]
-    impl ObjectStore for FullDisk {
-        async fn put_opts(
-            &self,
-            bucket: &str,
-            key: &str,
-            body: Bytes,
-            opts: PutOptions,
-        ) -> sealbox_core::Result<ObjectMeta> {
-            self.fail()?;
-            self.inner.put_opts(bucket, key, body, opts).await
-        }
-        async fn put_stream_opts(
-            &self,
-            bucket: &str,
-            key: &str,
-            body: ByteStream,
-            opts: PutOptions,
-        ) -> sealbox_core::Result<ObjectMeta> {
-            self.fail()?;
-            self.inner.put_stream_opts(bucket, key, body, opts).await
-        }
-        async fn get(
-            &self,
-            bucket: &str,
-            key: &str,
-            max: u64,
-        ) -> sealbox_core::Result<(ObjectMeta, Bytes)> {
-            self.inner.get(bucket, key, max).await
-        }
-        async fn get_stream(
-            &self,
-            bucket: &str,
-            key: &str,
-        ) -> sealbox_core::Result<(ObjectMeta, ByteStream)> {
-            self.inner.get_stream(bucket, key).await
-        }
-        async fn head(&self, bucket: &str, key: &str) -> sealbox_core::Result<Option<ObjectMeta>> {
-            self.inner.head(bucket, key).await
-        }
-        async fn list(
-            &self,
-            bucket: &str,
-            prefix: &str,
-            start_after: Option<&str>,
-            max: usize,
-        ) -> sealbox_core::Result<Vec<ObjectMeta>> {
-            self.inner.list(bucket, prefix, start_after, max).await
-        }
-        async fn delete(&self, bucket: &str, key: &str) -> sealbox_core::Result<()> {
-            self.inner.delete(bucket, key).await
-        }
-    }
+    use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_outage_of_our_own_storage_holds_the_job_without_spending_receives() {
-        let dir = tempfile::tempdir().unwrap();
-        let inner = FsObjectStore::new(dir.path().join("buckets"), false);
-        inner
+        let store = MemoryStore::new();
+        store
             .put(
                 "inbox",
                 "b1/inputs/x.csv",
@@ -180,15 +98,13 @@ mod tests {
             )
             .await
             .unwrap();
-        let store = Arc::new(FullDisk {
-            inner,
-            failures: AtomicUsize::new(2),
-        });
-        let events = dir.path().join("events.ndjson");
+        // The outbox cannot take the result, twice, as on a full disk.
+        store.fail_writes(2);
+        let notifier = Arc::new(MemoryNotifier::new());
         let worker = Arc::new(Worker::new(
-            store,
+            Arc::new(store.clone()),
             Arc::new(ScriptedEndpoint::unmetered(1 << 20)),
-            Arc::new(EventLog::open(&events, false).unwrap()),
+            notifier.clone(),
             WorkerConfig {
                 inbox: "inbox".into(),
                 outbox: "outbox".into(),
@@ -197,13 +113,7 @@ mod tests {
             },
         ));
         // One receive only: a job that went back to the queue even once would dead-letter.
-        let jobs = QueueDb::open(&dir.path().join("q.db")).unwrap().queue(
-            "jobs",
-            Some(RedrivePolicy {
-                dead_letter_queue: "jobs-dlq".into(),
-                max_receives: 1,
-            }),
-        );
+        let jobs = MemoryQueue::new(1);
         let now = time::OffsetDateTime::now_utc();
         let job = JobMessage {
             version: CONTRACT_VERSION,
@@ -242,7 +152,7 @@ mod tests {
         ));
         let mut notes = Vec::new();
         for _ in 0..600 {
-            notes = read_event_log(&events).unwrap_or_default();
+            notes = notifier.published();
             if !notes.is_empty() {
                 break;
             }
@@ -250,6 +160,7 @@ mod tests {
         }
         stop.send(true).unwrap();
         poller.await.unwrap();
+        assert_eq!(store.writes_to_fail(), 0, "the outage was met");
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert_eq!(notes[0].event, EventKind::InferenceCompleted);
         assert_eq!(notes[0].attempts, 1, "no receive was spent on the outage");

@@ -1,7 +1,7 @@
 //! An [`ObjectStore`] in memory: buckets made on first use, ETags from a counter.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -17,17 +17,30 @@ use crate::{Error, Result};
 /// Each object by (bucket, key), with its metadata.
 type Objects = BTreeMap<(String, String), (ObjectMeta, Bytes)>;
 
-/// Objects by (bucket, key). Clones share the objects.
+/// Objects by (bucket, key). Clones share the objects, and the outage of
+/// [`MemoryStore::fail_writes`].
 #[derive(Default, Clone)]
 pub struct MemoryStore {
     objects: Arc<Mutex<Objects>>,
     versions: Arc<AtomicU64>,
+    failing_writes: Arc<AtomicUsize>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// The next `n` writes fail as on a full disk: our own storage's outage, which the handlers
+    /// hold rather than answer.
+    pub fn fail_writes(&self, n: usize) {
+        self.failing_writes.store(n, Ordering::SeqCst);
+    }
+
+    /// Writes still to fail (see [`MemoryStore::fail_writes`]).
+    pub fn writes_to_fail(&self) -> usize {
+        self.failing_writes.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Objects> {
@@ -56,6 +69,13 @@ impl ObjectStore for MemoryStore {
         opts: PutOptions,
     ) -> Result<ObjectMeta> {
         check_metadata(&opts.metadata)?;
+        let failing = self
+            .failing_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+            return Err(Error::io(format!("writing {bucket}/{key}"), full));
+        }
         let mut objects = self.lock();
         let at = (bucket.to_owned(), key.to_owned());
         if opts.mode == PutMode::CreateNew && objects.contains_key(&at) {
@@ -84,6 +104,7 @@ impl ObjectStore for MemoryStore {
         opts: PutOptions,
     ) -> Result<ObjectMeta> {
         let mut bytes = Vec::new();
+        // The outage, if any, is met by `put_opts`.
         body.read_to_end(&mut bytes)
             .await
             .map_err(|e| Error::io(format!("reading the body of {bucket}/{key}"), e))?;
