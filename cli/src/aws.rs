@@ -17,9 +17,9 @@ use sealbox_aws::sns::{BatchingSnsNotifier, SnsNotifier};
 use sealbox_aws::sqs::SqsQueue;
 use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, Notification};
 use sealbox_core::ports::{Notifier, ObjectStore};
-use sealbox_ingest::{Ingest, IngestConfig};
+use sealbox_ingest::{Ingest, IngestConfig, IngestPorts};
 use sealbox_pollers as pollers;
-use sealbox_worker::{Worker, WorkerConfig};
+use sealbox_worker::{Worker, WorkerConfig, WorkerPorts};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -183,10 +183,12 @@ pub async fn start_pipeline(
     // With SEALBOX_CLAIMS_TABLE, claims are conditional writes in DynamoDB, as in the functions.
     let claims = sealbox_aws::dynamodb_claims::from_settings(clients, settings, store.clone());
     let ingest = Ingest::new(
-        store.clone(),
-        jobs.clone(),
-        ingest_notifier,
-        verifier.clone(),
+        IngestPorts {
+            store: store.clone(),
+            jobs: jobs.clone(),
+            notifier: ingest_notifier,
+            authorizer: verifier.clone(),
+        },
         IngestConfig {
             inbox: settings.get(Var::InboxBucket).to_owned(),
             outbox: settings.get(Var::OutboxBucket).to_owned(),
@@ -194,12 +196,14 @@ pub async fn start_pipeline(
         },
     );
     let worker = Worker::new(
-        store,
-        Arc::new(SageMakerEndpoint::new(
-            clients.sagemaker.clone(),
-            settings.get(Var::EndpointName),
-        )),
-        worker_notifier,
+        WorkerPorts {
+            store,
+            endpoint: Arc::new(SageMakerEndpoint::new(
+                clients.sagemaker.clone(),
+                settings.get(Var::EndpointName),
+            )),
+            notifier: worker_notifier,
+        },
         WorkerConfig {
             inbox: settings.get(Var::InboxBucket).to_owned(),
             outbox: settings.get(Var::OutboxBucket).to_owned(),

@@ -13,8 +13,8 @@ use sealbox_authz::token_service::{JWKS_PATH, TokenService, TokenServiceConfig};
 use sealbox_authz::{AuthzError, JwksVerifier, KeyAlg, Keyset, RefreshPolicy, VerifierConfig};
 use sealbox_core::contract::{DEFAULT_PAYLOAD_LIMIT, Notification};
 use sealbox_core::layout::{INBOX, OUTBOX};
-use sealbox_ingest::{Ingest, IngestConfig};
-use sealbox_worker::{JobReport, Worker, WorkerConfig};
+use sealbox_ingest::{Ingest, IngestConfig, IngestPorts};
+use sealbox_worker::{JobReport, Worker, WorkerConfig, WorkerPorts};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -439,10 +439,12 @@ impl Stack {
         let store_port: Arc<FsObjectStore> = Arc::new(store.clone());
         let verifier_handle = verifier.clone();
         let ingest = Arc::new(Ingest::new(
-            store_port.clone(),
-            Arc::new(jobs.clone()),
-            notifier.clone(),
-            verifier,
+            IngestPorts {
+                store: store_port.clone(),
+                jobs: Arc::new(jobs.clone()),
+                notifier: notifier.clone(),
+                authorizer: verifier,
+            },
             IngestConfig {
                 inbox: INBOX.into(),
                 outbox: OUTBOX.into(),
@@ -450,9 +452,11 @@ impl Stack {
             },
         ));
         let worker = Arc::new(Worker::new(
-            store_port,
-            endpoint,
-            notifier,
+            WorkerPorts {
+                store: store_port,
+                endpoint,
+                notifier,
+            },
             WorkerConfig {
                 inbox: INBOX.into(),
                 outbox: OUTBOX.into(),

@@ -128,12 +128,24 @@ pub enum Dispatch<'a> {
     },
 }
 
+/// The ports the ingest handler runs on, by name.
+pub struct IngestPorts {
+    /// Where request objects are read (the inbox) and outcomes written (the outbox).
+    pub store: Arc<dyn ObjectStore>,
+    /// The jobs queue accepted requests are sent to.
+    pub jobs: Arc<dyn QueueSender>,
+    /// Where rejections are announced.
+    pub notifier: Arc<dyn Notifier>,
+    /// What decides whether a request's token lets its buyer in.
+    pub authorizer: Arc<dyn Authorizer>,
+}
+
 /// The ingest handler and the ports it needs.
 pub struct Ingest {
     store: Arc<dyn ObjectStore>,
     jobs: Arc<dyn QueueSender>,
     notifier: Arc<dyn Notifier>,
-    verifier: Arc<dyn Authorizer>,
+    authorizer: Arc<dyn Authorizer>,
     /// Where tokens come from for request objects without one (`TokenSource: iam`); without
     /// it such a request is `token_missing`.
     tokens: Option<Arc<dyn TokenSource>>,
@@ -157,19 +169,19 @@ enum Decision {
 
 impl Ingest {
     /// Wires the handler.
-    pub fn new(
-        store: Arc<dyn ObjectStore>,
-        jobs: Arc<dyn QueueSender>,
-        notifier: Arc<dyn Notifier>,
-        verifier: Arc<dyn Authorizer>,
-        config: IngestConfig,
-    ) -> Self {
+    pub fn new(ports: IngestPorts, config: IngestConfig) -> Self {
+        let IngestPorts {
+            store,
+            jobs,
+            notifier,
+            authorizer,
+        } = ports;
         Ingest {
             claims: Arc::new(ObjectClaims::new(store.clone(), config.outbox.clone())),
             store,
             jobs,
             notifier,
-            verifier,
+            authorizer,
             tokens: None,
             config,
         }
@@ -364,7 +376,7 @@ impl Ingest {
         };
         // Authorize before looking at anything the request points to.
         match self
-            .verifier
+            .authorizer
             .authorize(&token, rk.buyer, wall_clock(ev.event_time))
             .await
         {
@@ -564,10 +576,12 @@ mod tests {
             .unwrap();
         let verifier = Verifier::from_keyset(VerifierConfig::new("seller", "p"), &ks).unwrap();
         let ingest = Ingest::new(
-            Arc::new(store.clone()),
-            Arc::new(jobs.clone()),
-            Arc::new(MemoryNotifier::new()),
-            Arc::new(verifier),
+            IngestPorts {
+                store: Arc::new(store.clone()),
+                jobs: Arc::new(jobs.clone()),
+                notifier: Arc::new(MemoryNotifier::new()),
+                authorizer: Arc::new(verifier),
+            },
             IngestConfig {
                 inbox: "inbox".into(),
                 outbox: "outbox".into(),
@@ -866,7 +880,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_whose_key_is_not_seen_yet_is_deferred_with_nothing_written_or_sent() {
         let mut f = fixture();
-        f.ingest.verifier = Arc::new(KeysNotYetRefreshed);
+        f.ingest.authorizer = Arc::new(KeysNotYetRefreshed);
         let ev = drop_request(&f, "r1", serde_json::json!({"text": "1,2,3,4"}), "none").await;
         let r = f.ingest.handle(&ev).await;
         let Err(e @ IngestError::Deferred { .. }) = r else {

@@ -264,8 +264,8 @@ mod tests {
     use sealbox_core::ports::ClaimStore;
     use sealbox_core::ports::{ObjectStore, PutMode, QueueAdmin, ReceiveOptions};
     use sealbox_core::testkit::{MemoryNotifier, MemoryQueue, MemoryStore, ScriptedEndpoint};
-    use sealbox_ingest::IngestConfig;
-    use sealbox_worker::WorkerConfig;
+    use sealbox_ingest::{IngestConfig, IngestPorts};
+    use sealbox_worker::{WorkerConfig, WorkerPorts};
 
     use super::*;
 
@@ -307,10 +307,12 @@ mod tests {
             .collect();
         let verifier = Verifier::from_keyset(VerifierConfig::new("seller", "p"), &keyset).unwrap();
         let ingest = Arc::new(Ingest::new(
-            Arc::new(store.clone()),
-            Arc::new(jobs.clone()),
-            notifier.clone(),
-            Arc::new(verifier),
+            IngestPorts {
+                store: Arc::new(store.clone()),
+                jobs: Arc::new(jobs.clone()),
+                notifier: notifier.clone(),
+                authorizer: Arc::new(verifier),
+            },
             IngestConfig {
                 inbox: "inbox".into(),
                 outbox: "outbox".into(),
@@ -318,14 +320,16 @@ mod tests {
             },
         ));
         let worker = Arc::new(Worker::new(
-            Arc::new(store.clone()),
-            {
-                // Echoes its input after `latency`, or answers that it is busy.
-                let model = ScriptedEndpoint::unmetered(1 << 20).with_latency(latency);
-                model.set_busy(busy);
-                Arc::new(model)
+            WorkerPorts {
+                store: Arc::new(store.clone()),
+                endpoint: {
+                    // Echoes its input after `latency`, or answers that it is busy.
+                    let model = ScriptedEndpoint::unmetered(1 << 20).with_latency(latency);
+                    model.set_busy(busy);
+                    Arc::new(model)
+                },
+                notifier: notifier.clone(),
             },
-            notifier.clone(),
             WorkerConfig {
                 inbox: "inbox".into(),
                 outbox: "outbox".into(),

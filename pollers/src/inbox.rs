@@ -34,7 +34,7 @@ mod tests {
     use sealbox_core::contract::{EventKind, InboxEvent, Reason};
     use sealbox_core::ports::{ObjectStore, OutgoingMessage, PutMode, QueueAdmin, QueueSender};
     use sealbox_core::testkit::{MemoryNotifier, MemoryQueue, MemoryStore};
-    use sealbox_ingest::IngestConfig;
+    use sealbox_ingest::{IngestConfig, IngestPorts};
 
     use super::*;
 
@@ -68,10 +68,14 @@ mod tests {
         let notifier = Arc::new(MemoryNotifier::new());
         let keyset = Keyset::generate("seller", KeyAlg::EdDSA).unwrap();
         let ingest = Arc::new(Ingest::new(
-            Arc::new(store.clone()),
-            Arc::new(MemoryQueue::new(5)),
-            notifier.clone(),
-            Arc::new(Verifier::from_keyset(VerifierConfig::new("seller", "p"), &keyset).unwrap()),
+            IngestPorts {
+                store: Arc::new(store.clone()),
+                jobs: Arc::new(MemoryQueue::new(5)),
+                notifier: notifier.clone(),
+                authorizer: Arc::new(
+                    Verifier::from_keyset(VerifierConfig::new("seller", "p"), &keyset).unwrap(),
+                ),
+            },
             IngestConfig {
                 inbox: "inbox".into(),
                 outbox: "outbox".into(),

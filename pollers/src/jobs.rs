@@ -82,7 +82,7 @@ mod tests {
     use sealbox_core::layout::request_key;
     use sealbox_core::ports::{ObjectStore, OutgoingMessage, PutMode, QueueAdmin, QueueSender};
     use sealbox_core::testkit::{MemoryNotifier, MemoryQueue, MemoryStore, ScriptedEndpoint};
-    use sealbox_worker::WorkerConfig;
+    use sealbox_worker::{WorkerConfig, WorkerPorts};
 
     use super::*;
 
@@ -102,9 +102,11 @@ mod tests {
         store.fail_writes(2);
         let notifier = Arc::new(MemoryNotifier::new());
         let worker = Arc::new(Worker::new(
-            Arc::new(store.clone()),
-            Arc::new(ScriptedEndpoint::unmetered(1 << 20)),
-            notifier.clone(),
+            WorkerPorts {
+                store: Arc::new(store.clone()),
+                endpoint: Arc::new(ScriptedEndpoint::unmetered(1 << 20)),
+                notifier: notifier.clone(),
+            },
             WorkerConfig {
                 inbox: "inbox".into(),
                 outbox: "outbox".into(),

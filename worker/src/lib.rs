@@ -125,6 +125,16 @@ impl JobReport {
     }
 }
 
+/// The ports the worker runs on, by name.
+pub struct WorkerPorts {
+    /// Where inputs are read (the inbox) and results and outcomes written (the outbox).
+    pub store: Arc<dyn ObjectStore>,
+    /// The seller's model.
+    pub endpoint: Arc<dyn Endpoint>,
+    /// Where outcomes are announced.
+    pub notifier: Arc<dyn Notifier>,
+}
+
 /// The worker handler and the ports it needs.
 pub struct Worker {
     store: Arc<dyn ObjectStore>,
@@ -152,12 +162,12 @@ pub(crate) enum Authorized {
 
 impl Worker {
     /// Wires the handler.
-    pub fn new(
-        store: Arc<dyn ObjectStore>,
-        endpoint: Arc<dyn Endpoint>,
-        notifier: Arc<dyn Notifier>,
-        config: WorkerConfig,
-    ) -> Self {
+    pub fn new(ports: WorkerPorts, config: WorkerConfig) -> Self {
+        let WorkerPorts {
+            store,
+            endpoint,
+            notifier,
+        } = ports;
         Worker {
             claims: Arc::new(ObjectClaims::new(store.clone(), config.outbox.clone())),
             store,
@@ -205,9 +215,11 @@ mod tests {
         let events = Arc::new(MemoryNotifier::new());
         let echo = Arc::new(ScriptedEndpoint::echo(limit));
         let worker = Worker::new(
-            Arc::new(store.clone()),
-            echo.clone(),
-            events.clone(),
+            WorkerPorts {
+                store: Arc::new(store.clone()),
+                endpoint: echo.clone(),
+                notifier: events.clone(),
+            },
             WorkerConfig {
                 inbox: "inbox".into(),
                 outbox: "outbox".into(),
@@ -227,9 +239,11 @@ mod tests {
         /// The same store and event log, another model.
         fn with_model(mut self, endpoint: Arc<dyn Endpoint>) -> Self {
             self.worker = Worker::new(
-                Arc::new(self.store.clone()),
-                endpoint,
-                self.events.clone(),
+                WorkerPorts {
+                    store: Arc::new(self.store.clone()),
+                    endpoint,
+                    notifier: self.events.clone(),
+                },
                 self.worker.config.clone(),
             );
             self

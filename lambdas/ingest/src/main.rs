@@ -11,7 +11,7 @@ use sealbox_aws::sdk::{Clients, load_config};
 use sealbox_aws::{dynamodb_claims, lambda, s3::S3ObjectStore, sns::SnsNotifier, sqs::SqsQueue};
 use sealbox_core::contract::DEFAULT_PAYLOAD_LIMIT;
 use sealbox_core::ports::ObjectStore;
-use sealbox_ingest::{Ingest, IngestConfig};
+use sealbox_ingest::{Ingest, IngestConfig, IngestPorts};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -28,10 +28,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let jobs = SqsQueue::new(clients.sqs.clone(), settings.get(JobsQueueUrl));
     let sns = SnsNotifier::new(clients.sns.clone(), settings.get(TopicArn));
     let mut ingest = Ingest::new(
-        store.clone(),
-        Arc::new(jobs),
-        Arc::new(sns),
-        Arc::new(verifier),
+        IngestPorts {
+            store: store.clone(),
+            jobs: Arc::new(jobs),
+            notifier: Arc::new(sns),
+            authorizer: Arc::new(verifier),
+        },
         IngestConfig {
             inbox: settings.get(InboxBucket).to_owned(),
             outbox: settings.get(OutboxBucket).to_owned(),

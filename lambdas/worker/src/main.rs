@@ -10,7 +10,7 @@ use sealbox_aws::sagemaker::SageMakerEndpoint;
 use sealbox_aws::sns::{BatchingSnsNotifier, SnsNotifier};
 use sealbox_aws::{dynamodb_claims, lambda, s3::S3ObjectStore, sdk::Clients, sqs::SqsQueue};
 use sealbox_core::ports::ObjectStore;
-use sealbox_worker::{JobsHandler, Worker, WorkerConfig};
+use sealbox_worker::{JobsHandler, Worker, WorkerConfig, WorkerPorts};
 
 /// How long a notification waits for the batch's others to share its `PublishBatch`: short,
 /// since the records of a batch run together and waiting is billed time.
@@ -33,10 +33,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let endpoint = SageMakerEndpoint::new(clients.sagemaker.clone(), settings.get(EndpointName));
     let sns = SnsNotifier::new(clients.sns.clone(), settings.get(TopicArn));
     let mut worker = Worker::new(
-        store.clone(),
-        Arc::new(endpoint),
-        // The records of a batch run together: their notifications share PublishBatch calls.
-        Arc::new(BatchingSnsNotifier::start(sns, PUBLISH_LINGER)),
+        WorkerPorts { store: store.clone(), endpoint: Arc::new(endpoint), notifier: // The records of a batch run together: their notifications share PublishBatch calls.
+        Arc::new(BatchingSnsNotifier::start(sns, PUBLISH_LINGER)) },
         WorkerConfig {
             inbox: settings.get(InboxBucket).to_owned(),
             outbox: settings.get(OutboxBucket).to_owned(),

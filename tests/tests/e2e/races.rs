@@ -24,8 +24,8 @@ use sealbox_core::ports::{
 use sealbox_embedded::event_log::{EventLog, read_event_log};
 use sealbox_embedded::fs_store::FsObjectStore;
 use sealbox_embedded::sqlite_queue::{QueueDb, SqliteQueue};
-use sealbox_ingest::{Ingest, IngestConfig, IngestOutcome};
-use sealbox_worker::{JobOutcome, Worker, WorkerConfig};
+use sealbox_ingest::{Ingest, IngestConfig, IngestOutcome, IngestPorts};
+use sealbox_worker::{JobOutcome, Worker, WorkerConfig, WorkerPorts};
 use tokio::sync::Semaphore;
 
 const BUYER: &str = "111122223333";
@@ -87,10 +87,12 @@ fn rig() -> Rig {
     let events = dir.path().join("events.ndjson");
     let notifier = Arc::new(EventLog::open(&events, false).unwrap());
     let ingest = Ingest::new(
-        Arc::new(store.clone()),
-        Arc::new(jobs.clone()),
-        notifier.clone(),
-        Arc::new(verifier),
+        IngestPorts {
+            store: Arc::new(store.clone()),
+            jobs: Arc::new(jobs.clone()),
+            notifier: notifier.clone(),
+            authorizer: Arc::new(verifier),
+        },
         IngestConfig {
             inbox: "inbox".into(),
             outbox: "outbox".into(),
@@ -103,9 +105,11 @@ fn rig() -> Rig {
         release: Semaphore::new(0),
     });
     let worker = Arc::new(Worker::new(
-        Arc::new(store.clone()),
-        model.clone(),
-        notifier,
+        WorkerPorts {
+            store: Arc::new(store.clone()),
+            endpoint: model.clone(),
+            notifier,
+        },
         WorkerConfig {
             inbox: "inbox".into(),
             outbox: "outbox".into(),
