@@ -20,6 +20,7 @@ use sealbox_core::ports::{
     Authorizer, ClaimStore, NotAuthorized, Notifier, ObjectStore, OutgoingMessage, QueueSender,
     TokenSource, TokenUnavailable,
 };
+use sealbox_core::retry::Backoff;
 use time::OffsetDateTime;
 
 /// Why an event could not be handled now; it stays on its queue and comes back.
@@ -37,17 +38,6 @@ pub enum IngestError {
         /// How long to wait.
         retry_after: std::time::Duration,
     },
-}
-
-impl IngestError {
-    /// How long the event waits before it is handled again, its `receive_count`-th delivery
-    /// having failed this way: the deferral's own wait, or the jittered backoff.
-    pub fn retry_delay(&self, receive_count: u32) -> std::time::Duration {
-        match self {
-            IngestError::Deferred { retry_after } => *retry_after,
-            IngestError::Transient(_) => retry_delay(receive_count),
-        }
-    }
 }
 
 /// The job message's body. An inline input too large to ride in one SQS request's worth of
@@ -74,15 +64,12 @@ fn wall_clock(t: OffsetDateTime) -> std::time::SystemTime {
     at.unwrap_or_else(std::time::SystemTime::now)
 }
 
-/// Delay before a message that failed for now comes back, by its receive count: exponential
-/// with jitter, capped. The pollers and the Lambda function use the same.
-pub fn retry_delay(receive_count: u32) -> std::time::Duration {
-    sealbox_core::retry::redelivery_delay(
-        receive_count,
-        std::time::Duration::from_millis(500),
-        std::time::Duration::from_secs(60),
-    )
-}
+/// How long an inbox event that failed for now stays away, by its receive count (see
+/// [`queue_handler::disposition`]).
+pub const BACKOFF: Backoff = Backoff::new(
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(60),
+);
 
 /// Settings of the ingest handler.
 #[derive(Debug, Clone)]
@@ -883,10 +870,12 @@ mod tests {
         f.ingest.authorizer = Arc::new(KeysNotYetRefreshed);
         let ev = drop_request(&f, "r1", serde_json::json!({"text": "1,2,3,4"}), "none").await;
         let r = f.ingest.handle(&ev).await;
-        let Err(e @ IngestError::Deferred { .. }) = r else {
-            panic!("{r:?}")
-        };
-        assert_eq!(e.retry_delay(1), Duration::from_secs(7));
+        assert!(matches!(r, Err(IngestError::Deferred { .. })), "{r:?}");
+        assert_eq!(
+            queue_handler::disposition(&r, 1),
+            sealbox_core::queue_handler::Disposition::RetryAfter(Duration::from_secs(7)),
+            "it comes back after the deferral's own wait"
+        );
         let listed = f.store.list("outbox", "", None, 10).await.unwrap();
         assert!(listed.is_empty(), "no claim, no rejection: {listed:?}");
         let opts = ReceiveOptions {

@@ -8,27 +8,26 @@ use sealbox_core::ports::ReceivedMessage;
 use sealbox_core::queue_handler::{Disposition, Handled, Metric, QueueHandler};
 
 use crate::inbox_message::{self, InboxMessage};
-use crate::{Ingest, IngestError, IngestOutcome, retry_delay};
+use crate::{BACKOFF, Ingest, IngestError, IngestOutcome};
 
 /// What becomes of an inbox event's message, its `receive_count`-th delivery having been
 /// handled with `result` (see `sealbox_core::fault`).
 pub fn disposition(result: &Result<IngestOutcome, IngestError>, receive_count: u32) -> Disposition {
     match result {
         Ok(_) => Disposition::Done,
-        Err(e @ IngestError::Deferred { .. }) => {
-            Disposition::RetryAfter(e.retry_delay(receive_count))
-        }
+        // Waiting for a refresh of the keys: the deferral's own wait.
+        Err(IngestError::Deferred { retry_after }) => Disposition::RetryAfter(*retry_after),
         Err(IngestError::Transient(e)) if e.whose() == Whose::Ours => Disposition::Hold {
-            otherwise: retry_delay(receive_count),
+            otherwise: BACKOFF.delay(receive_count),
         },
-        Err(IngestError::Transient(_)) => Disposition::RetryAfter(retry_delay(receive_count)),
+        Err(IngestError::Transient(_)) => Disposition::RetryAfter(BACKOFF.delay(receive_count)),
     }
 }
 
 /// The disposition of a message nobody can read (not contract v1): left to the dead-letter
 /// queue after the usual delays.
 pub fn unreadable(receive_count: u32) -> Disposition {
-    Disposition::DeadLetter(retry_delay(receive_count))
+    Disposition::DeadLetter(BACKOFF.delay(receive_count))
 }
 
 /// What one event's outcome counts.

@@ -140,7 +140,7 @@ impl HandOff {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "encoding a job failed");
-                return Disposition::RetryAfter(sealbox_ingest::retry_delay(receive_count));
+                return Disposition::RetryAfter(sealbox_ingest::BACKOFF.delay(receive_count));
             }
         };
         if !self.running.within_share(&job.buyer) {

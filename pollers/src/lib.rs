@@ -196,7 +196,7 @@ async fn settle(
         // Our own storage or queue failing says nothing about the messages: hold them and try
         // again, so an outage spends none of their receives and dead-letters nothing.
         attempt += 1;
-        let delay = sealbox_core::retry::storage_retry_delay(attempt);
+        let delay = sealbox_core::retry::HOLD.delay(attempt);
         tracing::warn!(
             count = held.len(),
             attempt,

@@ -21,6 +21,7 @@ use sealbox_core::outcome::{Claim, Outcomes, ResultInfo};
 use sealbox_core::ports::{
     ByteStream, ClaimStore, Endpoint, Invocation, Notifier, ObjectStore, PutMode, PutOptions,
 };
+use sealbox_core::retry::Backoff;
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -43,25 +44,9 @@ pub enum WorkerError {
     Transient(#[from] Error),
 }
 
-/// Delay before a message that failed for now comes back, by its receive count: exponential
-/// with jitter, capped. The pollers and the Lambda function use the same.
-pub fn retry_delay(receive_count: u32) -> std::time::Duration {
-    sealbox_core::retry::redelivery_delay(
-        receive_count,
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(120),
-    )
-}
-
-/// How long a job that failed for now with `e` on its `receive_count`-th delivery waits: the
-/// jittered backoff, and at least as long as a throttling endpoint asked for.
-pub fn retry_delay_after(e: &Error, receive_count: u32) -> Duration {
-    let asked = match e {
-        Error::EndpointUnavailable { retry_after, .. } => *retry_after,
-        _ => None,
-    };
-    retry_delay(receive_count).max(asked.unwrap_or_default())
-}
+/// How long a job that failed for now stays away, by its receive count (see
+/// [`queue_handler::disposition`]).
+pub const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(120));
 
 /// What became of a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -489,8 +474,15 @@ mod tests {
             retry_after: asked,
         };
         let asked = Duration::from_secs(600);
-        assert_eq!(retry_delay_after(&throttled(Some(asked)), 1), asked);
-        assert!(retry_delay_after(&throttled(None), 1) <= Duration::from_secs(120));
+        let delay = |asked| match queue_handler::disposition(
+            &Err(WorkerError::Transient(throttled(asked))),
+            1,
+        ) {
+            sealbox_core::queue_handler::Disposition::RetryAfter(d) => d,
+            d => panic!("a throttled job is retried: {d:?}"),
+        };
+        assert_eq!(delay(Some(asked)), asked);
+        assert!(delay(None) <= Duration::from_secs(120));
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@ use sealbox_core::fault::Whose;
 use sealbox_core::ports::ReceivedMessage;
 use sealbox_core::queue_handler::{Disposition, Handled, Metric, QueueHandler};
 
-use crate::{JobOutcome, JobReport, Worker, WorkerError, retry_delay, retry_delay_after};
+use sealbox_core::Error;
+
+use crate::{BACKOFF, JobOutcome, JobReport, Worker, WorkerError};
 
 /// What becomes of a job's message, its `receive_count`-th delivery having been handled with
 /// `result` (see `sealbox_core::fault`).
@@ -20,14 +22,21 @@ pub fn disposition(
 ) -> Disposition {
     match result {
         Ok(_) => Disposition::Done,
-        Err(WorkerError::MalformedJob(_)) => Disposition::DeadLetter(retry_delay(receive_count)),
+        Err(WorkerError::MalformedJob(_)) => Disposition::DeadLetter(BACKOFF.delay(receive_count)),
         Err(WorkerError::Transient(e)) if e.whose() == Whose::Ours => Disposition::Hold {
-            otherwise: retry_delay_after(e, receive_count),
+            otherwise: delay_after(e, receive_count),
         },
-        Err(WorkerError::Transient(e)) => {
-            Disposition::RetryAfter(retry_delay_after(e, receive_count))
-        }
+        Err(WorkerError::Transient(e)) => Disposition::RetryAfter(delay_after(e, receive_count)),
     }
+}
+
+/// The backoff, and at least as long as a throttling endpoint asked for.
+fn delay_after(e: &Error, receive_count: u32) -> Duration {
+    let asked = match e {
+        Error::EndpointUnavailable { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    BACKOFF.delay(receive_count).max(asked.unwrap_or_default())
 }
 
 /// What a settled job counts.
@@ -69,7 +78,7 @@ impl Worker {
                 Err(_) => {
                     tracing::warn!(message_id = %m.message_id, "the invocation's time ran out; the job will retry");
                     return (
-                        Handled::plain(Disposition::RetryAfter(retry_delay(m.receive_count))),
+                        Handled::plain(Disposition::RetryAfter(BACKOFF.delay(m.receive_count))),
                         None,
                     );
                 }
@@ -128,7 +137,7 @@ impl QueueHandler for JobsHandler {
         // A job whose task panicked is given back at once, like any job not settled.
         let mut answers: Vec<Handled> = messages
             .iter()
-            .map(|m| Handled::plain(Disposition::RetryAfter(retry_delay(m.receive_count))))
+            .map(|m| Handled::plain(Disposition::RetryAfter(BACKOFF.delay(m.receive_count))))
             .collect();
         while let Some(joined) = running.join_next().await {
             match joined {
