@@ -94,8 +94,9 @@ pub enum IngestOutcome {
         /// Why.
         reason: Reason,
     },
-    /// The request id already has an outcome; this copy changes nothing.
-    AlreadyAnswered,
+    /// Another version owns the request id (its claim came first, as `JobOutcome::OwnedElsewhere`
+    /// in the worker): this copy changes nothing.
+    OwnedElsewhere,
     /// Not a request object, or gone before it was read.
     Ignored(&'static str),
 }
@@ -473,7 +474,7 @@ impl Ingest {
                     outcomes.settle_document(rejection).await?;
                 }
                 tracing::info!(buyer, request_id = name, reason = %violation.reason, owner = %held.owner, "request id already claimed; this copy changes nothing");
-                Ok(IngestOutcome::AlreadyAnswered)
+                Ok(IngestOutcome::OwnedElsewhere)
             }
         }
     }
@@ -990,7 +991,7 @@ mod tests {
         ev.etag = f.store.head("inbox", &ev.key).await.unwrap().unwrap().etag;
         assert_eq!(
             f.ingest.handle(&ev).await.unwrap(),
-            IngestOutcome::AlreadyAnswered
+            IngestOutcome::OwnedElsewhere
         );
         assert!(
             f.store

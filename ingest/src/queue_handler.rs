@@ -41,7 +41,7 @@ fn metrics(outcome: &IngestOutcome) -> Option<Metric> {
             name: "Rejected",
             dimension: Some(("Reason", reason.to_string())),
         }),
-        IngestOutcome::AlreadyAnswered | IngestOutcome::Ignored(_) => None,
+        IngestOutcome::OwnedElsewhere | IngestOutcome::Ignored(_) => None,
     }
 }
 
@@ -121,7 +121,7 @@ mod tests {
             Disposition::RetryAfter(_)
         ));
         assert_eq!(
-            disposition(&Ok(IngestOutcome::AlreadyAnswered), 9),
+            disposition(&Ok(IngestOutcome::OwnedElsewhere), 9),
             Disposition::Done
         );
         assert!(matches!(unreadable(1), Disposition::DeadLetter(_)));

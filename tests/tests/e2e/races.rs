@@ -336,7 +336,7 @@ async fn an_ingest_rejection_racing_a_running_job_writes_nothing() {
     let bad = r.put_version("5.1,3.5,1.4,0.2", false).await;
     assert_eq!(
         r.ingest.handle(&bad).await.unwrap(),
-        IngestOutcome::AlreadyAnswered
+        IngestOutcome::OwnedElsewhere
     );
     r.model.release.add_permits(1);
     assert!(matches!(running.await.unwrap(), JobOutcome::Completed(_)));
