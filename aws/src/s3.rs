@@ -3,7 +3,7 @@
 //! ETags have one form everywhere this adapter answers: without the surrounding quotes. HEAD,
 //! GET, PUT and ListObjectsV2 give them quoted (`"9b2c…"`), S3 event notifications unquoted
 //! (`9b2c…`); the unquoted form is the one both can reach without guessing, so an event's ETag
-//! compares equal to a head's ([`normalize_etag`]).
+//! compares equal to a head's ([`ETag`]).
 //!
 //! Writes: a body below one part ([`PART_SIZE`]) is one PutObject; a longer stream is a
 //! multipart upload, each part sent while the next is read, so at most two parts are in memory.
@@ -54,7 +54,7 @@ const PREALLOCATE_AT_MOST: u64 = 64 * 1024 * 1024;
 /// S3's limit on the length of a key, in bytes.
 const MAX_KEY_BYTES: usize = 1024;
 
-pub use sealbox_core::ports::object_store::normalize_etag;
+pub use sealbox_core::etag::ETag;
 
 /// Object store over S3 buckets.
 #[derive(Debug, Clone)]
@@ -72,8 +72,8 @@ pub enum PinnedReadError {
         bucket: String,
         /// Key.
         key: String,
-        /// The ETag asked for (normal form).
-        etag: String,
+        /// The ETag asked for.
+        etag: ETag,
     },
     /// Any other reason: [`Error::NotFound`] if there is no object at all, [`Error::TooLarge`],
     /// or a fault of S3.
@@ -99,11 +99,10 @@ impl S3ObjectStore {
         &self,
         bucket: &str,
         key: &str,
-        etag: &str,
+        etag: &ETag,
         max_bytes: u64,
     ) -> Result<(ObjectMeta, Bytes), PinnedReadError> {
         check_key(key)?;
-        let etag = normalize_etag(etag);
         let changed = || PinnedReadError::Changed {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -115,7 +114,7 @@ impl S3ObjectStore {
             .get_object()
             .bucket(bucket)
             .key(key)
-            .if_match(format!("\"{etag}\""))
+            .if_match(etag.quoted())
             .send()
             .await;
         let out = match sent {
@@ -129,7 +128,7 @@ impl S3ObjectStore {
         };
         let (meta, body) = read_capped(bucket, key, out, max_bytes).await?;
         // S3 honours If-Match; checked again for stores that ignore it.
-        if meta.etag != etag {
+        if meta.etag != *etag {
             return Err(changed());
         }
         Ok((meta, body))
@@ -614,7 +613,7 @@ fn object_meta(
         .and_then(|s| u64::try_from(s).ok())
         .ok_or_else(|| missing("a size"))?;
     let etag = etag
-        .map(normalize_etag)
+        .map(ETag::new)
         .filter(|e| !e.is_empty())
         .ok_or_else(|| missing("an ETag"))?;
     let last_modified = last_modified
@@ -645,8 +644,8 @@ fn port_metadata(sdk: Option<&std::collections::HashMap<String, String>>) -> Met
     .unwrap_or_default()
 }
 
-fn required_etag(etag: Option<&str>, doing: &str, bucket: &str, key: &str) -> Result<String> {
-    etag.map(normalize_etag)
+fn required_etag(etag: Option<&str>, doing: &str, bucket: &str, key: &str) -> Result<ETag> {
+    etag.map(ETag::new)
         .filter(|e| !e.is_empty())
         .ok_or_else(|| {
             Error::storage(
@@ -805,14 +804,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn etags_lose_their_quotes_and_nothing_else() {
-        assert_eq!(normalize_etag("\"abc\""), "abc");
-        assert_eq!(normalize_etag("abc"), "abc");
-        assert_eq!(normalize_etag(" \"abc-2\" "), "abc-2");
-        assert_eq!(normalize_etag("\"\""), "");
-    }
 
     #[test]
     fn keys_s3_cannot_hold_are_invalid() {

@@ -5,6 +5,7 @@
 pub mod conformance;
 pub mod contract;
 pub mod error;
+pub mod etag;
 pub mod fault;
 pub mod layout;
 pub mod object_claims;

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
+use sealbox_core::etag::ETag;
 use sealbox_core::layout::{TEMP_PREFIX, check_key};
 use sealbox_core::ports::object_store::{
     ByteStream, MAX_METADATA_BYTES, Metadata, ObjectMeta, ObjectStore, PutMode, PutOptions,
@@ -76,7 +77,7 @@ impl FsObjectStore {
         ObjectMeta {
             key: key.to_owned(),
             size: md.len(),
-            etag: format!("\"{:x}-{:x}-{:x}\"", md.ino(), mtime_ns, md.len()),
+            etag: ETag::new(format!("{:x}-{:x}-{:x}", md.ino(), mtime_ns, md.len())),
             last_modified,
             metadata: Metadata::new(),
         }

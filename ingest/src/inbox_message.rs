@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use sealbox_core::contract::InboxEvent;
+use sealbox_core::etag::ETag;
 use sealbox_core::layout::decode_event_key;
-use sealbox_core::ports::object_store::normalize_etag;
 
 /// A decoded inbox message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub fn decode_value(value: &Value) -> Result<InboxMessage, DecodeError> {
             events.push(InboxEvent {
                 bucket: record.s3.bucket.name,
                 key: form_decode(&record.s3.object.key)?,
-                etag: normalize_etag(&record.s3.object.etag),
+                etag: ETag::new(&record.s3.object.etag),
                 size: record.s3.object.size,
                 event_time: record
                     .event_time

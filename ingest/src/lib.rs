@@ -12,6 +12,7 @@ use sealbox_core::contract::{
     MAX_CARRYING_JOB_BYTES, MAX_REQUEST_OBJECT_BYTES, OutcomeDocument, OutcomeKind, Reason,
     RequestObject, Split, Violation,
 };
+use sealbox_core::etag::ETag;
 use sealbox_core::fault::{BuyerObject, answer_for_read};
 use sealbox_core::layout::{is_valid_buyer, parse_request_key};
 use sealbox_core::object_claims::ObjectClaims;
@@ -148,7 +149,7 @@ enum Decision {
         buyer: String,
         name: String,
         key: String,
-        etag: String,
+        etag: ETag,
         received_at: OffsetDateTime,
         violation: Violation,
     },
@@ -439,7 +440,7 @@ impl Ingest {
         buyer: &str,
         name: &str,
         key: &str,
-        etag: &str,
+        etag: &ETag,
         received_at: OffsetDateTime,
         violation: &Violation,
     ) -> Result<IngestOutcome, IngestError> {
@@ -452,7 +453,7 @@ impl Ingest {
             buyer: buyer.to_owned(),
             request_id: name.to_owned(),
             owner: ingest_owner(etag),
-            request_etag: etag.to_owned(),
+            request_etag: etag.clone(),
             claimed_at: OffsetDateTime::now_utc(),
             rejection: Some(doc.clone()),
         };

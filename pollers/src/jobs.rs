@@ -123,7 +123,7 @@ mod tests {
             buyer: "b1".into(),
             request_id: "r1".into(),
             request_key: request_key("b1", "r1"),
-            request_etag: String::new(),
+            request_etag: Default::default(),
             input: InputRef::Object {
                 key: "b1/inputs/x.csv".into(),
             },

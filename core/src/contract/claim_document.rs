@@ -1,6 +1,7 @@
 //! The claim document: who owns a request, decided once.
 
 use super::*;
+use crate::etag::ETag;
 
 /// The claim of a request id (`<buyer>/claims/<request_id>.json` in the outbox), created with
 /// create-new (`If-None-Match: *`) before any outcome of the request is written: whoever
@@ -17,7 +18,7 @@ pub struct ClaimDocument {
     /// rejecting that version of the request object).
     pub owner: String,
     /// ETag of the request object version the owner answers.
-    pub request_etag: String,
+    pub request_etag: ETag,
     /// When the claim was made.
     #[serde(with = "time::serde::rfc3339")]
     pub claimed_at: OffsetDateTime,

@@ -1,6 +1,7 @@
 //! The inbox event: an object landed in the inbox.
 
 use super::*;
+use crate::etag::ETag;
 
 /// An inbox event: an object landed in the inbox (what S3 sends to the `inbox-events` queue).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -10,7 +11,7 @@ pub struct InboxEvent {
     /// Object key, decoded.
     pub key: String,
     /// ETag of the version that was written.
-    pub etag: String,
+    pub etag: ETag,
     /// Size in bytes.
     pub size: u64,
     /// When it was written.

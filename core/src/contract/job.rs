@@ -1,6 +1,7 @@
 //! The job message ingest enqueues and the worker runs.
 
 use super::*;
+use crate::etag::ETag;
 
 /// Largest job message that carries its inline input ([`InputRef::Carried`]): SQS bills each
 /// 64 KiB of a message as one request, so a larger input is read from the request object instead.
@@ -82,7 +83,7 @@ pub struct JobMessage {
     /// Key of the request object in the inbox.
     pub request_key: String,
     /// ETag of the request object that was authorized.
-    pub request_etag: String,
+    pub request_etag: ETag,
     /// Where the input is.
     pub input: InputRef,
     /// Input MIME type.

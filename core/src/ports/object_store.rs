@@ -21,7 +21,7 @@ pub struct ObjectMeta {
     /// Size in bytes.
     pub size: u64,
     /// Entity tag: changes whenever the object is replaced.
-    pub etag: String,
+    pub etag: ETag,
     /// When it was last written.
     pub last_modified: OffsetDateTime,
     /// User metadata written with the object. Head and get answer it; listings do not (S3's
@@ -69,12 +69,7 @@ pub fn check_metadata(metadata: &Metadata) -> Result<()> {
     Ok(())
 }
 
-/// The one form of an ETag in sealbox, whatever answered it (S3's headers quote it, its event
-/// notifications do not): without surrounding quotes or spaces. `"abc"` and `abc` both become
-/// `abc`, so an event's ETag compares equal to a head's.
-pub fn normalize_etag(etag: &str) -> String {
-    etag.trim().trim_matches('"').to_owned()
-}
+pub use crate::etag::ETag;
 
 /// How a put treats an existing object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
 use crate::ports::object_store::{
-    ByteStream, ObjectMeta, ObjectStore, PutMode, PutOptions, check_metadata,
+    ByteStream, ETag, ObjectMeta, ObjectStore, PutMode, PutOptions, check_metadata,
 };
 use crate::{Error, Result};
 
@@ -88,7 +88,7 @@ impl ObjectStore for MemoryStore {
         let meta = ObjectMeta {
             key: key.to_owned(),
             size: body.len() as u64,
-            etag: format!("m{version}"),
+            etag: ETag::new(format!("m{version}")),
             last_modified: OffsetDateTime::now_utc(),
             metadata: opts.metadata,
         };
