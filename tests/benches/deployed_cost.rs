@@ -1,6 +1,8 @@
-//! What a million jobs cost on the deployed path: the `ingest` and `worker` Lambda binaries
-//! under the Lambda Runtime API emulator on moto, fed by event-source-mapping loops that
-//! receive and delete as AWS's would and are billed the same way:
+//! What a million jobs cost on the deployed path, beside the one-process path: the `ingest` and
+//! `worker` Lambda binaries under the Lambda Runtime API emulator on moto, fed by
+//! event-source-mapping loops that receive and delete as AWS's would and are billed the same
+//! way; then `sealbox bench --backend aws` (the one-process path, `up --backend aws`) on the
+//! same moto, as many jobs; both reported side by side, by operation:
 //! `cargo build --release --bins && cargo bench -p sealbox-tests --bench deployed_cost [-- --json]`.
 //!
 //! - The mappings: batches of up to 10; the inbox-events mapping waits up to 1 s to fill a batch
@@ -34,6 +36,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use sealbox_tests::aws_stack::{AwsStack, BUYER};
 use sealbox_tests::lambda_emulator::{LambdaEmulator, batch_item_failures, records_of, sqs_event};
+use sealbox_tests::moto::Moto;
 use serde_json::{Value, json};
 
 /// What one event source mapping did.
@@ -163,6 +166,26 @@ async fn results(s3: &aws_sdk_s3::Client, bucket: &str) -> usize {
     n
 }
 
+/// `sealbox bench --backend aws --json` of `jobs` jobs on `moto`: the one-process path's report
+/// (it makes its own stack and deletes it).
+fn one_process(moto: &Moto, jobs: usize) -> Value {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let out = std::process::Command::new(sealbox_tests::sealbox_bin())
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["bench", "--backend", "aws", "--json", "--jobs"])
+        .arg(jobs.to_string())
+        .envs(moto.env())
+        .output()
+        .expect("running sealbox bench --backend aws");
+    assert!(
+        out.status.success(),
+        "sealbox bench --backend aws failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sealbox bench --json prints one JSON object")
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -265,10 +288,43 @@ async fn main() {
         calls.get("S3.PutObject").copied().unwrap_or(0) >= jobs as u64,
         "every job writes its result: {calls:?}"
     );
+    // The one-process path after the deployed one, so neither slows the other.
+    drop(ingest);
+    drop(worker);
+    let local = one_process(&stack.moto, jobs.max(20));
     if as_json {
-        println!("{report}");
+        println!("{}", json!({ "deployed": report, "one_process": local }));
         return;
     }
+    println!("AWS calls per job by operation, and USD per million jobs (endpoint excluded)");
+    let local_calls = local["aws_calls_by_operation"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let ops: std::collections::BTreeSet<&String> =
+        per_job.keys().chain(local_calls.keys()).collect();
+    println!(
+        "  {:<34} {:>10} {:>12}",
+        "operation", "deployed", "one process"
+    );
+    for op in ops {
+        let here = per_job.get(op).copied().unwrap_or(0.0);
+        let there = local_calls.get(op).and_then(Value::as_f64).unwrap_or(0.0);
+        println!("  {op:<34} {here:>10.3} {there:>12.3}");
+    }
+    println!(
+        "  {:<34} {:>10.3} {:>12.3}",
+        "calls per job",
+        per_job.values().sum::<f64>(),
+        local["aws_calls_per_job"].as_f64().unwrap_or_default()
+    );
+    println!(
+        "  {:<34} {:>10.2} {:>12.2}",
+        "USD per million jobs",
+        requests_usd + duration_usd,
+        local["usd_per_million_jobs"].as_f64().unwrap_or_default()
+    );
+    println!();
     println!("deployed path: {jobs} jobs in {:.1} s", took.as_secs_f64());
     for (op, n) in &per_job {
         let usd = by_operation.get(op).map_or("not priced".to_owned(), |u| {
