@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealbox_core::conformance::endpoint::{self, ModelKnobs};
+use sealbox_core::conformance::endpoint::ModelKnobs;
 use sealbox_core::conformance::notifier;
 use sealbox_core::contract::DEFAULT_PAYLOAD_LIMIT;
 use sealbox_core::ports::endpoint::Endpoint;
@@ -84,22 +84,6 @@ async fn http_endpoint(knobs: ModelKnobs) -> Arc<dyn Endpoint> {
     )
 }
 
-#[tokio::test]
-async fn http_endpoint_answers_a_good_row_in_the_accepted_type() {
-    endpoint::a_good_row_is_answered_in_the_accepted_type(&http_endpoint).await;
-}
-
-#[tokio::test]
-async fn http_endpoint_rejects_what_the_model_refuses() {
-    endpoint::an_input_the_model_refuses_is_rejected(&http_endpoint).await;
-}
-
-#[tokio::test]
-async fn http_endpoint_refuses_a_payload_over_the_limit_before_any_call() {
-    endpoint::a_payload_over_the_limit_is_refused_before_any_call(&http_endpoint).await;
-}
-
-#[tokio::test]
-async fn http_endpoint_unreachable_is_unavailable() {
-    endpoint::an_unreachable_endpoint_is_unavailable(&http_endpoint).await;
+mod http_endpoint {
+    sealbox_core::endpoint_conformance_tests!(super::http_endpoint);
 }

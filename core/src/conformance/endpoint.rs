@@ -12,7 +12,14 @@
 //!   throttling past the concurrency limit); the container contract (`/invocations`) that the
 //!   embedded adapter speaks has neither.
 //!
-//! Each check panics, naming itself, where the adapter breaks a promise of the port.
+//! Each check panics, naming itself, where the adapter breaks a promise of the port. An
+//! adapter's tests run each check as a test of its own with
+//! [`endpoint_conformance_tests!`](crate::endpoint_conformance_tests), given the factory (and
+//! `runtime_api` for the second set):
+//!
+//! ```text
+//! sealbox_core::endpoint_conformance_tests!(runtime_api, sagemaker_endpoint);
+//! ```
 
 use std::future::Future;
 use std::sync::Arc;
@@ -279,4 +286,34 @@ where
 {
     not_ready_is_unavailable(make).await;
     past_max_concurrency_is_unavailable(make).await;
+}
+
+/// Runs each check of the endpoint suite as a test of its own, on adapters made by the factory
+/// given (an `async fn(ModelKnobs) -> Arc<dyn Endpoint>`): the checks for all adapters, and
+/// with `runtime_api` first also those only the SageMaker Runtime API can be put to.
+#[macro_export]
+macro_rules! endpoint_conformance_tests {
+    (runtime_api, $make:expr) => {
+        $crate::endpoint_conformance_tests!($make);
+        $crate::endpoint_conformance_tests!(@checks $make;
+            not_ready_is_unavailable,
+            past_max_concurrency_is_unavailable,
+        );
+    };
+    ($make:expr) => {
+        $crate::endpoint_conformance_tests!(@checks $make;
+            a_good_row_is_answered_in_the_accepted_type,
+            an_input_the_model_refuses_is_rejected,
+            a_payload_over_the_limit_is_refused_before_any_call,
+            an_unreachable_endpoint_is_unavailable,
+        );
+    };
+    (@checks $make:expr; $($check:ident,)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                $crate::conformance::endpoint::$check(&$make).await;
+            }
+        )+
+    };
 }

@@ -396,34 +396,8 @@ async fn sagemaker_endpoint(knobs: ModelKnobs) -> Arc<dyn Endpoint> {
     ))
 }
 
-#[tokio::test]
-async fn sagemaker_endpoint_answers_a_good_row_in_the_accepted_type() {
-    endpoint::a_good_row_is_answered_in_the_accepted_type(&sagemaker_endpoint).await;
-}
-
-#[tokio::test]
-async fn sagemaker_endpoint_rejects_what_the_model_refuses() {
-    endpoint::an_input_the_model_refuses_is_rejected(&sagemaker_endpoint).await;
-}
-
-#[tokio::test]
-async fn sagemaker_endpoint_refuses_a_payload_over_the_limit_before_any_call() {
-    endpoint::a_payload_over_the_limit_is_refused_before_any_call(&sagemaker_endpoint).await;
-}
-
-#[tokio::test]
-async fn sagemaker_endpoint_unreachable_is_unavailable() {
-    endpoint::an_unreachable_endpoint_is_unavailable(&sagemaker_endpoint).await;
-}
-
-#[tokio::test]
-async fn sagemaker_endpoint_not_ready_is_unavailable() {
-    endpoint::not_ready_is_unavailable(&sagemaker_endpoint).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sagemaker_endpoint_past_max_concurrency_is_unavailable() {
-    endpoint::past_max_concurrency_is_unavailable(&sagemaker_endpoint).await;
+mod sagemaker_endpoint {
+    sealbox_core::endpoint_conformance_tests!(runtime_api, super::sagemaker_endpoint);
 }
 
 #[tokio::test]
