@@ -93,16 +93,23 @@ pub struct BenchResult {
 }
 
 fn cpu_time() -> Duration {
-    // utime + stime from /proc/self/stat, in clock ticks (100 per second on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_time_of(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in clock ticks (100 per second on Linux).
+fn cpu_time_of(stat: &str) -> Duration {
+    // The fields after the command's closing parenthesis start at field 3 (state); utime and
+    // stime are fields 14 and 15. By position: some fields before them may be negative
+    // (`tpgid` is -1 without a terminal), so they cannot be skipped as "not numbers".
     let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // Fields after the command: state(3) is not numeric, so utime/stime sit at 10 and 11 here.
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    let field = |n: usize| -> u64 {
+        after
+            .split_whitespace()
+            .nth(n - 3)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((field(14) + field(15)) * 10)
 }
 
 fn peak_rss_mb() -> f64 {
@@ -773,4 +780,17 @@ async fn run_aws(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         r.not_in_cost.join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_time_counts_user_and_system_time_without_a_terminal() {
+        // tpgid (field 8) is -1 for a process without a terminal, as under CI and in pipes.
+        let stat = "4242 (sealbox) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(
+            super::cpu_time_of(stat),
+            std::time::Duration::from_millis(3000)
+        );
+    }
 }
