@@ -141,7 +141,9 @@ impl InboxScanner {
         let body = serde_json::to_string(&event).ok()?;
         // The buyer is the event's tenant: one buyer's burst does not delay another's.
         let message = OutgoingMessage::new(body).in_group(request.buyer);
-        Some((format!("{}|{}", meta.key, meta.etag), message))
+        // The ETag quoted, as the file store's tags were before `ETag`: the keys stored by an
+        // earlier version still match, so an upgraded stack does not send its inbox again.
+        Some((format!("{}|{}", meta.key, meta.etag.quoted()), message))
     }
 
     /// Collects what is under `path` (blocking). Files that may still be written go to

@@ -43,6 +43,10 @@ pub enum IngestError {
     },
 }
 
+/// Events of a batch decided at once (a queue receive brings at most ten messages, but a message
+/// may carry several records).
+const DECIDE_AT_ONCE: usize = 16;
+
 /// The job message's body. An inline input too large to ride in one SQS request's worth of
 /// message stays in the request object, which the worker then reads (pinned by its ETag).
 fn encode_job(job: &mut JobMessage) -> serde_json::Result<String> {
@@ -97,8 +101,9 @@ pub enum IngestOutcome {
         /// Why.
         reason: Reason,
     },
-    /// Another version owns the request id (its claim came first, as `JobOutcome::OwnedElsewhere`
-    /// in the worker): this copy changes nothing.
+    /// Another owner holds the request id's claim (a job, or ingest for another version; its
+    /// claim came first, as `JobOutcome::OwnedElsewhere` in the worker): this copy changes
+    /// nothing.
     OwnedElsewhere,
     /// Not a request object, or gone before it was read.
     Ignored(&'static str),
@@ -206,9 +211,13 @@ impl Ingest {
         events: &[InboxEvent],
         dispatch: Dispatch<'_>,
     ) -> Vec<Result<IngestOutcome, IngestError>> {
-        // Decided together: each waits on its own reads (the request object, the keys), so a
-        // batch takes about as long as its slowest event, not the sum of them.
-        let decided = join_all(events.iter().map(|ev| self.decide(ev))).await;
+        // Decided together, in order: each waits on its own reads (the request object, up to
+        // the payload limit, and the keys), so a batch takes about as long as its slowest
+        // event, not the sum of them; DECIDE_AT_ONCE at a time bounds the memory.
+        let mut decided = Vec::with_capacity(events.len());
+        for chunk in events.chunks(DECIDE_AT_ONCE) {
+            decided.extend(join_all(chunk.iter().map(|ev| self.decide(ev))).await);
+        }
         let mut decisions = Vec::with_capacity(events.len());
         for (i, mut decision) in decided.into_iter().enumerate() {
             if let (Ok(Decision::Accept(job)), Dispatch::Caller { job_ids }) =

@@ -33,8 +33,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let endpoint = SageMakerEndpoint::new(clients.sagemaker.clone(), settings.get(EndpointName));
     let sns = SnsNotifier::new(clients.sns.clone(), settings.get(TopicArn));
     let mut worker = Worker::new(
-        WorkerPorts { store: store.clone(), endpoint: Arc::new(endpoint), notifier: // The records of a batch run together: their notifications share PublishBatch calls.
-        Arc::new(BatchingSnsNotifier::start(sns, PUBLISH_LINGER)) },
+        WorkerPorts {
+            store: store.clone(),
+            endpoint: Arc::new(endpoint),
+            // The records of a batch run together: their notifications share PublishBatch calls.
+            notifier: Arc::new(BatchingSnsNotifier::start(sns, PUBLISH_LINGER)),
+        },
         WorkerConfig {
             inbox: settings.get(InboxBucket).to_owned(),
             outbox: settings.get(OutboxBucket).to_owned(),
