@@ -9,6 +9,8 @@
 //! XFS, btrfs, tmpfs since Linux 6.6); on one without, objects are written without their
 //! metadata and a warning says so once (the metadata is a result's usage, not buyer data).
 
+mod threads;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -91,16 +93,25 @@ impl FsObjectStore {
 
     /// Creates the temporary file next to `target` and returns its path and handle.
     fn begin(&self, target: &Path) -> Result<(PathBuf, fs::File)> {
-        if let Some(dir) = target.parent() {
-            fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        }
         let tmp = self.temp_path(target);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        let create = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+        };
+        // The folder usually exists: made only when the first create says it is missing.
+        let file = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = target.parent() {
+                    fs::create_dir_all(dir)
+                        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                }
+                create()
+            }
+            created => created,
+        }
+        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
         Ok((tmp, file))
     }
 
@@ -123,6 +134,11 @@ impl FsObjectStore {
             file.sync_all()
                 .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
         }
+        // Our own file's size, time and inode (what the ETag is made of): a rename keeps them,
+        // and a concurrent overwrite of the target after ours must not lend us its tag.
+        let md = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", tmp.display()), e))?;
         drop(file);
         let published = match mode {
             PutMode::Overwrite => fs::rename(tmp, target),
@@ -146,8 +162,6 @@ impl FsObjectStore {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
         }
-        let md = fs::metadata(target)
-            .map_err(|e| Error::io(format!("reading {}", target.display()), e))?;
         let mut meta = Self::meta_of(key, &md);
         meta.metadata = opts.metadata;
         Ok(meta)
@@ -705,9 +719,9 @@ fn read_metadata(file: &fs::File) -> std::result::Result<Metadata, MetadataError
     Ok(metadata)
 }
 
-/// Runs blocking file work off the async threads.
+/// Runs blocking file work off the async threads, on the store's own threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await?
+    threads::run(f).await
 }
 
 #[async_trait]

@@ -149,10 +149,19 @@ impl InboxScanner {
     /// Collects what is under `path` (blocking). Files that may still be written go to
     /// `found.unsettled` unless `whole` says the watcher saw this very file renamed into place.
     fn collect(&self, path: &Path, whole: bool, found: &mut Found) {
+        let level = self.level(path);
+        // Temporary files of the store's own writes are renamed into place shortly: not even
+        // looked at (each write's creation, close and rename name one).
+        if matches!(level, Level::Entry(_))
+            && path
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()))
+        {
+            return;
+        }
         let Ok(md) = fs::symlink_metadata(path) else {
             return;
         };
-        let level = self.level(path);
         if md.is_symlink() && matches!(level, Level::Buyer | Level::Requests) {
             tracing::warn!(path = %path.display(), "a symbolic link in the inbox is never followed; nothing behind it is read");
             return;
@@ -173,13 +182,6 @@ impl InboxScanner {
                 }
             }
             Level::Entry(key) => {
-                // Temporary files of the store's own writes are renamed into place shortly.
-                if path
-                    .file_name()
-                    .is_some_and(|n| n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()))
-                {
-                    return;
-                }
                 if md.is_file() && parse_request_key(key).is_none() {
                     return;
                 }

@@ -1,11 +1,13 @@
 //! Queues over SQLite (bundled, WAL) with SQS semantics: batches, receipt handles, visibility
 //! timeouts, receive counts, delays and a dead-letter queue after too many receives.
 //!
-//! Every operation is one transaction, so a `kill -9` loses nothing committed and duplicates
-//! nothing: a message is either in the table or deleted. A transaction that reads then writes
-//! begins `IMMEDIATE`: it takes the write lock first, so another writer (another process on the
-//! same file) makes it wait up to the busy timeout instead of failing with `SQLITE_BUSY`, as a
-//! read transaction upgraded to a write would.
+//! Every operation is atomic (a savepoint in a transaction), and it is answered only once that
+//! transaction has committed, so a `kill -9` loses nothing acknowledged and duplicates nothing:
+//! a message is either in the table or deleted. The database's own thread ([`batch`]) runs the
+//! operations that arrive together in one transaction, which begins `IMMEDIATE` when one of them
+//! writes: it takes the write lock first, so another writer (another process on the same file)
+//! makes it wait up to the busy timeout instead of failing with `SQLITE_BUSY`, as a read
+//! transaction upgraded to a write would.
 //!
 //! `send_if_new` remembers each dedup key it is given (the inbox watcher's (key, ETag)) with
 //! the time it last saw it, and sends only keys it has never seen. The inbox watcher forgets
@@ -13,12 +15,16 @@
 //! their request objects are gone or replaced, so the table stays as large as the inbox, and a
 //! request object still in the inbox is never announced twice, however long it stays.
 
+mod batch;
+
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use batch::{Access, DbThread};
 use tokio::sync::Notify;
 
 use sealbox_core::Error;
@@ -62,7 +68,7 @@ use sealbox_core::ports::queue::{
 /// One SQLite database holding any number of queues.
 #[derive(Debug, Clone)]
 pub struct QueueDb {
-    conn: Arc<Mutex<Connection>>,
+    thread: Arc<DbThread>,
     // Wakes long polls of one queue in this process; other processes are seen by polling.
     notifiers: Arc<Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
     // Per queue, the group the last receive in this process took from last (fair share).
@@ -136,10 +142,13 @@ impl QueueDb {
         // Checkpoints fsync the database: run them off the request path, from their own
         // connection, so no send or receive ever waits for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let conn = Arc::new(Mutex::new(conn));
-        spawn_checkpointer(path, Arc::downgrade(&conn))?;
+        let thread = Arc::new(
+            DbThread::start(conn)
+                .map_err(|e| Error::io("starting the queue database's thread", e))?,
+        );
+        spawn_checkpointer(path, Arc::downgrade(&thread))?;
         Ok(QueueDb {
-            conn,
+            thread,
             notifiers: Arc::default(),
             cursors: Arc::default(),
         })
@@ -171,23 +180,13 @@ impl QueueDb {
         }
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.conn
-            .lock()
-            .map_err(|_| DbError::Port(Error::Task("queue database lock poisoned".into())))
-    }
-
+    /// Runs `f` atomically on the database's thread; answers once it is committed.
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        access: Access,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> sealbox_core::Result<T> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = this.lock()?;
-            f(&mut conn)
-        })
-        .await?
-        .map_err(Error::from)
+        Ok(self.thread.call(access, f).await?)
     }
 }
 
@@ -233,7 +232,7 @@ fn add_message_groups(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<Mutex<Connection>>) -> Result<()> {
+fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<DbThread>) -> Result<()> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     std::thread::Builder::new()
@@ -270,7 +269,7 @@ pub struct SqliteQueue {
 }
 
 fn insert(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     queue: &str,
     body: &str,
     delay: Duration,
@@ -318,8 +317,7 @@ impl SqliteQueue {
         let name = self.name.clone();
         let sent = self
             .db
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .run(Access::Write, move |tx| {
                 let now = now_ms();
                 let mut sent = 0;
                 for (key, message) in &messages {
@@ -339,7 +337,7 @@ impl SqliteQueue {
                         .execute(params![&*name, key, now])?;
                     if fresh == 1 {
                         insert(
-                            &tx,
+                            tx,
                             &name,
                             &message.body,
                             message.delay,
@@ -348,7 +346,6 @@ impl SqliteQueue {
                         sent += 1;
                     }
                 }
-                tx.commit()?;
                 Ok(sent)
             })
             .await?;
@@ -368,7 +365,7 @@ impl SqliteQueue {
             let name = self.name.clone();
             let n = self
                 .db
-                .run(move |conn| {
+                .run(Access::Write, move |conn| {
                     Ok(conn
                         .prepare_cached(
                             "DELETE FROM dedup WHERE (queue, key) IN
@@ -390,7 +387,7 @@ impl SqliteQueue {
     pub async fn release_in_flight(&self) -> sealbox_core::Result<usize> {
         let name = self.name.clone();
         self.db
-            .run(move |conn| {
+            .run(Access::Write, move |conn| {
                 let now = now_ms();
                 Ok(conn.execute(
                     "UPDATE messages SET visible_at = ?2, receipt = NULL
@@ -405,7 +402,7 @@ impl SqliteQueue {
     /// each group in turn, starting after the group `cursor` names (SQS fair queues share a
     /// standard queue between tenants so; a queue of one group is plain oldest first).
     fn fair_candidates(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &Connection,
         name: &str,
         now: i64,
         want: usize,
@@ -476,14 +473,14 @@ impl SqliteQueue {
     }
 
     fn try_receive(
-        conn: &mut Connection,
+        tx: &Connection,
         name: &str,
         redrive: Option<&RedrivePolicy>,
         opts: ReceiveOptions,
         cursor: &Mutex<String>,
     ) -> Result<Vec<ReceivedMessage>> {
-        // An empty poll stays a read: it takes no write lock and waits for no writer.
-        let any: bool = conn
+        // An empty poll changes nothing.
+        let any: bool = tx
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)",
             )?
@@ -491,9 +488,6 @@ impl SqliteQueue {
         if !any {
             return Ok(Vec::new());
         }
-        // Immediate: the write lock first, waiting for another writer (busy timeout), then the
-        // read. A deferred read upgraded to a write would fail at once with SQLITE_BUSY.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         let mut out = Vec::new();
         let mut last_group = cursor.lock().map(|c| c.clone()).unwrap_or_default();
@@ -504,7 +498,7 @@ impl SqliteQueue {
             if want == 0 {
                 break;
             }
-            let rows: Vec<Candidate> = Self::fair_candidates(&tx, name, now, want, &last_group)?
+            let rows: Vec<Candidate> = Self::fair_candidates(tx, name, now, want, &last_group)?
                 .into_iter()
                 .filter(|r| seen.insert(r.id))
                 .collect();
@@ -543,7 +537,6 @@ impl SqliteQueue {
                 });
             }
         }
-        tx.commit()?;
         if let Ok(mut c) = cursor.lock() {
             *c = last_group;
         }
@@ -567,13 +560,11 @@ impl QueueSender for SqliteQueue {
         let messages = messages.to_vec();
         let ids = self
             .db
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .run(Access::Write, move |tx| {
                 let mut ids = Vec::with_capacity(messages.len());
                 for m in &messages {
-                    ids.push(insert(&tx, &name, &m.body, m.delay, m.group.as_deref())?.to_string());
+                    ids.push(insert(tx, &name, &m.body, m.delay, m.group.as_deref())?.to_string());
                 }
-                tx.commit()?;
                 Ok(ids)
             })
             .await?;
@@ -595,7 +586,9 @@ impl QueueConsumer for SqliteQueue {
             let cursor = self.cursor.clone();
             let got = self
                 .db
-                .run(move |conn| Self::try_receive(conn, &name, redrive.as_ref(), opts, &cursor))
+                .run(Access::Write, move |conn| {
+                    Self::try_receive(conn, &name, redrive.as_ref(), opts, &cursor)
+                })
                 .await?;
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
@@ -615,8 +608,7 @@ impl QueueConsumer for SqliteQueue {
             return Ok(());
         }
         self.db
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .run(Access::Write, move |tx| {
                 {
                     let mut stmt =
                         tx.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receipt = ?2")?;
@@ -624,7 +616,6 @@ impl QueueConsumer for SqliteQueue {
                         stmt.execute(params![id, h])?;
                     }
                 }
-                tx.commit()?;
                 Ok(())
             })
             .await
@@ -640,7 +631,7 @@ impl QueueConsumer for SqliteQueue {
         };
         let h = h.to_owned();
         self.db
-            .run(move |conn| {
+            .run(Access::Write, move |conn| {
                 conn.prepare_cached(
                     "UPDATE messages SET visible_at = ?3 WHERE id = ?1 AND receipt = ?2",
                 )?
@@ -660,7 +651,7 @@ impl QueueAdmin for SqliteQueue {
     async fn stats(&self) -> sealbox_core::Result<QueueStats> {
         let name = self.name.clone();
         self.db
-            .run(move |conn| {
+            .run(Access::Read, move |conn| {
                 let now = now_ms();
                 let (visible, in_flight, delayed, oldest): (i64, i64, i64, Option<i64>) = conn
                     .query_row(
@@ -688,7 +679,7 @@ impl QueueAdmin for SqliteQueue {
             return Ok(Vec::new());
         };
         self.db
-            .run(move |conn| {
+            .run(Access::Read, move |conn| {
                 let mut stmt = conn.prepare(
                     "SELECT id, body, receive_count, sent_at FROM messages
                      WHERE queue = ?1 ORDER BY id LIMIT ?2",
@@ -715,7 +706,7 @@ impl QueueAdmin for SqliteQueue {
         let name = self.name.clone();
         let moved = self
             .db
-            .run(move |conn| {
+            .run(Access::Write, move |conn| {
                 Ok(conn.execute(
                     "UPDATE messages SET queue = ?1, visible_at = ?3, receive_count = 0, receipt = NULL
                      WHERE id IN (SELECT id FROM messages WHERE queue = ?2 ORDER BY id LIMIT ?4)",
@@ -732,7 +723,7 @@ impl QueueAdmin for SqliteQueue {
             return Ok(0);
         };
         self.db
-            .run(move |conn| {
+            .run(Access::Read, move |conn| {
                 let n: Option<i64> = conn
                     .query_row(
                         "SELECT COUNT(*) FROM messages WHERE queue = ?1",
@@ -914,7 +905,7 @@ mod tests {
         q.send_batch(&[OutgoingMessage::new("a".into())])
             .await
             .unwrap();
-        db.run(|conn| {
+        db.run(Access::Read, |conn| {
             conn.busy_handler(Some(commit_the_other_writer))?;
             Ok(())
         })
@@ -945,11 +936,15 @@ mod tests {
         let path = d.path().join("q.db");
         let first = QueueDb::open(&path).unwrap();
         let second = QueueDb::open(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         for db in [&first, &second] {
-            let timeout: i64 = db
-                .lock()
-                .unwrap()
-                .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            let timeout: i64 = rt
+                .block_on(db.run(Access::Read, |c| {
+                    Ok(c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?)
+                }))
                 .unwrap();
             assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
         }
@@ -988,10 +983,6 @@ mod tests {
             .flat_map(|w| w.join().unwrap())
             .collect();
         let reopened = QueueDb::open(&path).unwrap().queue("jobs", None);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         rt.block_on(async {
             loop {
                 let rest = reopened.receive(opts(10, 60_000)).await.unwrap();
@@ -1010,7 +1001,7 @@ mod tests {
 
     async fn age_dedup_keys(db: &QueueDb, keys: &[&str], age: Duration) {
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-        db.run(move |conn| {
+        db.run(Access::Write, move |conn| {
             for k in &keys {
                 conn.execute(
                     "UPDATE dedup SET sent_at = ?2 WHERE key = ?1",
