@@ -152,11 +152,7 @@ impl InboxScanner {
         let level = self.level(path);
         // Temporary files of the store's own writes are renamed into place shortly: not even
         // looked at (each write's creation, close and rename name one).
-        if matches!(level, Level::Entry(_))
-            && path
-                .file_name()
-                .is_some_and(|n| n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()))
-        {
+        if matches!(level, Level::Entry(_)) && is_temp_file(path) {
             return;
         }
         let Ok(md) = fs::symlink_metadata(path) else {
@@ -329,16 +325,33 @@ fn signal_of(event: notify::Event) -> Option<Signal> {
     if event.need_rescan() {
         return Some(Signal::Rescan);
     }
+    // The store's own temporary files are renamed into place: only the final name matters,
+    // so three of the four events of an atomic write wake no one.
+    let files = || -> Option<Vec<PathBuf>> {
+        let paths: Vec<PathBuf> = event
+            .paths
+            .iter()
+            .filter(|p| !is_temp_file(p))
+            .cloned()
+            .collect();
+        (!paths.is_empty()).then_some(paths)
+    };
     match event.kind {
         EventKind::Create(CreateKind::Folder) => Some(Signal::NewDirs(event.paths)),
-        EventKind::Modify(ModifyKind::Name(_)) => Some(Signal::Whole(event.paths)),
+        EventKind::Modify(ModifyKind::Name(_)) => files().map(Signal::Whole),
         // A hard link or `linkat` shows only as a creation; a write in place as a creation
         // and a close.
         EventKind::Create(_) | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-            Some(Signal::Look(event.paths))
+            files().map(Signal::Look)
         }
         _ => None,
     }
+}
+
+/// Whether `path` names a temporary file of the store's writes.
+fn is_temp_file(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()))
 }
 
 type SharedWatcher = Arc<Mutex<notify::RecommendedWatcher>>;
@@ -540,6 +553,32 @@ mod tests {
     fn age(path: &Path, by: Duration) {
         let file = fs::File::options().write(true).open(path).unwrap();
         file.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    #[test]
+    fn the_events_of_the_stores_temporary_files_wake_no_scan() {
+        let dir = PathBuf::from("/data/buckets/inbox/b1/requests");
+        let temp = dir.join(format!("{TEMP_PREFIX}42-7.tmp"));
+        let done = dir.join("r1.json");
+        let event = |kind, paths: &[&PathBuf]| {
+            paths
+                .iter()
+                .fold(notify::Event::new(kind), |e, p| e.add_path((*p).clone()))
+        };
+        let created = event(EventKind::Create(CreateKind::File), &[&temp]);
+        assert!(signal_of(created).is_none());
+        let closed = event(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            &[&temp],
+        );
+        assert!(signal_of(closed).is_none());
+        let renamed = event(
+            EventKind::Modify(ModifyKind::Name(notify::event::RenameMode::Both)),
+            &[&temp, &done],
+        );
+        assert!(matches!(signal_of(renamed), Some(Signal::Whole(p)) if p == vec![done.clone()]));
+        let written_in_place = event(EventKind::Create(CreateKind::File), &[&done]);
+        assert!(matches!(signal_of(written_in_place), Some(Signal::Look(p)) if p == vec![done]));
     }
 
     #[tokio::test]
