@@ -131,6 +131,7 @@ where
 
 fn serve(conn: &Connection, inbox: &mpsc::Receiver<Box<dyn Op>>) {
     let mut batch: Vec<Box<dyn Op>> = Vec::with_capacity(MAX_BATCH);
+    let (mut ops, mut transactions) = (0u64, 0u64);
     while let Ok(first) = inbox.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -139,11 +140,14 @@ fn serve(conn: &Connection, inbox: &mpsc::Receiver<Box<dyn Op>>) {
                 Err(_) => break,
             }
         }
+        ops += batch.len() as u64;
+        transactions += 1;
         let outcome = run_batch(conn, &mut batch);
         for op in batch.drain(..) {
             op.answer(outcome.as_ref().map(|_| ()));
         }
     }
+    tracing::debug!(ops, transactions, "queue database closed");
 }
 
 /// Runs every operation of `batch` in one transaction and commits it.
