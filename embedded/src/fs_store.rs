@@ -130,15 +130,20 @@ impl FsObjectStore {
             return Err(e.context(bucket, key));
         }
         let mode = opts.mode;
-        if self.durable {
-            file.sync_all()
-                .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
-        }
         // Our own file's size, time and inode (what the ETag is made of): a rename keeps them,
         // and a concurrent overwrite of the target after ours must not lend us its tag.
-        let md = file
-            .metadata()
-            .map_err(|e| Error::io(format!("reading {}", tmp.display()), e))?;
+        let synced = if self.durable {
+            file.sync_all().map_err(|e| ("syncing", e))
+        } else {
+            Ok(())
+        };
+        let md = match synced.and_then(|()| file.metadata().map_err(|e| ("reading", e))) {
+            Ok(md) => md,
+            Err((what, e)) => {
+                let _ = fs::remove_file(tmp);
+                return Err(Error::io(format!("{what} {}", tmp.display()), e));
+            }
+        };
         drop(file);
         let published = match mode {
             PutMode::Overwrite => fs::rename(tmp, target),
@@ -721,7 +726,7 @@ fn read_metadata(file: &fs::File) -> std::result::Result<Metadata, MetadataError
 
 /// Runs blocking file work off the async threads, on the store's own threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    threads::run(f).await
+    threads::shared().run(f).await
 }
 
 #[async_trait]

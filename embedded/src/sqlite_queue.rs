@@ -142,6 +142,8 @@ impl QueueDb {
         // Checkpoints fsync the database: run them off the request path, from their own
         // connection, so no send or receive ever waits for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // The queues' statements and the batches' savepoints, all kept prepared.
+        conn.set_prepared_statement_cache_capacity(32);
         let thread = Arc::new(
             DbThread::start(conn)
                 .map_err(|e| Error::io("starting the queue database's thread", e))?,
@@ -472,6 +474,15 @@ impl SqliteQueue {
         Ok(out)
     }
 
+    /// Whether the queue has a message a receive could take now.
+    fn any_visible(conn: &Connection, name: &str) -> Result<bool> {
+        Ok(conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)",
+            )?
+            .query_row(params![name, now_ms()], |r| r.get(0))?)
+    }
+
     fn try_receive(
         tx: &Connection,
         name: &str,
@@ -479,15 +490,6 @@ impl SqliteQueue {
         opts: ReceiveOptions,
         cursor: &Mutex<String>,
     ) -> Result<Vec<ReceivedMessage>> {
-        // An empty poll changes nothing.
-        let any: bool = tx
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)",
-            )?
-            .query_row(params![name, now_ms()], |r| r.get(0))?;
-        if !any {
-            return Ok(Vec::new());
-        }
         let now = now_ms();
         let mut out = Vec::new();
         let mut last_group = cursor.lock().map(|c| c.clone()).unwrap_or_default();
@@ -584,12 +586,23 @@ impl QueueConsumer for SqliteQueue {
             notified.as_mut().enable();
             let (name, redrive) = (self.name.clone(), self.redrive.clone());
             let cursor = self.cursor.clone();
-            let got = self
-                .db
-                .run(Access::Write, move |conn| {
-                    Self::try_receive(conn, &name, redrive.as_ref(), opts, &cursor)
-                })
-                .await?;
+            // An empty poll stays a read: it takes no write lock, so it waits for no writer of
+            // another process and holds up none.
+            let any = {
+                let name = name.clone();
+                self.db
+                    .run(Access::Read, move |conn| Self::any_visible(conn, &name))
+                    .await?
+            };
+            let got = if any {
+                self.db
+                    .run(Access::Write, move |conn| {
+                        Self::try_receive(conn, &name, redrive.as_ref(), opts, &cursor)
+                    })
+                    .await?
+            } else {
+                Vec::new()
+            };
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
@@ -928,6 +941,42 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body, "a");
         assert_eq!(q.stats().await.unwrap().in_flight, 1);
+    }
+
+    static WAITED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    fn note_the_wait(_attempts: i32) -> bool {
+        WAITED.store(true, std::sync::atomic::Ordering::SeqCst);
+        false
+    }
+
+    #[tokio::test]
+    async fn an_empty_poll_waits_for_no_writer_of_another_process() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("q.db");
+        let db = QueueDb::open(&path).unwrap();
+        let q = db.queue("jobs", None);
+        db.run(Access::Read, |conn| {
+            conn.busy_handler(Some(note_the_wait))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        // Another process holds the write lock, mid-transaction.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO messages (queue, body, sent_at, visible_at) VALUES ('other', 'x', 0, 0);",
+            )
+            .unwrap();
+        let got = q.receive(opts(10, 30_000)).await;
+        other.execute_batch("COMMIT").unwrap();
+        assert!(got.unwrap().is_empty());
+        assert!(
+            !WAITED.load(std::sync::atomic::Ordering::SeqCst),
+            "an empty poll asked for the write lock"
+        );
     }
 
     #[test]

@@ -119,7 +119,7 @@ where
                 e.to_string(),
             ))),
             (None, Err(e)) => Err(DbError::Port(Error::storage(
-                "queue database: beginning a transaction",
+                "queue database: the transaction was aborted",
                 e.to_string(),
             ))),
             (None, Ok(())) => Err(stopped()),
@@ -153,6 +153,12 @@ fn serve(conn: &Connection, inbox: &mpsc::Receiver<Box<dyn Op>>) {
 /// Runs every operation of `batch` in one transaction and commits it.
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Op>]) -> rusqlite::Result<()> {
     let writes = batch.iter().any(|op| op.access() == Access::Write);
+    if !conn.is_autocommit() {
+        // A transaction an earlier batch could not roll back: every BEGIN would fail on it.
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "queue database: cannot roll back an earlier transaction");
+        }
+    }
     conn.execute_batch(if writes { "BEGIN IMMEDIATE" } else { "BEGIN" })?;
     let mut run = || -> rusqlite::Result<()> {
         for op in batch.iter_mut() {
@@ -166,8 +172,11 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Op>]) -> rusqlite::Result<(
         Ok(())
     };
     let done = run();
-    if done.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
+    if done.is_err()
+        && !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::error!(error = %e, "queue database: cannot roll back a failed transaction");
     }
     done
 }
