@@ -289,6 +289,15 @@ pub struct RevokedKey {
 }
 
 impl Keyset {
+    /// The ids of the keys in `state`, in order.
+    pub fn kids(&self, state: KeyState) -> std::collections::BTreeSet<String> {
+        self.keys
+            .iter()
+            .filter(|k| k.state == state)
+            .map(|k| k.kid.clone())
+            .collect()
+    }
+
     /// A new keyset with a current key and a next key.
     pub fn generate(issuer: &str, alg: KeyAlg) -> Result<Keyset, AuthzError> {
         Keyset::generate_with(issuer, alg, &mut KeyEntry::generate)

@@ -10,7 +10,6 @@
 // Test support: a panic is how a suite reports a broken port promise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::KeyStore;
 use crate::error::AuthzError;
-use crate::keyset::{KeyAlg, KeyState, Keyset};
+use crate::keyset::{KeyAlg, KeyState};
 use crate::verify::{Verifier, VerifierConfig};
 
 const ISSUER: &str = "conformance-seller";
@@ -36,15 +35,6 @@ where
     tokens_signed_through_the_store_verify_with_its_keyset(fresh().await.as_ref()).await;
 }
 
-/// The kids of `ks` in `state`.
-fn kids(ks: &Keyset, state: KeyState) -> BTreeSet<String> {
-    ks.keys
-        .iter()
-        .filter(|k| k.state == state)
-        .map(|k| k.kid.clone())
-        .collect()
-}
-
 /// `load` of an empty store is `NoKeyset`; `init` makes one current and one next key, `load`
 /// answers the same keyset, and a second `init` is `Exists` and changes nothing.
 pub async fn nothing_is_there_before_init_and_init_is_once(store: &dyn KeyStore) {
@@ -56,12 +46,12 @@ pub async fn nothing_is_there_before_init_and_init_is_once(store: &dyn KeyStore)
     );
     let made = store.init(ISSUER, KeyAlg::ES256).await.unwrap();
     assert_eq!(made.issuer, ISSUER, "{CHECK}: the issuer");
-    assert_eq!(kids(&made, KeyState::Current).len(), 1, "{CHECK}: {made:?}");
-    assert_eq!(kids(&made, KeyState::Next).len(), 1, "{CHECK}: {made:?}");
+    assert_eq!(made.kids(KeyState::Current).len(), 1, "{CHECK}: {made:?}");
+    assert_eq!(made.kids(KeyState::Next).len(), 1, "{CHECK}: {made:?}");
     let loaded = store.load().await.unwrap();
     assert_eq!(
-        kids(&loaded, KeyState::Current),
-        kids(&made, KeyState::Current),
+        loaded.kids(KeyState::Current),
+        made.kids(KeyState::Current),
         "{CHECK}: load answers what init made"
     );
     let again = store.init(ISSUER, KeyAlg::ES256).await;
@@ -94,16 +84,16 @@ pub async fn a_rotation_moves_each_key_one_step(store: &dyn KeyStore) {
     let after = store.load().await.unwrap();
     for ks in [&r.keyset, &after] {
         assert_eq!(
-            kids(ks, KeyState::Current),
-            kids(&before, KeyState::Next),
+            ks.kids(KeyState::Current),
+            before.kids(KeyState::Next),
             "{CHECK}: next became current"
         );
         assert_eq!(
-            kids(ks, KeyState::Previous),
-            kids(&before, KeyState::Current),
+            ks.kids(KeyState::Previous),
+            before.kids(KeyState::Current),
             "{CHECK}: current became previous"
         );
-        assert_eq!(kids(ks, KeyState::Next).len(), 1, "{CHECK}: a new next");
+        assert_eq!(ks.kids(KeyState::Next).len(), 1, "{CHECK}: a new next");
         assert_eq!(ks.keys.len(), before.keys.len() + 1, "{CHECK}: {ks:?}");
     }
 }
@@ -128,8 +118,8 @@ pub async fn racing_rotations_from_one_key_rotate_once(store: Arc<dyn KeyStore>)
             let r = r.await.unwrap().unwrap();
             rotated += usize::from(r.rotated);
             assert_eq!(
-                kids(&r.keyset, KeyState::Current),
-                kids(&before, KeyState::Next),
+                r.keyset.kids(KeyState::Current),
+                before.kids(KeyState::Next),
                 "{CHECK}: round {round}: every racer answers the winner's keyset"
             );
         }
@@ -159,11 +149,11 @@ pub async fn a_revoked_key_is_gone_and_listed_and_the_next_one_takes_over(store:
             "{CHECK}: not listed: {ks:?}"
         );
         assert_eq!(
-            kids(ks, KeyState::Current),
-            kids(&before, KeyState::Next),
+            ks.kids(KeyState::Current),
+            before.kids(KeyState::Next),
             "{CHECK}: next took over"
         );
-        assert_eq!(kids(ks, KeyState::Next).len(), 1, "{CHECK}: a new next");
+        assert_eq!(ks.kids(KeyState::Next).len(), 1, "{CHECK}: a new next");
     }
     let unknown = store.revoke("no-such-kid", OffsetDateTime::now_utc()).await;
     assert!(

@@ -114,29 +114,20 @@ async fn a_token_signed_in_kms_verifies_in_pyjwt_and_ingest_on_aws_accepts_it() 
     }
 }
 
-/// The kids of `ks` in `state`.
-fn kids(ks: &Keyset, state: KeyState) -> BTreeSet<String> {
-    ks.keys
-        .iter()
-        .filter(|k| k.state == state)
-        .map(|k| k.kid.clone())
-        .collect()
-}
-
 /// Checks that `after` is `before` rotated `n` times (1 or 2): one current, one next, and the
 /// keys that were current in between now previous.
 fn assert_rotated(before: &Keyset, after: &Keyset, n: usize) {
-    let one = |s| kids(after, s).into_iter().collect::<Vec<_>>();
+    let one = |s| after.kids(s).into_iter().collect::<Vec<_>>();
     assert_eq!(one(KeyState::Current).len(), 1, "{after:?}");
     assert_eq!(one(KeyState::Next).len(), 1, "{after:?}");
-    let mut previous = kids(before, KeyState::Previous);
-    previous.extend(kids(before, KeyState::Current));
+    let mut previous = before.kids(KeyState::Previous);
+    previous.extend(before.kids(KeyState::Current));
     if n == 2 {
-        previous.extend(kids(before, KeyState::Next));
+        previous.extend(before.kids(KeyState::Next));
     } else {
-        assert_eq!(kids(after, KeyState::Current), kids(before, KeyState::Next));
+        assert_eq!(after.kids(KeyState::Current), before.kids(KeyState::Next));
     }
-    assert_eq!(kids(after, KeyState::Previous), previous, "{after:?}");
+    assert_eq!(after.kids(KeyState::Previous), previous, "{after:?}");
     assert_eq!(after.keys.len(), before.keys.len() + n, "{after:?}");
 }
 
