@@ -909,30 +909,39 @@ mod tests {
         true
     }
 
-    #[tokio::test]
-    async fn a_receive_waits_for_a_concurrent_writer_instead_of_failing_busy() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("q.db");
-        let db = QueueDb::open(&path).unwrap();
-        let q = db.queue("jobs", None);
-        q.send_batch(&[OutgoingMessage::new("a".into())])
-            .await
-            .unwrap();
-        db.run(Access::Read, |conn| {
-            conn.busy_handler(Some(commit_the_other_writer))?;
+    /// The `jobs` queue of a database whose waits for the write lock call `on_busy`.
+    async fn queue_calling_on_busy(path: &Path, on_busy: fn(i32) -> bool) -> SqliteQueue {
+        let db = QueueDb::open(path).unwrap();
+        db.run(Access::Read, move |conn| {
+            conn.busy_handler(Some(on_busy))?;
             Ok(())
         })
         .await
         .unwrap();
-        // A second connection (another process, say) holds the write lock, mid-transaction.
-        let other = Connection::open(&path).unwrap();
+        db.queue("jobs", None)
+    }
+
+    /// A second connection (another process, say) holding the write lock, mid-transaction.
+    fn another_writer(path: &Path) -> Connection {
+        let other = Connection::open(path).unwrap();
         other
             .execute_batch(
                 "BEGIN IMMEDIATE;
                  INSERT INTO messages (queue, body, sent_at, visible_at) VALUES ('other', 'x', 0, 0);",
             )
             .unwrap();
-        *OTHER_WRITER.lock().unwrap() = Some(other);
+        other
+    }
+
+    #[tokio::test]
+    async fn a_receive_waits_for_a_concurrent_writer_instead_of_failing_busy() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("q.db");
+        let q = queue_calling_on_busy(&path, commit_the_other_writer).await;
+        q.send_batch(&[OutgoingMessage::new("a".into())])
+            .await
+            .unwrap();
+        *OTHER_WRITER.lock().unwrap() = Some(another_writer(&path));
         let got = q.receive(opts(10, 30_000)).await;
         if let Some(c) = OTHER_WRITER.lock().unwrap().take() {
             c.execute_batch("COMMIT").unwrap();
@@ -954,22 +963,8 @@ mod tests {
     async fn an_empty_poll_waits_for_no_writer_of_another_process() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("q.db");
-        let db = QueueDb::open(&path).unwrap();
-        let q = db.queue("jobs", None);
-        db.run(Access::Read, |conn| {
-            conn.busy_handler(Some(note_the_wait))?;
-            Ok(())
-        })
-        .await
-        .unwrap();
-        // Another process holds the write lock, mid-transaction.
-        let other = Connection::open(&path).unwrap();
-        other
-            .execute_batch(
-                "BEGIN IMMEDIATE;
-                 INSERT INTO messages (queue, body, sent_at, visible_at) VALUES ('other', 'x', 0, 0);",
-            )
-            .unwrap();
+        let q = queue_calling_on_busy(&path, note_the_wait).await;
+        let other = another_writer(&path);
         let got = q.receive(opts(10, 30_000)).await;
         other.execute_batch("COMMIT").unwrap();
         assert!(got.unwrap().is_empty());
