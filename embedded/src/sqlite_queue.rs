@@ -18,10 +18,12 @@
 mod batch;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use batch::{Access, DbThread};
@@ -144,6 +146,9 @@ impl QueueDb {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // The queues' statements and the batches' savepoints, all kept prepared.
         conn.set_prepared_statement_cache_capacity(32);
+        // One plan per statement, whatever its values: otherwise a receive's `LIMIT ?` makes
+        // SQLite prepare its statement again each time the number it asks for changes.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         let thread = Arc::new(
             DbThread::start(conn)
                 .map_err(|e| Error::io("starting the queue database's thread", e))?,
@@ -165,6 +170,7 @@ impl QueueDb {
             redrive: dead_letter,
             notify: self.notifier(name),
             cursor: self.cursor(name),
+            found: Arc::default(),
         }
     }
 
@@ -268,6 +274,9 @@ pub struct SqliteQueue {
     redrive: Option<RedrivePolicy>,
     notify: Arc<Notify>,
     cursor: Arc<Mutex<String>>,
+    // Whether this handle's last receive found messages: under load the next one most likely
+    // will too, and skips asking first.
+    found: Arc<AtomicBool>,
 }
 
 fn insert(
@@ -587,8 +596,9 @@ impl QueueConsumer for SqliteQueue {
             let (name, redrive) = (self.name.clone(), self.redrive.clone());
             let cursor = self.cursor.clone();
             // An empty poll stays a read: it takes no write lock, so it waits for no writer of
-            // another process and holds up none.
-            let any = {
+            // another process and holds up none. Right after a receive that found messages,
+            // the next one goes straight to the write (one operation, not two, under load).
+            let any = self.found.load(Ordering::Relaxed) || {
                 let name = name.clone();
                 self.db
                     .run(Access::Read, move |conn| Self::any_visible(conn, &name))
@@ -603,6 +613,7 @@ impl QueueConsumer for SqliteQueue {
             } else {
                 Vec::new()
             };
+            self.found.store(!got.is_empty(), Ordering::Relaxed);
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
@@ -964,6 +975,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("q.db");
         let q = queue_calling_on_busy(&path, note_the_wait).await;
+        // A receive that found a message, then one that found none: polls are reads again.
+        q.send_batch(&[OutgoingMessage::new("a".into())])
+            .await
+            .unwrap();
+        assert_eq!(q.receive(opts(10, 30_000)).await.unwrap().len(), 1);
+        assert!(q.receive(opts(10, 30_000)).await.unwrap().is_empty());
         let other = another_writer(&path);
         let got = q.receive(opts(10, 30_000)).await;
         other.execute_batch("COMMIT").unwrap();

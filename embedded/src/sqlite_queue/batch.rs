@@ -1,11 +1,12 @@
 //! The queue database's own thread. Operations wait in a channel and run a batch at a time, in
-//! one transaction, each inside a savepoint of its own: callers that arrive together share one
-//! commit (one WAL write) and one hand-off to the thread, instead of a blocking-pool task and a
-//! transaction each. Under load the thread rarely sleeps, so a hand-off is a channel push.
+//! one transaction, each writer inside a savepoint of its own: callers that arrive together share
+//! one commit (one WAL write) and one hand-off to the thread, instead of a blocking-pool task and
+//! a transaction each. Under load the thread rarely sleeps, so a hand-off is a channel push.
 //!
-//! An operation that fails rolls back to its savepoint and answers its own error; the others in
-//! the batch are unaffected. Nobody is answered before the commit: if it fails, every operation
-//! of the batch answers that failure, and none of their changes exist.
+//! An operation that fails rolls back to its savepoint (alone in its batch, the transaction) and
+//! answers its own error; the others in the batch are unaffected. Nobody is answered before the
+//! commit: if it fails, every operation of the batch answers that failure, and none of their
+//! changes exist.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -159,16 +160,31 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Op>]) -> rusqlite::Result<(
             tracing::error!(error = %e, "queue database: cannot roll back an earlier transaction");
         }
     }
-    conn.execute_batch(if writes { "BEGIN IMMEDIATE" } else { "BEGIN" })?;
+    conn.prepare_cached(if writes { "BEGIN IMMEDIATE" } else { "BEGIN" })?
+        .execute([])?;
+    // A savepoint lets a writer that fails roll back alone. A reader has nothing to roll back,
+    // and a writer alone in its batch rolls back the whole transaction instead: a savepoint
+    // costs three statements and a copy of every page the operation changes.
+    let alone = batch.len() == 1;
     let mut run = || -> rusqlite::Result<()> {
+        let mut keep = true;
         for op in batch.iter_mut() {
-            conn.prepare_cached("SAVEPOINT op")?.execute([])?;
-            if !op.run(conn) {
-                conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+            let savepoint = !alone && op.access() == Access::Write;
+            if savepoint {
+                conn.prepare_cached("SAVEPOINT op")?.execute([])?;
             }
-            conn.prepare_cached("RELEASE op")?.execute([])?;
+            let ok = op.run(conn);
+            if savepoint {
+                if !ok {
+                    conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+                }
+                conn.prepare_cached("RELEASE op")?.execute([])?;
+            } else if !ok && op.access() == Access::Write {
+                keep = false;
+            }
         }
-        conn.prepare_cached("COMMIT")?.execute([])?;
+        conn.prepare_cached(if keep { "COMMIT" } else { "ROLLBACK" })?
+            .execute([])?;
         Ok(())
     };
     let done = run();
