@@ -405,19 +405,14 @@ impl AwsStack {
         kind.unwrap_or_default().to_owned()
     }
 
-    /// The Lambda binary `name` (built beside `sealbox`) under the Runtime API emulator, with
-    /// the stack's environment and `extra`.
+    /// The Lambda binary `name` (see [`crate::lambda_bin`]) under the Runtime API emulator,
+    /// with the stack's environment and `extra`.
     pub async fn lambda(
         &self,
         name: &str,
         extra: &[(&str, &str)],
     ) -> crate::lambda_emulator::LambdaEmulator {
-        let bin = crate::sealbox_bin().with_file_name(name);
-        assert!(
-            bin.is_file(),
-            "the {name} Lambda binary is missing at {}: run `cargo build --bins` (scripts/test does)",
-            bin.display()
-        );
+        let bin = crate::lambda_bin(name);
         let mut env = self.env.clone();
         env.extend(
             extra

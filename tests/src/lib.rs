@@ -28,6 +28,26 @@ pub fn sealbox_bin() -> PathBuf {
     bin
 }
 
+/// The Lambda function `name`, built in the release profile as `scripts/package` builds it (for
+/// the host): `target/release/NAME`, beside the tests' own `target/debug/`.
+pub fn lambda_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/release/<name>
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .and_then(|profile| profile.parent())
+        .map(|target| target.join("release").join(name))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "the {name} Lambda binary is missing at {}: build the five functions in the release \
+         profile, as scripts/test does (`cargo build --release -p sealbox-ingest-lambda -p …`)",
+        bin.display()
+    );
+    bin
+}
+
 /// The test Python with PyJWT: `$SEALBOX_TEST_PYTHON`, else `.venv-test/bin/python` in the workspace.
 pub fn python() -> PathBuf {
     let python = std::env::var_os("SEALBOX_TEST_PYTHON")
