@@ -298,15 +298,28 @@ pub async fn scenario(
     })
 }
 
+/// A fresh data directory for one scenario, under `--dir` (made if missing) or the system's
+/// temporary folder.
+fn scenario_dir(base: Option<&std::path::Path>) -> anyhow::Result<tempfile::TempDir> {
+    let Some(base) = base else {
+        return Ok(tempfile::tempdir()?);
+    };
+    std::fs::create_dir_all(base)
+        .and_then(|()| tempfile::tempdir_in(base))
+        .with_context(|| {
+            format!(
+                "--dir {}: cannot make a data directory there",
+                base.display()
+            )
+        })
+}
+
 /// `sealbox bench`.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.fair_share {
         let r = match args.backend {
             Backend::Embedded => {
-                let dir = match &args.dir {
-                    Some(base) => tempfile::tempdir_in(base)?,
-                    None => tempfile::tempdir()?,
-                };
+                let dir = scenario_dir(args.dir.as_deref())?;
                 crate::bench_fair_share::run(&args, args.burst, &dir).await?
             }
             Backend::Aws => {
@@ -345,10 +358,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     // makes the file system's inode allocation slower for minutes, which would skew it.
     let mut dirs = Vec::new();
     for latency in args.model_latency_ms.clone() {
-        let dir = match &args.dir {
-            Some(base) => tempfile::tempdir_in(base)?,
-            None => tempfile::tempdir()?,
-        };
+        let dir = scenario_dir(args.dir.as_deref())?;
         let r = scenario(&args, latency, &dir).await?;
         dirs.push(dir);
         if !args.json {
@@ -784,6 +794,18 @@ async fn run_aws(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_missing_dir_is_made_and_one_that_cannot_be_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("not/yet");
+        let dir = super::scenario_dir(Some(&base)).unwrap();
+        assert!(dir.path().starts_with(&base) && dir.path().is_dir());
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let err = super::scenario_dir(Some(&file.join("b"))).unwrap_err();
+        assert!(format!("{err:#}").contains("--dir "), "{err:#}");
+    }
+
     #[test]
     fn cpu_time_counts_user_and_system_time_without_a_terminal() {
         // tpgid (field 8) is -1 for a process without a terminal, as under CI and in pipes.
