@@ -459,3 +459,175 @@ async fn kms_keys_pass_the_key_store_suite() {
     })
     .await;
 }
+
+/// A key store whose first read answers an older keyset: a publisher that read the keys just
+/// before another writer rotated them and published. With `flapping`, every other read does.
+struct ReadBeforeARotation {
+    inner: sealbox_authz::key_store::file::FileKeyStore,
+    before: Keyset,
+    reads: std::sync::atomic::AtomicUsize,
+    flapping: bool,
+}
+
+#[async_trait::async_trait]
+impl sealbox_authz::KeyStore for ReadBeforeARotation {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn init(&self, issuer: &str, alg: KeyAlg) -> Result<Keyset, AuthzError> {
+        self.inner.init(issuer, alg).await
+    }
+    async fn load(&self) -> Result<Keyset, AuthzError> {
+        let read = self.reads.fetch_add(1, Ordering::SeqCst);
+        if read == 0 || (self.flapping && read.is_multiple_of(2)) {
+            Ok(self.before.clone())
+        } else {
+            self.inner.load().await
+        }
+    }
+    async fn rotate(
+        &self,
+        from: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<sealbox_authz::key_store::Rotation, AuthzError> {
+        self.inner.rotate(from, now).await
+    }
+    async fn revoke(
+        &self,
+        kid: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<(Keyset, KeyState), AuthzError> {
+        self.inner.revoke(kid, now).await
+    }
+    async fn retire_expired(&self, now: time::OffsetDateTime) -> Result<Keyset, AuthzError> {
+        self.inner.retire_expired(now).await
+    }
+    async fn sign(
+        &self,
+        key: &sealbox_authz::keyset::KeyEntry,
+        input: &[u8],
+    ) -> Result<Vec<u8>, AuthzError> {
+        self.inner.sign(key, input).await
+    }
+}
+
+/// A bucket on the shared moto server, a file keyset rotated once, an empty subscription
+/// registry, and the keys as read `before` the rotation and `after` it.
+struct PublishRace {
+    _moto: sealbox_tests::moto::MotoLease,
+    _dir: tempfile::TempDir,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    keys: ReadBeforeARotation,
+    registry: sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions,
+    after: Keyset,
+}
+
+impl PublishRace {
+    async fn new(bucket: &str, flapping: bool) -> Self {
+        let moto = tokio::task::spawn_blocking(sealbox_tests::moto::shared)
+            .await
+            .unwrap();
+        let s3 = sealbox_aws::sdk::Clients::new(&moto.sdk_config().await).s3;
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file =
+            sealbox_authz::key_store::file::FileKeyStore::new(dir.path().join("keyset.json"));
+        let before = file.init("sealbox-seller", KeyAlg::EdDSA).await.unwrap();
+        let current = before.kids(KeyState::Current).into_iter().next().unwrap();
+        let after = file
+            .rotate(&current, time::OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .keyset;
+        assert_ne!(
+            sealbox_authz::jwks::publish(&after, &[]).unwrap(),
+            sealbox_authz::jwks::publish(&before, &[]).unwrap(),
+            "the rotation changed the document"
+        );
+        let registry = sealbox_embedded::sqlite_subscriptions::SqliteSubscriptions::open(
+            &dir.path().join("subscriptions.db"),
+        )
+        .unwrap();
+        let keys = ReadBeforeARotation {
+            inner: file,
+            before,
+            reads: Default::default(),
+            flapping,
+        };
+        PublishRace {
+            _moto: moto,
+            _dir: dir,
+            s3,
+            bucket: bucket.to_owned(),
+            keys,
+            registry,
+            after,
+        }
+    }
+
+    fn publisher(&self) -> sealbox_aws::seller::publish::S3Publisher {
+        sealbox_aws::seller::publish::S3Publisher::new(
+            self.s3.clone(),
+            format!("s3://{}/jwks.json", self.bucket),
+        )
+    }
+
+    async fn stored(&self) -> serde_json::Value {
+        let body = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key("jwks.json")
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        serde_json::from_slice(&body).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_read_the_keys_before_a_rotation_publishes_the_rotated_keys() {
+    let race = PublishRace::new("publish-race", false).await;
+
+    let answered = race
+        .publisher()
+        .publish_current(&race.keys, &race.registry)
+        .await
+        .unwrap();
+
+    let expected = sealbox_authz::jwks::publish(&race.after, &[]).unwrap();
+    assert_eq!(
+        race.stored().await,
+        expected,
+        "the stored document holds the rotated keys"
+    );
+    assert_eq!(answered, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_whose_keys_change_at_every_read_gives_up_saying_so() {
+    let race = PublishRace::new("publish-flapping", true).await;
+
+    let err = race
+        .publisher()
+        .publish_current(&race.keys, &race.registry)
+        .await
+        .unwrap_err();
+
+    let message = err.to_string();
+    assert!(
+        message.contains("changed 5 times") && message.contains("publish again"),
+        "{message}"
+    );
+    assert_eq!(
+        race.keys.reads.load(Ordering::SeqCst),
+        6,
+        "five writes, six reads"
+    );
+}
