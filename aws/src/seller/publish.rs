@@ -8,7 +8,6 @@ use aws_sdk_s3::primitives::ByteStream;
 use sealbox_authz::AuthzError;
 use sealbox_authz::jwks::{Denial, publish};
 use sealbox_authz::key_store::KeyStore;
-use sealbox_authz::keyset::Keyset;
 use sealbox_authz::subscriptions::SubscriptionRegistry;
 use time::OffsetDateTime;
 
@@ -37,17 +36,6 @@ impl S3Publisher {
     /// Where it publishes.
     pub fn location(&self) -> &str {
         &self.location
-    }
-
-    /// Publishes the keys of `keyset` and the deny list `denied`; answers the document.
-    pub async fn publish(
-        &self,
-        keyset: &Keyset,
-        denied: &[Denial],
-    ) -> Result<serde_json::Value, AuthzError> {
-        let doc = publish(keyset, denied)?;
-        self.put(&doc).await?;
-        Ok(doc)
     }
 
     /// Writes `doc` to the object.
